@@ -1,0 +1,193 @@
+"""The adversarial core: a buffer of generated samples and the discriminator's update rounds.
+
+Kept apart from the reward (which only scores) and from the TRL callback (which only decides *when*),
+in the manner of imitation's AdversarialTrainer. Under ``accelerate launch`` every process keeps its own
+buffer of its own generations; gradients are averaged across processes before each optimizer step, and
+the initial weights are broadcast from rank 0, so every rank holds the same discriminator after every
+update (checked with a fingerprint after each round).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from gan_rl.discriminator import Discriminator, bce_loss
+from gan_rl.discriminator_config import DiscriminatorConfig
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """In-place all-reduce across processes (a no-op in a single process)."""
+    if world_size() > 1:
+        dist.all_reduce(tensor, op={"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN}[op])
+    return tensor
+
+
+@dataclass
+class SampleBuffer:
+    """Generated features since the last round (fresh), their real counterparts, and a replay reservoir."""
+
+    replay_size: int = 0
+    seed: int = 0
+    fresh_generated: list[Any] = field(default_factory=list)
+    fresh_real: list[Any] = field(default_factory=list)
+    replay: list[Any] = field(default_factory=list)
+    seen: int = 0  # generated samples ever offered to the reservoir
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def add(self, generated: list[Any], real: list[Any]) -> None:
+        self.fresh_generated.extend(generated)
+        self.fresh_real.extend(real)
+
+    def take_fresh(self) -> tuple[list[Any], list[Any]]:
+        """Hand out the fresh samples and move the generated ones into the replay reservoir."""
+        generated, real = self.fresh_generated, self.fresh_real
+        self.fresh_generated, self.fresh_real = [], []
+        for sample in generated:  # reservoir sampling: a uniform sample of all past generations
+            self.seen += 1
+            if len(self.replay) < self.replay_size:
+                self.replay.append(sample)
+            elif self.replay_size > 0:
+                j = self.rng.randrange(self.seen)
+                if j < self.replay_size:
+                    self.replay[j] = sample
+        return generated, real
+
+
+@dataclass
+class RoundStats:
+    """What one discriminator round saw (averaged over its updates and over all processes)."""
+
+    loss: float
+    acc_real: float
+    acc_generated: float
+    updates: int
+
+    def as_logs(self, prefix: str = "disc/") -> dict[str, float]:
+        return {
+            f"{prefix}loss": self.loss,
+            f"{prefix}acc_real": self.acc_real,
+            f"{prefix}acc_generated": self.acc_generated,
+            f"{prefix}accuracy": 0.5 * (self.acc_real + self.acc_generated),
+        }
+
+
+class DiscriminatorTrainer:
+    """Trains a discriminator on real versus generated features; identical on every process."""
+
+    def __init__(self, discriminator: Discriminator, config: DiscriminatorConfig) -> None:
+        self.discriminator = discriminator
+        self.config = config
+        self.optimizer = torch.optim.AdamW(
+            discriminator.trainable_parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        self.rng = random.Random()
+        self.rounds = 0
+        self.last_stats: RoundStats | None = None
+        if world_size() > 1:
+            for tensor in discriminator.state_dict().values():
+                dist.broadcast(tensor, src=0)
+
+    def _draw(self, pool: list[Any], n: int) -> list[Any]:
+        if len(pool) >= n:
+            return self.rng.sample(pool, n)
+        return [self.rng.choice(pool) for _ in range(n)]
+
+    def _generated_batch(self, fresh: list[Any], replay: list[Any], n: int) -> list[Any]:
+        n_replay = int(round(n * self.config.replay_fraction)) if replay else 0
+        return self._draw(fresh, n - n_replay) + (self._draw(replay, n_replay) if n_replay else [])
+
+    def _sync_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        if world_size() == 1:
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        all_reduce_(flat).div_(world_size())
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.grad = flat[offset : offset + n].view_as(p).clone()
+            offset += n
+
+    def update(self, real: list[Any], generated: list[Any]) -> tuple[float, float, float]:
+        """One optimizer step on a balanced batch; returns (loss, acc_real, acc_generated) before the step."""
+        disc = self.discriminator
+        disc.train()
+        logits = disc(disc.collate(real + generated))
+        is_real = torch.cat([torch.ones(len(real)), torch.zeros(len(generated))]).to(logits.device)
+        loss = bce_loss(logits, is_real, self.config.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = disc.trainable_parameters()
+        self._sync_gradients(params)
+        if self.config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
+        self.optimizer.step()
+        with torch.no_grad():
+            acc_real = (logits[: len(real)] > 0).float().mean().item()
+            acc_gen = (logits[len(real) :] <= 0).float().mean().item()
+        return loss.item(), acc_real, acc_gen
+
+    def train_round(self, buffer: SampleBuffer, updates: int) -> RoundStats | None:
+        """Train on the buffer's fresh samples (plus replay) for ``updates`` steps.
+
+        Collective: every process must call it at the same step. Returns None when some process has no
+        fresh samples (then nobody trains, so the processes stay in step).
+        """
+        have = all_reduce_(torch.tensor([len(buffer.fresh_generated), len(buffer.fresh_real)]), "min")
+        if have.min().item() == 0 or updates == 0:
+            return None
+        replay = list(buffer.replay)  # past generations only: not this round's fresh ones
+        generated, real = buffer.take_fresh()
+        # Each process draws its own batches; seeding by round makes a resumed run draw the same ones.
+        self.rng.seed(f"{self.config.seed}/{rank()}/{self.rounds}")
+        n = self.config.batch_size // 2 or 1
+        totals = torch.zeros(3, dtype=torch.float64)
+        for _ in range(updates):
+            stats = self.update(self._draw(real, n), self._generated_batch(generated, replay, n))
+            totals += torch.tensor(stats, dtype=torch.float64)
+        totals = all_reduce_(totals / updates) / world_size()
+        self.rounds += 1
+        self.last_stats = RoundStats(*totals.tolist(), updates=updates)
+        return self.last_stats
+
+    def fingerprint(self) -> str:
+        """A short hash of the discriminator's trainable weights (equal on every rank after each round)."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.discriminator.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    def gather_fingerprints(self) -> list[str]:
+        """Every rank's fingerprint (a collective); rank 0's first."""
+        mine = self.fingerprint()
+        if world_size() == 1:
+            return [mine]
+        out: list[Any] = [None] * world_size()
+        dist.all_gather_object(out, mine)
+        return out
+
+    # -- checkpointing ------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint needs besides the weights and optimizer tensors."""
+        return {"rounds": self.rounds}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.rounds = int(state.get("rounds", 0))

@@ -1,0 +1,179 @@
+"""The TRL/transformers callback that retrains the discriminator between policy updates.
+
+It decides *when* (warm-up before the first policy update, then a round every ``update_every`` policy
+updates with fresh samples), logs the round's statistics into the trainer's logs, and saves/restores
+the discriminator with every trainer checkpoint. *How* a round trains lives in :mod:`gan_rl.adversary`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model, save_model
+from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from gan_rl.adversary import DiscriminatorTrainer, SampleBuffer, rank
+from gan_rl.discriminator import Pair
+from gan_rl.reward import DiscriminatorReward
+
+logger = logging.getLogger(__name__)
+
+DISCRIMINATOR_DIR = "discriminator"
+
+
+def save_discriminator(directory: str | Path, trainer: DiscriminatorTrainer, reward: DiscriminatorReward) -> Path:
+    """Weights (safetensors), optimizer state and counters of the discriminator, into ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_model(trainer.discriminator, str(directory / "model.safetensors"))
+    torch.save(trainer.optimizer.state_dict(), directory / "optimizer.pt")
+    state = {
+        "kind": trainer.config.kind,
+        "config": asdict(trainer.config),
+        "trainer": trainer.state(),
+        "reward": reward.state(),
+        "fingerprint": trainer.fingerprint(),
+    }
+    (directory / "state.json").write_text(json.dumps(state, indent=2))
+    return directory
+
+
+def load_discriminator(directory: str | Path, trainer: DiscriminatorTrainer, reward: DiscriminatorReward) -> None:
+    """Restore what :func:`save_discriminator` wrote (tensor files are read with weights_only=True)."""
+    directory = Path(directory)
+    state = json.loads((directory / "state.json").read_text())
+    if state["kind"] != trainer.config.kind:
+        raise ValueError(f"{directory}: holds a '{state['kind']}' discriminator, the recipe asks for '{trainer.config.kind}'.")
+    missing, unexpected = load_model(trainer.discriminator, str(directory / "model.safetensors"), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{directory}: discriminator weights do not match (missing {missing}, unexpected {unexpected}).")
+    optim_state = torch.load(directory / "optimizer.pt", weights_only=True, map_location=trainer.discriminator.device)
+    trainer.optimizer.load_state_dict(optim_state)
+    trainer.load_state(state["trainer"])
+    reward.load_state(state["reward"])
+
+
+class DiscriminatorCallback(TrainerCallback):
+    """Warm-up, discriminator rounds between policy updates, logging and checkpointing."""
+
+    def __init__(
+        self,
+        disc_trainer: DiscriminatorTrainer,
+        buffer: SampleBuffer,
+        reward: DiscriminatorReward,
+        warmup_prompts: list[Pair] | None = None,
+        generation_kwargs: dict[str, Any] | None = None,
+        resume_dir: str | Path | None = None,
+    ) -> None:
+        self.disc_trainer = disc_trainer
+        self.buffer = buffer
+        self.reward = reward
+        self.config = disc_trainer.config
+        self.warmup_prompts = warmup_prompts or []
+        self.generation_kwargs = generation_kwargs or {}
+        self.resume_dir = Path(resume_dir) if resume_dir else None
+        self.log_metric: Callable[[str, float], None] | None = None
+        self.warmup_stats: dict[str, float] = {}
+        self.fingerprints: list[str] = []
+        self._pending_logs: dict[str, float] = {}
+
+    def attach(self, trainer: Any) -> None:
+        """Log into a TRL trainer's own metrics, so they reach every ``report_to`` backend."""
+        metrics = getattr(trainer, "_metrics", None)
+        if metrics is not None:
+            self.log_metric = lambda name, value: metrics["train"][name].append(value)
+
+    def _record(self, logs: dict[str, float]) -> None:
+        for name, value in logs.items():
+            if self.log_metric is not None:
+                self.log_metric(name, value)
+            else:
+                self._pending_logs[name] = value
+
+    # -- warm-up ------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, model: Any, tokenizer: Any, pairs: list[Pair], batch_size: int = 16) -> list[str]:
+        """Sample one response per prompt from the current policy (as TRL would, with its settings)."""
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        out: list[str] = []
+        try:
+            for start in range(0, len(pairs), batch_size):
+                chunk = pairs[start : start + batch_size]
+                texts = [
+                    tokenizer.apply_chat_template(p.prompt, tokenize=False, add_generation_prompt=True)
+                    if isinstance(p.prompt, list)
+                    else p.prompt
+                    for p in chunk
+                ]
+                inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+                ids = model.generate(
+                    **inputs, do_sample=True, pad_token_id=tokenizer.pad_token_id, **self.generation_kwargs
+                )
+                new = ids[:, inputs["input_ids"].shape[1] :]
+                out.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
+        finally:
+            model.train(was_training)
+        return out
+
+    def warmup(self, model: Any, tokenizer: Any) -> dict[str, float]:
+        """Train the discriminator on the initial policy's samples before the first policy update."""
+        cfg = self.config
+        if cfg.warmup_samples == 0 or cfg.warmup_updates == 0 or not self.warmup_prompts:
+            return {}
+        rng = random.Random(f"warmup/{cfg.seed}/{rank()}")
+        prompts = [rng.choice(self.warmup_prompts) for _ in range(cfg.warmup_samples)]
+        texts = self.generate(model, tokenizer, prompts)
+        disc = self.disc_trainer.discriminator
+        generated = disc.featurize([Pair(p.prompt, p.prompt_text, t) for p, t in zip(prompts, texts, strict=True)])
+        real = disc.featurize(list({p.key: p for p in prompts}.values()), cache=True)
+        self.buffer.add(generated, real)
+        stats = self.disc_trainer.train_round(self.buffer, cfg.warmup_updates)
+        return stats.as_logs("disc/warmup_") if stats else {}
+
+    # -- TrainerCallback hooks ----------------------------------------------------------------------
+
+    def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
+        resume = self.resume_dir
+        if resume is None and state.global_step > 0:
+            resume = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if resume is not None and state.global_step > 0:
+            directory = Path(resume) / DISCRIMINATOR_DIR
+            if (directory / "state.json").is_file():
+                load_discriminator(directory, self.disc_trainer, self.reward)
+                logger.info("Restored the discriminator from %s (round %d).", directory, self.disc_trainer.rounds)
+                return
+            logger.warning("%s has no discriminator; training a fresh one from a warm-up.", resume)
+        self.warmup_stats = self.warmup(model, processing_class)
+        self._record(self.warmup_stats)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.config.update_every != 0:
+            return
+        stats = self.disc_trainer.train_round(self.buffer, self.config.updates_per_round)
+        if stats is None:
+            return
+        self.fingerprints = self.disc_trainer.gather_fingerprints()
+        if len(set(self.fingerprints)) > 1:
+            raise RuntimeError(f"discriminator weights diverged across processes: {self.fingerprints}")
+        self._record({**stats.as_logs(), "disc/rounds": float(self.disc_trainer.rounds)})
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is not None and self._pending_logs:  # only without a TRL trainer to log through
+            logs.update(self._pending_logs)
+            self._pending_logs = {}
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}" / DISCRIMINATOR_DIR
+            save_discriminator(folder, self.disc_trainer, self.reward)

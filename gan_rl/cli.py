@@ -1,0 +1,135 @@
+"""The ``gan-rl`` command line: thin wrappers around :mod:`gan_rl.train`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from gan_rl.recipe import RecipeError, load_recipe
+
+SET_HELP = "Override a recipe field, e.g. --set trainer.max_steps=10 (repeatable; the value is read as YAML)."
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _print_summary(summary, console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"gan-rl {summary.algorithm}: finished", show_header=False)
+    table.add_row("policy steps", str(summary.steps))
+    table.add_row("training time", f"{summary.seconds:.1f} s")
+    table.add_row("discriminator rounds", str(summary.disc_rounds))
+    for name, value in summary.disc_stats.items():
+        table.add_row(f"final {name}", f"{value:.3f}")
+    if summary.reward_first is not None:
+        table.add_row("mean reward, first -> last log", f"{summary.reward_first:.3f} -> {summary.reward_last:.3f}")
+    if summary.distance_before is not None:
+        table.add_row(
+            "word distance to real (TV, 0 = same)", f"{summary.distance_before:.3f} -> {summary.distance_after:.3f}"
+        )
+        table.add_row("final discriminator P(real), before -> after", f"{summary.judge_before:.3f} -> {summary.judge_after:.3f}")
+    if len(summary.fingerprints) > 1:
+        same = len(set(summary.fingerprints)) == 1
+        table.add_row("discriminator equal on all ranks", f"{'yes' if same else 'NO'} ({len(summary.fingerprints)} ranks)")
+    table.add_row("outputs", f"{summary.output_dir} (generator, discriminator/, run_summary.json)")
+    console.print(table)
+    for sample in summary.samples[:3]:
+        console.print(f"[bold]prompt[/bold]  {sample['prompt']}")
+        console.print(f"  real    {sample['real']}")
+        console.print(f"  before  {sample['before']}")
+        console.print(f"  after   {sample['after']}")
+
+
+def _train(algorithm: str, recipe_path: str, overrides: tuple[str, ...], output_dir: str | None, resume, overwrite: bool, samples: int) -> None:
+    from accelerate import PartialState
+    from rich.console import Console
+
+    console = Console(stderr=False)
+    sets = list(overrides) + ([f"trainer.output_dir={output_dir}"] if output_dir else [])
+    try:
+        recipe = load_recipe(recipe_path, sets)
+        _quiet_libraries()
+        from gan_rl.train import run
+
+        summary = run(algorithm, recipe, resume=resume, overwrite=overwrite, num_samples=samples)
+    except RecipeError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if PartialState().is_main_process:
+        _print_summary(summary, console)
+
+
+def _train_command(algorithm: str, doc: str):
+    @click.command(name=algorithm, help=doc)
+    @click.argument("recipe", type=click.Path(dir_okay=False))
+    @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+    @click.option("--output-dir", default=None, help="Shortcut for --set trainer.output_dir=DIR.")
+    @click.option(
+        "--resume", is_flag=False, flag_value="latest", default=None, metavar="[CHECKPOINT]",
+        help="Resume from the latest checkpoint in the output directory, or from CHECKPOINT.",
+    )
+    @click.option("--overwrite", is_flag=True, help="Delete an earlier run in the output directory first.")
+    @click.option("--samples", default=16, show_default=True, help="Held-out prompts sampled before and after training for the summary (0: none).")
+    def command(recipe, overrides, output_dir, resume, overwrite, samples):
+        _train(algorithm, recipe, overrides, output_dir, resume, overwrite, samples)
+
+    return command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="gan-rl")
+def main() -> None:
+    """Adversarial RL for LLMs: a discriminator's judgement is the reward for TRL's trainers."""
+
+
+main.add_command(
+    _train_command(
+        "ppo",
+        "PPO-style clipped policy optimisation (TRL GRPOTrainer) with KL to the reference model, "
+        "rewarded by the discriminator. RECIPE is a YAML file.",
+    )
+)
+main.add_command(
+    _train_command(
+        "reinforce",
+        "REINFORCE with a leave-one-out baseline (TRL RLOOTrainer), rewarded by the discriminator. "
+        "RECIPE is a YAML file.",
+    )
+)
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--algorithm", type=click.Choice(["ppo", "reinforce"]), default="ppo", show_default=True)
+def check(recipe: str, overrides: tuple[str, ...], algorithm: str) -> None:
+    """Validate RECIPE (sections, TRL config, data files and columns) without loading a model."""
+    try:
+        parsed = load_recipe(recipe, list(overrides))
+        _quiet_libraries()
+        from gan_rl.data import load_raw_splits
+        from gan_rl.recipe import build_trainer_config
+
+        build_trainer_config(parsed, algorithm, remove_unused_columns=False)
+        splits = load_raw_splits(parsed)
+    except RecipeError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    rows = ", ".join(f"{name}: {len(ds)} rows" for name, ds in splits.items())
+    click.echo(f"{Path(recipe)}: valid for {algorithm} ({rows}).")
+
+
+if __name__ == "__main__":
+    main()

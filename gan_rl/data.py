@@ -1,0 +1,110 @@
+"""Loading prompt/response data and shaping it for TRL.
+
+Every split ends up with three columns: ``prompt`` (what the generator sees: chat messages for chat
+models, plain text otherwise), ``prompt_text`` (the raw prompt) and ``real_response``. TRL passes the
+last two to reward functions as keyword arguments, which is how the discriminator reward sees the real
+response paired with each generated one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from datasets import Dataset, load_dataset
+
+from gan_rl.recipe import DataSettings, DataSource, Recipe, RecipeError
+from gan_rl.synthetic import SYNTHETIC
+
+FILE_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
+PROMPT_TEXT, REAL_RESPONSE = "prompt_text", "real_response"
+
+
+def load_source(source: DataSource, recipe: Recipe, where: str) -> Dataset:
+    """Read one split from a local file, the hub, or a synthetic generator."""
+    if source.synthetic is not None:
+        return Dataset.from_list(SYNTHETIC[source.synthetic](source.rows, source.seed))
+    if source.path is not None:
+        path = recipe.resolve_path(source.path)
+        builder = FILE_BUILDERS.get(path.suffix.lower())
+        if builder is None:
+            raise RecipeError(
+                f"{where}.path: unsupported file type '{path.suffix}' ({path}); "
+                f"valid: {', '.join(FILE_BUILDERS)}."
+            )
+        if not path.is_file():
+            raise RecipeError(f"{where}.path: file not found: {path}")
+        try:
+            return load_dataset(builder, data_files=str(path), split="train")
+        except Exception as exc:  # noqa: BLE001 - any parse failure is the file's fault
+            if "corresponds to no data" in str(exc):  # a file with a header and no rows
+                raise RecipeError(f"{where}: the dataset is empty ({path}).") from None
+            raise RecipeError(f"{where}.path: cannot read {path} as {builder}: {exc}") from None
+    try:
+        return load_dataset(source.hub, source.config, split=source.split)
+    except Exception as exc:  # noqa: BLE001 - network, missing dataset or split
+        raise RecipeError(f"{where}.hub: cannot load {source.hub!r} (split {source.split!r}): {exc}") from None
+
+
+def check_columns(ds: Dataset, data: DataSettings, where: str) -> None:
+    """The prompt and response columns exist and the split is not empty."""
+    for key in ("prompt_column", "response_column"):
+        column = getattr(data, key)
+        if column not in ds.column_names:
+            raise RecipeError(
+                f"data.{key}: column '{column}' not found in {where}; "
+                f"available columns: {', '.join(ds.column_names)}."
+            )
+    if len(ds) == 0:
+        raise RecipeError(f"{where}: the dataset is empty.")
+
+
+def load_raw_splits(recipe: Recipe) -> dict[str, Dataset]:
+    """Both splits, checked and limited, before any tokenizer or model is loaded."""
+    data = recipe.data
+    splits = {"train": (data.train, data.max_train_samples)}
+    if data.test is not None:
+        splits["test"] = (data.test, data.max_test_samples)
+    out = {}
+    for name, (source, limit) in splits.items():
+        where = f"data.{name}"
+        ds = load_source(source, recipe, where)
+        check_columns(ds, data, where)
+        if limit is not None:
+            ds = ds.select(range(min(limit, len(ds))))
+        ds = ds.filter(
+            lambda row: isinstance(row[data.prompt_column], str) and isinstance(row[data.response_column], str)
+        )
+        if len(ds) == 0:
+            raise RecipeError(f"{where}: no row has text in both '{data.prompt_column}' and '{data.response_column}'.")
+        out[name] = ds
+    return out
+
+
+def uses_chat_format(data: DataSettings, tokenizer: Any) -> bool:
+    """Chat messages for chat models (TRL's conversational format), plain text otherwise."""
+    has_template = getattr(tokenizer, "chat_template", None) is not None
+    if data.format == "chat" and not has_template:
+        raise RecipeError("data.format: 'chat' needs a tokenizer with a chat template; use 'plain' or 'auto'.")
+    return data.format == "chat" or (data.format == "auto" and has_template)
+
+
+def format_prompt(text: str, data: DataSettings, chat: bool) -> str | list[dict[str, str]]:
+    """The generator's input for one prompt."""
+    if chat:
+        messages = [{"role": "system", "content": data.system_prompt}] if data.system_prompt else []
+        return [*messages, {"role": "user", "content": text}]
+    body = data.prompt_template.format(prompt=text)
+    return f"{data.system_prompt}\n{body}" if data.system_prompt else body
+
+
+def to_trl_dataset(ds: Dataset, data: DataSettings, chat: bool) -> Dataset:
+    """Columns ``prompt``, ``prompt_text`` and ``real_response`` for TRL's trainers."""
+    rows = [
+        {
+            "prompt": format_prompt(p, data, chat),
+            PROMPT_TEXT: p,
+            REAL_RESPONSE: r,
+        }
+        for p, r in zip(ds[data.prompt_column], ds[data.response_column], strict=True)
+    ]
+    return Dataset.from_list(rows)

@@ -1,0 +1,370 @@
+"""The discriminator: tells real (prompt, response) pairs from the generator's own.
+
+Every discriminator splits into a frozen part and a trainable part:
+
+* ``featurize(pairs)`` runs the frozen part once per pair, without gradients, and returns one feature
+  per pair (hidden states for ``head``, token ids for ``classifier``). Features of real pairs are cached.
+* ``forward(batch)`` runs the trainable part on collated features and returns one logit per pair
+  (positive: "real").
+
+The reward scores fresh generations from their features and hands the same features to the sample
+buffer, so a discriminator update never runs the frozen encoder again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gan_rl.discriminator_config import DiscriminatorConfig
+
+logger = logging.getLogger(__name__)
+
+Prompt = str | list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One (prompt, response): ``prompt`` as the generator saw it, ``prompt_text`` as written."""
+
+    prompt: Prompt
+    prompt_text: str
+    response: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.prompt_text, self.response)
+
+
+# --------------------------------------------------------------------------------------------------
+# Frozen encoder (for the head)
+# --------------------------------------------------------------------------------------------------
+
+
+class FrozenEncoder:
+    """Hidden states of a frozen language model, read by the discriminator head.
+
+    With ``encoder: generator`` the model is bound once the trainer exists (:meth:`bind`): the generator
+    with its LoRA adapters disabled, TRL's reference model, or a frozen copy of the initial checkpoint.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        hidden_size: int,
+        layer: int = -1,
+        generator_format: bool = False,
+        model: nn.Module | None = None,
+        disable_adapters: bool = False,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.hidden_size = hidden_size
+        self.layer = layer
+        # True when the encoder is the generator: prompts are encoded exactly as the generator saw them.
+        self.generator_format = generator_format
+        self.model = model
+        self.disable_adapters = disable_adapters
+
+    def bind(self, model: nn.Module, disable_adapters: bool = False) -> None:
+        """Use ``model`` (frozen weights, or a PEFT model whose adapters are switched off) from now on."""
+        self.model = model
+        self.disable_adapters = disable_adapters
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _backbone(self) -> nn.Module:
+        model = self.model
+        if self.disable_adapters:
+            model = model.get_base_model()
+        return getattr(model, "base_model", model)  # skip the LM head: only hidden states are needed
+
+    @torch.no_grad()
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.model is None:
+            raise RuntimeError("FrozenEncoder.bind() must be called before the discriminator is used.")
+        was_training = self.model.training
+        self.model.eval()
+        adapters_off = self.model.disable_adapter() if self.disable_adapters else contextlib.nullcontext()
+        try:
+            with adapters_off:
+                out = self._backbone()(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    output_hidden_states=self.layer != -1,
+                    use_cache=False,
+                )
+        finally:
+            self.model.train(was_training)
+        return out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]
+
+
+# --------------------------------------------------------------------------------------------------
+# Discriminators
+# --------------------------------------------------------------------------------------------------
+
+
+class Discriminator(nn.Module):
+    """Common interface; subclasses define ``_featurize``, ``collate`` and ``forward``."""
+
+    def __init__(self, config: DiscriminatorConfig) -> None:
+        super().__init__()
+        self.config = config
+        self._real_cache: OrderedDict[tuple[str, str], Any] = OrderedDict()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def featurize(self, pairs: list[Pair], cache: bool = False) -> list[Any]:
+        """Frozen features, one per pair (on CPU). ``cache=True`` for real pairs: they never change."""
+        if not cache or self.config.cache_size == 0:
+            return self._featurize(pairs) if pairs else []
+        missing = list({p.key: p for p in pairs if p.key not in self._real_cache}.values())
+        for pair, feature in zip(missing, self._featurize(missing) if missing else [], strict=True):
+            self._real_cache[pair.key] = feature
+        out = []
+        for pair in pairs:
+            self._real_cache.move_to_end(pair.key)
+            out.append(self._real_cache[pair.key])
+        while len(self._real_cache) > self.config.cache_size:
+            self._real_cache.popitem(last=False)
+        return out
+
+    def _featurize(self, pairs: list[Pair]) -> list[Any]:
+        raise NotImplementedError
+
+    def collate(self, features: list[Any]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def score(self, features: list[Any], batch_size: int = 64) -> torch.Tensor:
+        """Logits (float32, CPU) for features, in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            chunks = [
+                self(self.collate(features[i : i + batch_size])).float().cpu()
+                for i in range(0, len(features), batch_size)
+            ]
+        finally:
+            self.train(was_training)
+        return torch.cat(chunks) if chunks else torch.zeros(0)
+
+
+class HeadDiscriminator(Discriminator):
+    """The original design: frozen encoder states -> Transformer encoder (-> LSTM) -> linear -> logit.
+
+    The head attends over prompt and response but pools over response tokens only (when conditional), so
+    the shared prompt cannot dilute the evidence.
+    """
+
+    def __init__(self, config: DiscriminatorConfig, encoder: FrozenEncoder, encode_batch_size: int = 16) -> None:
+        super().__init__(config)
+        self.encoder = encoder  # a plain object: not a submodule, not in state_dict
+        self.encode_batch_size = encode_batch_size
+        self.proj = nn.Linear(encoder.hidden_size, config.d_model)
+        self.input_norm = nn.LayerNorm(config.d_model)
+        if config.num_layers > 0:
+            layer = nn.TransformerEncoderLayer(
+                config.d_model,
+                config.num_heads,
+                dim_feedforward=4 * config.d_model,
+                dropout=config.dropout,
+                batch_first=True,
+                norm_first=True,
+            )
+            self.transformer = nn.TransformerEncoder(layer, config.num_layers, enable_nested_tensor=False)
+        else:
+            self.transformer = None
+        self.lstm = (
+            nn.LSTM(config.d_model, config.lstm_hidden, batch_first=True, bidirectional=True)
+            if config.lstm
+            else None
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(2 * config.lstm_hidden if config.lstm else config.d_model, 1)
+        self._prompt_ids: OrderedDict[str, list[int]] = OrderedDict()
+
+    # -- tokenisation -------------------------------------------------------------------------------
+
+    def _prompt_token_ids(self, pair: Pair) -> list[int]:
+        tok = self.encoder.tokenizer
+        if not self.config.conditional:
+            return [tok.bos_token_id] if tok.bos_token_id is not None else []
+        if self.encoder.generator_format:
+            prompt = pair.prompt
+            if isinstance(prompt, list):
+                prompt = tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+            return tok(prompt, add_special_tokens=False)["input_ids"]
+        return tok(pair.prompt_text + "\n", add_special_tokens=True)["input_ids"]
+
+    def _tokenize(self, pair: Pair) -> tuple[list[int], int]:
+        key = str(pair.prompt) if self.config.conditional else ""
+        prompt_ids = self._prompt_ids.get(key)
+        if prompt_ids is None:
+            prompt_ids = self._prompt_ids[key] = self._prompt_token_ids(pair)
+            if len(self._prompt_ids) > 4096:
+                self._prompt_ids.popitem(last=False)
+        response_ids = self.encoder.tokenizer(pair.response, add_special_tokens=False)["input_ids"]
+        max_len = self.config.max_length
+        prompt_ids = prompt_ids[-(max_len // 2) :] if len(prompt_ids) > max_len // 2 else prompt_ids
+        response_ids = response_ids[: max_len - len(prompt_ids)]
+        return prompt_ids + response_ids, len(prompt_ids)
+
+    def _featurize(self, pairs: list[Pair]) -> list[dict[str, torch.Tensor]]:
+        tokenized = [self._tokenize(p) for p in pairs]
+        pad_id = self.encoder.tokenizer.pad_token_id or 0
+        device = self.encoder.device
+        out = []
+        for start in range(0, len(tokenized), self.encode_batch_size):
+            chunk = tokenized[start : start + self.encode_batch_size]
+            length = max(len(ids) for ids, _ in chunk)
+            input_ids = torch.full((len(chunk), length), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(chunk), length), dtype=torch.long)
+            for i, (ids, _) in enumerate(chunk):
+                input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+                attention[i, : len(ids)] = 1
+            hidden = self.encoder(input_ids.to(device), attention.to(device)).cpu()
+            for i, (ids, n_prompt) in enumerate(chunk):
+                response_mask = torch.zeros(len(ids), dtype=torch.bool)
+                response_mask[n_prompt:] = True
+                out.append({"hidden": hidden[i, : len(ids)].clone(), "response_mask": response_mask})
+        return out
+
+    # -- trainable part -----------------------------------------------------------------------------
+
+    def collate(self, features: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        length = max(f["hidden"].shape[0] for f in features)
+        batch = len(features)
+        hidden = torch.zeros(batch, length, self.encoder.hidden_size)
+        valid = torch.zeros(batch, length, dtype=torch.bool)
+        pool = torch.zeros(batch, length, dtype=torch.bool)
+        for i, f in enumerate(features):
+            n = f["hidden"].shape[0]
+            hidden[i, :n] = f["hidden"].float()
+            valid[i, :n] = True
+            # An empty response has nothing to pool over: fall back to the whole sequence.
+            pool[i, :n] = f["response_mask"] if f["response_mask"].any() else True
+        device = self.device
+        return {"hidden": hidden.to(device), "valid": valid.to(device), "pool": pool.to(device)}
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = self.input_norm(self.proj(batch["hidden"]))
+        valid = batch["valid"]
+        if self.transformer is not None:
+            x = self.transformer(x, src_key_padding_mask=~valid)
+        if self.lstm is not None:
+            lengths = valid.sum(dim=1).cpu()
+            packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            x, _ = self.lstm(packed)
+            x, _ = nn.utils.rnn.pad_packed_sequence(x, batch_first=True, total_length=valid.shape[1])
+        pool = batch["pool"].unsqueeze(-1).to(x.dtype)
+        pooled = (x * pool).sum(dim=1) / pool.sum(dim=1).clamp(min=1.0)
+        return self.classifier(self.dropout(pooled)).squeeze(-1)
+
+
+class ClassifierDiscriminator(Discriminator):
+    """A separate sequence-classification model (num_labels=1) with its own tokenizer, optionally LoRA."""
+
+    def __init__(self, config: DiscriminatorConfig, checkpoint: str, dtype: torch.dtype | str = "auto") -> None:
+        super().__init__(config)
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(checkpoint, trust_remote_code=config.trust_remote_code)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        self.tokenizer.padding_side = "right"
+        model = AutoModelForSequenceClassification.from_pretrained(
+            checkpoint, num_labels=1, dtype=dtype, trust_remote_code=config.trust_remote_code
+        )
+        model.config.pad_token_id = self.tokenizer.pad_token_id
+        if config.lora is not None:
+            from peft import LoraConfig, get_peft_model
+
+            lora = config.lora
+            model = get_peft_model(
+                model,
+                LoraConfig(
+                    r=lora.r,
+                    lora_alpha=lora.alpha,
+                    lora_dropout=lora.dropout,
+                    target_modules=lora.target_modules,
+                    task_type="SEQ_CLS",
+                ),
+            )
+        self.model = model
+
+    def _featurize(self, pairs: list[Pair]) -> list[torch.Tensor]:
+        prompts = [p.prompt_text for p in pairs] if self.config.conditional else None
+        responses = [p.response for p in pairs]
+        enc = self.tokenizer(
+            prompts if prompts is not None else responses,
+            responses if prompts is not None else None,
+            truncation="only_first" if prompts is not None else True,
+            max_length=self.config.max_length,
+        )
+        return [torch.tensor(ids, dtype=torch.long) for ids in enc["input_ids"]]
+
+    def collate(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        length = max(len(f) for f in features)
+        input_ids = torch.full((len(features), length), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(features), length), dtype=torch.long)
+        for i, f in enumerate(features):
+            input_ids[i, : len(f)] = f
+            attention[i, : len(f)] = 1
+        device = self.device
+        return {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(**batch).logits[:, 0].float()
+
+
+def build_discriminator(
+    config: DiscriminatorConfig,
+    *,
+    encoder: FrozenEncoder | None = None,
+    generator_checkpoint: str | None = None,
+    device: torch.device | str = "cpu",
+) -> Discriminator:
+    """The discriminator a config describes, on ``device``, seeded by ``config.seed``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        if config.kind == "head":
+            if encoder is None:
+                raise ValueError("kind 'head' needs a FrozenEncoder.")
+            disc: Discriminator = HeadDiscriminator(config, encoder)
+        else:
+            checkpoint = generator_checkpoint if config.model == "generator" else config.model
+            disc = ClassifierDiscriminator(config, checkpoint)
+    return disc.to(device)
+
+
+def load_checkpoint_encoder(config: DiscriminatorConfig, checkpoint: str, device: torch.device | str) -> FrozenEncoder:
+    """A frozen encoder from any checkpoint (``discriminator.encoder``), with its own tokenizer."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint, trust_remote_code=config.trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    model = AutoModel.from_pretrained(checkpoint, trust_remote_code=config.trust_remote_code).to(device)
+    model.requires_grad_(False).eval()
+    hidden = model.config.get_text_config().hidden_size
+    return FrozenEncoder(tokenizer, hidden, config.encoder_layer, generator_format=False, model=model)
+
+
+def bce_loss(logits: torch.Tensor, is_real: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Binary cross-entropy on logits; one-sided label smoothing (real targets 1 - eps), as for GANs."""
+    targets = is_real.float() * (1.0 - label_smoothing)
+    return F.binary_cross_entropy_with_logits(logits, targets)

@@ -1,0 +1,128 @@
+"""Configuration of the discriminator, its training rounds and the reward it gives.
+
+Kept apart from ``discriminator.py`` (as TRL keeps ``GRPOConfig`` beside ``GRPOTrainer``) so that a
+recipe can be validated without importing torch models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class RewardConfig:
+    """How a discriminator logit becomes a reward.
+
+    ``logit``: the raw logit; ``prob``: D = sigmoid(logit); ``log_prob``: log D (saturates when the
+    discriminator is confident, the original GAN generator loss); ``gail``: -log(1 - D), non-saturating,
+    as in GAIL. ``clip`` bounds the result; ``normalize`` standardises it per batch or with running
+    statistics shared by all processes.
+    """
+
+    form: Literal["logit", "prob", "log_prob", "gail"] = "logit"
+    clip: list[float] | None = None
+    normalize: Literal["none", "batch", "running"] = "none"
+    # Momentum of the running mean/variance (``normalize: running``).
+    running_momentum: float = 0.99
+
+    def validate(self) -> None:
+        if self.clip is not None and (len(self.clip) != 2 or self.clip[0] >= self.clip[1]):
+            raise ValueError(f"clip: expected [low, high] with low < high, got {self.clip}.")
+        if not 0.0 <= self.running_momentum < 1.0:
+            raise ValueError(f"running_momentum: expected a value in [0, 1), got {self.running_momentum}.")
+
+
+@dataclass
+class ClassifierLoraConfig:
+    """LoRA on a ``classifier`` discriminator."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] | str = "all-linear"
+
+
+@dataclass
+class DiscriminatorConfig:
+    """The adversary: what it is, how it reads a (prompt, response) pair, and how it is trained.
+
+    ``kind: head`` is the original design: a frozen encoder LM (by default the generator's own reference
+    weights) gives hidden states, and a small Transformer encoder (+ optional LSTM) + linear layer gives
+    one logit. ``kind: classifier`` is a separate sequence-classification model with its own tokenizer.
+    """
+
+    kind: Literal["head", "classifier"] = "head"
+    # Condition on the prompt (prompt + response) or read the response alone.
+    conditional: bool = True
+    max_length: int = 256
+
+    # --- head ---
+    # "generator": the generator's frozen reference weights (no second LLM in memory); or a checkpoint.
+    encoder: str = "generator"
+    # Which hidden layer of the encoder the head reads (-1: the last, after the final norm).
+    encoder_layer: int = -1
+    d_model: int = 256
+    num_layers: int = 2
+    num_heads: int = 4
+    dropout: float = 0.1
+    lstm: bool = False
+    lstm_hidden: int = 256
+    # Hidden states of real responses are cached (the encoder is frozen); at most this many pairs.
+    cache_size: int = 4096
+
+    # --- classifier ---
+    # A sequence-classification checkpoint (num_labels=1 is set), or "generator" for the generator's own.
+    model: str | None = None
+    lora: ClassifierLoraConfig | None = None
+    trust_remote_code: bool = False
+
+    # --- training rounds ---
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    # Optimizer steps per round; a round runs every ``update_every`` policy updates with fresh samples.
+    updates_per_round: int = 4
+    update_every: int = 1
+    label_smoothing: float = 0.0
+    max_grad_norm: float = 1.0
+    # Past generations kept for replay (0: none) and the share of each generated batch drawn from them.
+    replay_size: int = 0
+    replay_fraction: float = 0.5
+    # Before the first policy update: sample this many responses from the initial policy (per process)
+    # and train on them for ``warmup_updates`` steps.
+    warmup_samples: int = 64
+    warmup_updates: int = 20
+    seed: int = 0
+
+    reward: RewardConfig = field(default_factory=RewardConfig)
+
+    def validate(self) -> None:
+        checks = [
+            ("max_length", self.max_length >= 8, "at least 8"),
+            ("d_model", self.d_model > 0 and self.d_model % self.num_heads == 0, "a multiple of num_heads"),
+            ("num_layers", self.num_layers >= 0, "0 or more"),
+            ("num_heads", self.num_heads > 0, "positive"),
+            ("dropout", 0.0 <= self.dropout < 1.0, "in [0, 1)"),
+            ("lstm_hidden", self.lstm_hidden > 0, "positive"),
+            ("cache_size", self.cache_size >= 0, "0 or more"),
+            ("learning_rate", self.learning_rate > 0, "positive"),
+            ("batch_size", self.batch_size > 0, "positive"),
+            ("updates_per_round", self.updates_per_round >= 0, "0 or more"),
+            ("update_every", self.update_every >= 1, "1 or more"),
+            ("label_smoothing", 0.0 <= self.label_smoothing < 0.5, "in [0, 0.5)"),
+            ("replay_size", self.replay_size >= 0, "0 or more"),
+            ("replay_fraction", 0.0 <= self.replay_fraction < 1.0, "in [0, 1)"),
+            ("warmup_samples", self.warmup_samples >= 0, "0 or more"),
+            ("warmup_updates", self.warmup_updates >= 0, "0 or more"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"{name}: expected {expected}, got {getattr(self, name)!r}.")
+        if self.kind == "classifier" and self.model is None:
+            raise ValueError(
+                "model: kind 'classifier' needs a sequence-classification checkpoint "
+                "(or 'generator' for the generator's own)."
+            )
+        if self.kind == "head" and (self.model is not None or self.lora is not None):
+            raise ValueError("model: 'model' and 'lora' belong to kind 'classifier'; kind 'head' uses 'encoder'.")

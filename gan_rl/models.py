@@ -1,0 +1,144 @@
+"""Loading the generator, its tokenizer, LoRA and quantization from the recipe's ``model`` section."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from gan_rl.recipe import ModelSettings, RecipeError
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+SPECIAL_TOKENS = {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>"}
+
+
+def torch_dtype(name: str) -> torch.dtype | str:
+    return DTYPES.get(name, name)
+
+
+def build_word_tokenizer(texts: Iterable[str], max_vocab: int = 8000) -> PreTrainedTokenizerBase:
+    """A word-level tokenizer trained on ``texts``: for tiny models built from a config, fully offline."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token=SPECIAL_TOKENS["unk_token"]))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # words and punctuation, space-separated
+    trainer = trainers.WordLevelTrainer(vocab_size=max_vocab, special_tokens=list(SPECIAL_TOKENS.values()))
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS, padding_side="left")
+
+
+def load_tokenizer(settings: ModelSettings, recipe_resolve, texts: Iterable[str] | None = None):
+    """The generator's tokenizer, with a pad token and left padding (for batched generation)."""
+    if settings.word_tokenizer_from_data:
+        if texts is None:
+            raise RecipeError("model.word_tokenizer_from_data: no training texts to build it from.")
+        return build_word_tokenizer(texts)
+    source = settings.tokenizer or settings.name_or_path
+    source = resolve_checkpoint(source, recipe_resolve)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=settings.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise RecipeError(f"model.tokenizer: cannot load a tokenizer from {source!r}: {exc}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def resolve_checkpoint(name: str, recipe_resolve) -> str:
+    """A local path (relative to the recipe) when one exists, else the name as a hub id."""
+    if name.startswith((".", "/", "~")) or Path(name).suffix:
+        return str(recipe_resolve(name))
+    local = recipe_resolve(name)
+    return str(local) if local.exists() else name
+
+
+def build_init_model(settings: ModelSettings, tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> str:
+    """Build a randomly initialised model from ``init_config``, save it (with its tokenizer) and return the path.
+
+    Saving makes the initial weights an ordinary checkpoint: TRL can build a reference model from it, and
+    a resumed or repeated run starts from the very same weights.
+    """
+    cfg = dict(settings.init_config or {})
+    model_type = cfg.pop("model_type")
+    cfg.setdefault("vocab_size", len(tokenizer))
+    for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        cfg.setdefault(name, getattr(tokenizer, name))
+    try:
+        config = AutoConfig.for_model(model_type, **cfg)
+    except (ValueError, TypeError) as exc:
+        raise RecipeError(f"model.init_config: {exc}") from None
+    torch.manual_seed(settings.init_seed)
+    model = AutoModelForCausalLM.from_config(config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return str(out_dir)
+
+
+def quantization_config(settings: ModelSettings) -> Any | None:
+    """bitsandbytes settings; bitsandbytes itself is imported only when a recipe asks for it."""
+    q = settings.quantization
+    if q is None:
+        return None
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as exc:
+        raise RecipeError(f"model.quantization: needs bitsandbytes ({exc}).") from None
+    from transformers import BitsAndBytesConfig
+
+    if q.bits == 4:
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=q.quant_type,
+            bnb_4bit_use_double_quant=q.double_quant,
+            bnb_4bit_compute_dtype=DTYPES[q.compute_dtype],
+        )
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def load_generator(settings: ModelSettings, path: str, device_map: Any = None) -> torch.nn.Module:
+    """Load the generator checkpoint (quantized and prepared for k-bit training if asked)."""
+    kwargs: dict[str, Any] = {"dtype": torch_dtype(settings.dtype), "trust_remote_code": settings.trust_remote_code}
+    if settings.attn_implementation:
+        kwargs["attn_implementation"] = settings.attn_implementation
+    qconfig = quantization_config(settings)
+    if qconfig is not None:
+        kwargs["quantization_config"] = qconfig
+        kwargs["device_map"] = device_map
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise RecipeError(f"model.name_or_path: cannot load {path!r}: {exc}") from None
+    if qconfig is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=settings.gradient_checkpointing
+        )
+    return model
+
+
+def lora_config(settings: ModelSettings) -> Any | None:
+    """peft LoraConfig for the generator, or None for full fine-tuning."""
+    if settings.lora is None:
+        return None
+    from peft import LoraConfig
+
+    lora = settings.lora
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )

@@ -1,0 +1,432 @@
+"""Recipes: one YAML file describes a run, validated strictly before any model is loaded.
+
+Our own sections (``model``, ``data``, ``discriminator``) are dataclasses checked field by field: an
+unknown key, a wrong type or a bad choice is one :class:`RecipeError` naming the field. The ``trainer``
+section is TRL's own ``GRPOConfig`` (``ppo``) or ``RLOOConfig`` (``reinforce``) fields, handed over as is
+so TRL's validation applies; ``ppo:`` and ``reinforce:`` hold fields for one algorithm only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from gan_rl.discriminator_config import DiscriminatorConfig
+
+
+class RecipeError(ValueError):
+    """A recipe (or its data) is wrong; the message names the field and what would be valid."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapters on the generator (peft ``LoraConfig``)."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] | str = "all-linear"
+
+
+@dataclass
+class QuantizationSettings:
+    """bitsandbytes quantization of the frozen base weights (QLoRA when combined with ``lora``)."""
+
+    bits: Literal[4, 8] = 4
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+    compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+
+
+@dataclass
+class ModelSettings:
+    """The generator: a checkpoint (hub id or local path), or a fresh model built from a config."""
+
+    name_or_path: str | None = None
+    # Build a new, randomly initialised model from these transformers config fields (needs ``model_type``).
+    init_config: dict[str, Any] | None = None
+    init_seed: int = 0
+    # Tokenizer checkpoint; defaults to ``name_or_path``.
+    tokenizer: str | None = None
+    # Build a word-level tokenizer from the training data (for ``init_config`` models without a tokenizer).
+    word_tokenizer_from_data: bool = False
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    lora: LoraSettings | None = None
+    quantization: QuantizationSettings | None = None
+    # Forwarded to the trainer's ``gradient_checkpointing`` (TRL's default: on); also used by QLoRA.
+    gradient_checkpointing: bool | None = None
+    trust_remote_code: bool = False
+    attn_implementation: str | None = None
+
+
+@dataclass
+class DataSource:
+    """Where a split comes from: a local file, a hub dataset, or a dataset gan-rl generates."""
+
+    path: str | None = None
+    hub: str | None = None
+    split: str = "train"
+    config: str | None = None
+    synthetic: Literal["quickstart"] | None = None
+    rows: int = 512
+    seed: int = 0
+
+
+@dataclass
+class DataSettings:
+    """Prompt/response data; ``prompt_column`` -> ``response_column`` is the real distribution."""
+
+    train: DataSource = field(default_factory=DataSource)
+    test: DataSource | None = None
+    prompt_column: str = "prompt"
+    response_column: str = "response"
+    system_prompt: str | None = None
+    # ``auto``: the chat template when the tokenizer has one, plain text otherwise.
+    format: Literal["auto", "chat", "plain"] = "auto"
+    # Plain format only: how a prompt is turned into the generator's input text.
+    prompt_template: str = "{prompt}\n"
+    max_train_samples: int | None = None
+    max_test_samples: int | None = None
+
+
+ALGORITHMS = ("ppo", "reinforce")
+
+
+@dataclass
+class Recipe:
+    """A whole run. ``trainer`` is shared by both algorithms; ``ppo``/``reinforce`` override it."""
+
+    model: ModelSettings
+    data: DataSettings
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    ppo: dict[str, Any] = field(default_factory=dict)
+    reinforce: dict[str, Any] = field(default_factory=dict)
+    # Directory of the recipe file: relative input paths resolve against it.
+    base_dir: Path = field(default=Path("."), metadata={"internal": True})
+
+    def resolve_path(self, path: str) -> Path:
+        """An input path from the recipe, relative to the recipe file unless absolute."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recipe as plain data (what ``recipe.yaml`` in the output directory holds)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.metadata.get("internal"):
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+        return out
+
+    def trainer_args(self, algorithm: str) -> dict[str, Any]:
+        """The TRL config fields for ``algorithm``: ``trainer`` merged with its own section."""
+        return {**self.trainer, **getattr(self, algorithm)}
+
+
+# --------------------------------------------------------------------------------------------------
+# Strict parsing
+# --------------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    if origin is not None:
+        return getattr(origin, "__name__", str(origin))
+    return getattr(tp, "__name__", str(tp))
+
+
+def unknown_key_error(key: str, valid: list[str], where: str) -> RecipeError:
+    """The error for a key that is not a field, with the closest valid spelling."""
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    shown = ", ".join(sorted(valid)) if len(valid) <= 40 else f"{len(valid)} fields, see the docs"
+    return RecipeError(f"{where}: unknown key '{key}'.{hint} Valid keys: {shown}.")
+
+
+def coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (converting where YAML is ambiguous), or raise."""
+    if tp is Any or tp is typing.Any:
+        return value
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(value, arg, where)
+            except RecipeError as exc:
+                errors.append(exc)
+        raise RecipeError(f"{where}: expected {_type_name(tp)}, got {value!r}.")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value in choices and type(value) in {type(c) for c in choices}:
+            return value
+        raise RecipeError(
+            f"{where}: {value!r} is not a valid choice; valid: {', '.join(repr(c) for c in choices)}."
+        )
+    if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and isinstance(value, tp):
+            return value
+        return parse_section(tp, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise RecipeError(f"{where}: expected a list, got {value!r}.")
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        return [coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where}: expected a mapping, got {value!r}.")
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise RecipeError(f"{where}: expected true or false, got {value!r}.")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise RecipeError(f"{where}: expected an integer, got {value!r}.")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise RecipeError(f"{where}: expected a number, got {value!r}.")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise RecipeError(f"{where}: expected a string, got {value!r}.")
+    if tp is Path:
+        return Path(value)
+    return value  # types we do not check (left to the library that owns the field)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    import gan_rl.discriminator_config as dc
+
+    return typing.get_type_hints(cls, globalns={**globals(), **vars(dc)})
+
+
+def parse_section(cls: type, raw: Any, where: str) -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
+    if raw is None:
+        raw = {}
+    if cls is DataSource and isinstance(raw, str):
+        raw = {"path": raw}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{where}: expected a mapping, got {raw!r}.")
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise unknown_key_error(str(key), list(fields), where)
+        kwargs[key] = coerce(value, hints[key], f"{where}.{key}")
+    try:
+        obj = cls(**kwargs)
+    except TypeError as exc:  # a required field is missing
+        missing = [n for n, f in fields.items() if n not in kwargs and _is_required(f)]
+        raise RecipeError(f"{where}: missing required key(s): {', '.join(missing)}.") from exc
+    check = getattr(obj, "validate", None)
+    if check is not None:
+        try:
+            check()
+        except ValueError as exc:
+            raise RecipeError(f"{where}.{exc}") from None
+    return obj
+
+
+def _is_required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _check_model(model: ModelSettings) -> None:
+    if (model.name_or_path is None) == (model.init_config is None):
+        raise RecipeError("model: give exactly one of 'name_or_path' (a checkpoint) or 'init_config'.")
+    if model.init_config is not None:
+        if "model_type" not in model.init_config:
+            raise RecipeError("model.init_config: needs 'model_type' (for example 'llama' or 'qwen2').")
+        if model.tokenizer is None and not model.word_tokenizer_from_data:
+            raise RecipeError(
+                "model.tokenizer: a model built from 'init_config' needs a tokenizer checkpoint, "
+                "or 'word_tokenizer_from_data: true'."
+            )
+    if model.word_tokenizer_from_data and model.tokenizer is not None:
+        raise RecipeError("model: 'tokenizer' and 'word_tokenizer_from_data' exclude each other.")
+    if model.quantization is not None and model.lora is None:
+        raise RecipeError(
+            "model.quantization: quantized weights cannot be trained directly; add a 'lora' section (QLoRA)."
+        )
+
+
+def _check_source(src: DataSource, where: str) -> None:
+    given = [k for k in ("path", "hub", "synthetic") if getattr(src, k) is not None]
+    if len(given) != 1:
+        raise RecipeError(f"{where}: give exactly one of 'path', 'hub' or 'synthetic' (got {given or 'none'}).")
+
+
+def parse_recipe(raw: Any, base_dir: Path | str = ".") -> Recipe:
+    """Validate a recipe mapping (as loaded from YAML) into a :class:`Recipe`."""
+    if not isinstance(raw, dict):
+        raise RecipeError(f"recipe: expected a mapping of sections, got {type(raw).__name__}.")
+    sections = [f.name for f in dataclasses.fields(Recipe) if not f.metadata.get("internal")]
+    for key in raw:
+        if key not in sections:
+            raise unknown_key_error(str(key), sections, "recipe")
+    for required in ("model", "data"):
+        if raw.get(required) is None:
+            raise RecipeError(f"recipe: missing required section '{required}'.")
+    recipe = Recipe(
+        model=parse_section(ModelSettings, raw["model"], "model"),
+        data=parse_section(DataSettings, raw["data"], "data"),
+        discriminator=parse_section(DiscriminatorConfig, raw.get("discriminator"), "discriminator"),
+        trainer=coerce(raw.get("trainer") or {}, dict, "trainer"),
+        ppo=coerce(raw.get("ppo") or {}, dict, "ppo"),
+        reinforce=coerce(raw.get("reinforce") or {}, dict, "reinforce"),
+        base_dir=Path(base_dir).resolve(),
+    )
+    _check_model(recipe.model)
+    _check_source(recipe.data.train, "data.train")
+    if recipe.data.test is not None:
+        _check_source(recipe.data.test, "data.test")
+    return recipe
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides (values parsed as YAML) to a raw recipe mapping."""
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"--set {item!r}: expected KEY=VALUE, for example trainer.max_steps=10.")
+        dotted, text = item.split("=", 1)
+        keys = [k for k in dotted.strip().split(".") if k]
+        if not keys:
+            raise RecipeError(f"--set {item!r}: empty key.")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"--set {item!r}: value is not valid YAML ({exc}).") from None
+        node = raw
+        for i, key in enumerate(keys[:-1]):
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            if isinstance(child, str) and keys[: i + 1] in (["data", "train"], ["data", "test"]):
+                child = node[key] = {"path": child}
+            if not isinstance(child, dict):
+                raise RecipeError(f"--set {item!r}: '{'.'.join(keys[: i + 1])}' is not a section.")
+            node = child
+        node[keys[-1]] = value
+    return raw
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override and validate a recipe file."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe: file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"recipe {path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"recipe {path}: expected a mapping of sections at the top level.")
+    raw = apply_overrides(raw, overrides or [])
+    return parse_recipe(raw, base_dir=path.resolve().parent)
+
+
+# --------------------------------------------------------------------------------------------------
+# The trainer section: TRL's own config classes
+# --------------------------------------------------------------------------------------------------
+
+
+def trl_config_class(algorithm: str) -> type:
+    """TRL's config class for an algorithm: GRPOConfig (``ppo``) or RLOOConfig (``reinforce``)."""
+    from trl import GRPOConfig, RLOOConfig
+
+    if algorithm == "ppo":
+        return GRPOConfig
+    if algorithm == "reinforce":
+        return RLOOConfig
+    raise RecipeError(f"algorithm: {algorithm!r} is not valid; valid: {', '.join(ALGORITHMS)}.")
+
+
+def build_trainer_config(recipe: Recipe, algorithm: str, **forced: Any) -> Any:
+    """Build TRL's config for ``algorithm`` from the recipe, turning TRL's complaints into RecipeErrors."""
+    cls = trl_config_class(algorithm)
+    other = ALGORITHMS[1 - ALGORITHMS.index(algorithm)]
+    own_fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    other_fields = {f.name for f in dataclasses.fields(trl_config_class(other)) if f.init}
+    hints = typing.get_type_hints(cls)
+    for section in ("trainer", algorithm):
+        for key in getattr(recipe, section):
+            if key in own_fields:
+                continue
+            if section == "trainer" and key in other_fields:
+                raise RecipeError(
+                    f"trainer.{key}: only {trl_config_class(other).__name__} ({other}) has this field; "
+                    f"move it into the '{other}:' section so that '{algorithm}' can use the same recipe."
+                )
+            err = unknown_key_error(key, list(own_fields), section)
+            raise RecipeError(f"{err} ({section} holds {cls.__name__} fields.)")
+    for section in ("ppo", "reinforce"):
+        if section != algorithm:
+            other_cls = trl_config_class(section)
+            other_hints = typing.get_type_hints(other_cls)
+            for key, value in getattr(recipe, section).items():
+                if key not in other_fields:
+                    raise unknown_key_error(key, sorted(other_fields), section)
+                coerce(value, other_hints.get(key, Any), f"{section}.{key}")
+    kwargs = {}
+    for key, value in recipe.trainer_args(algorithm).items():
+        section = algorithm if key in getattr(recipe, algorithm) else "trainer"
+        kwargs[key] = _coerce_trl(value, hints.get(key, Any), f"{section}.{key}")
+    if recipe.model.gradient_checkpointing is not None:
+        if kwargs.get("gradient_checkpointing", recipe.model.gradient_checkpointing) != recipe.model.gradient_checkpointing:
+            raise RecipeError("model.gradient_checkpointing: contradicts trainer.gradient_checkpointing; set one.")
+        kwargs["gradient_checkpointing"] = recipe.model.gradient_checkpointing
+    kwargs.update(forced)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        hint = " (on a machine without a GPU set trainer.bf16: false)" if "bf16" in str(exc) else ""
+        raise RecipeError(f"trainer: {cls.__name__} rejected the settings: {exc}{hint}") from None
+
+
+def _coerce_trl(value: Any, tp: Any, where: str) -> Any:
+    """Type-check a TRL field where its annotation is simple; leave complex ones to TRL."""
+    try:
+        return coerce(value, tp, where)
+    except RecipeError:
+        args = typing.get_args(tp)
+        simple = {int, float, bool, str, type(None)}
+        if tp in simple or (args and all(a in simple for a in args)):
+            raise
+        return value

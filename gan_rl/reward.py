@@ -1,0 +1,134 @@
+"""The discriminator's judgement as a TRL reward function.
+
+``DiscriminatorReward`` goes straight into ``reward_funcs`` of GRPOTrainer/RLOOTrainer. TRL calls it on
+every process with that process's completions and every dataset column as keyword arguments; the real
+response arrives as the ``real_response`` column. It scores each completion with the current
+discriminator and puts the fresh features (generated and real) into the sample buffer for the next
+discriminator round.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from gan_rl.adversary import SampleBuffer, all_reduce_
+from gan_rl.data import PROMPT_TEXT, REAL_RESPONSE
+from gan_rl.discriminator import Discriminator, Pair
+from gan_rl.discriminator_config import RewardConfig
+
+
+def reward_from_logits(logits: torch.Tensor, form: str) -> torch.Tensor:
+    """Map discriminator logits (positive = real) to rewards; see :class:`RewardConfig`."""
+    if form == "logit":
+        return logits
+    if form == "prob":
+        return torch.sigmoid(logits)
+    if form == "log_prob":
+        return F.logsigmoid(logits)  # log D
+    if form == "gail":
+        return F.softplus(logits)  # -log(1 - D)
+    raise ValueError(f"unknown reward form {form!r}")
+
+
+class RunningNorm:
+    """Exponential moving mean/variance of rewards, updated with all processes' rewards alike."""
+
+    def __init__(self, momentum: float) -> None:
+        self.momentum = momentum
+        self.mean = 0.0
+        self.var = 1.0
+        self.count = 0
+
+    def update(self, values: torch.Tensor) -> None:
+        stats = all_reduce_(torch.tensor([values.sum(), (values**2).sum(), values.numel()], dtype=torch.float64))
+        total, total_sq, n = stats.tolist()
+        if n == 0:
+            return
+        mean = total / n
+        var = max(total_sq / n - mean**2, 0.0)
+        m = self.momentum if self.count else 0.0
+        self.mean = m * self.mean + (1 - m) * mean
+        self.var = m * self.var + (1 - m) * var
+        self.count += int(n)
+
+    def __call__(self, values: torch.Tensor) -> torch.Tensor:
+        return (values - self.mean) / math.sqrt(self.var + 1e-8)
+
+    def state(self) -> dict[str, float]:
+        return {"mean": self.mean, "var": self.var, "count": self.count}
+
+    def load_state(self, state: dict[str, float]) -> None:
+        self.mean, self.var, self.count = float(state["mean"]), float(state["var"]), int(state["count"])
+
+
+def completion_text(completion: Any) -> str:
+    """TRL gives plain strings, or for chat data a list of messages whose last is the assistant's."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion:
+        return str(completion[-1].get("content", ""))
+    return ""
+
+
+class DiscriminatorReward:
+    """Reward = f(D(prompt, completion)); records the fresh samples for the discriminator's next round."""
+
+    __name__ = "discriminator"  # TRL names the reward in its logs after this
+
+    def __init__(self, discriminator: Discriminator, buffer: SampleBuffer, config: RewardConfig) -> None:
+        self.discriminator = discriminator
+        self.buffer = buffer
+        self.config = config
+        self.running = RunningNorm(config.running_momentum)
+        self.calls = 0
+
+    def transform(self, logits: torch.Tensor) -> torch.Tensor:
+        """Reward form, then clipping, then normalisation."""
+        rewards = reward_from_logits(logits.float(), self.config.form)
+        if self.config.clip is not None:
+            rewards = rewards.clamp(*self.config.clip)
+        if self.config.normalize == "batch" and rewards.numel() > 1:
+            rewards = (rewards - rewards.mean()) / (rewards.std() + 1e-8)
+        elif self.config.normalize == "running":
+            self.running.update(rewards)
+            rewards = self.running(rewards)
+        return rewards
+
+    def pairs(self, prompts: list[Any], completions: list[Any], **columns: Any) -> tuple[list[Pair], list[Pair]]:
+        """(generated pairs, real pairs) from TRL's reward arguments."""
+        missing = [c for c in (PROMPT_TEXT, REAL_RESPONSE) if c not in columns]
+        if missing:
+            raise KeyError(
+                f"DiscriminatorReward needs the dataset columns {missing}; build the dataset with "
+                "gan_rl.data.to_trl_dataset (and keep remove_unused_columns false)."
+            )
+        prompt_texts, reals = columns[PROMPT_TEXT], columns[REAL_RESPONSE]
+        generated = [
+            Pair(p, t, completion_text(c)) for p, t, c in zip(prompts, prompt_texts, completions, strict=True)
+        ]
+        unique_real = {(t, r): Pair(p, t, r) for p, t, r in zip(prompts, prompt_texts, reals, strict=True)}
+        return generated, list(unique_real.values())
+
+    def __call__(self, prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
+        log_metric = kwargs.get("log_metric")
+        generated, real = self.pairs(prompts, completions, **kwargs)
+        gen_features = self.discriminator.featurize(generated)
+        real_features = self.discriminator.featurize(real, cache=True)
+        logits = self.discriminator.score(gen_features)
+        self.buffer.add(gen_features, real_features)
+        rewards = self.transform(logits)
+        self.calls += 1
+        if log_metric is not None:
+            log_metric("disc/prob_generated_real", torch.sigmoid(logits).mean().item())
+        return rewards.tolist()
+
+    def state(self) -> dict[str, Any]:
+        return {"running": self.running.state(), "calls": self.calls}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.running.load_state(state["running"])
+        self.calls = int(state.get("calls", 0))

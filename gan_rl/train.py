@@ -1,0 +1,279 @@
+"""Building and running an adversarial RL run from a recipe: ``gan-rl ppo`` and ``gan-rl reinforce``.
+
+Read top to bottom: validate everything that can be validated without a model (recipe, TRL config,
+output directory, data), then load the generator, build the discriminator, its reward and callback,
+hand them to TRL's trainer, train, and save generator + discriminator + a summary.
+
+Why GRPOTrainer for ``ppo``: TRL removed its critic-based PPOTrainer in 1.13. GRPOTrainer keeps PPO's
+clipped surrogate objective (``epsilon``), its several optimisation epochs per batch of samples
+(``num_iterations``) and a KL penalty to the reference model (``beta``); the value network is replaced by
+a group baseline (the mean reward of ``num_generations`` samples per prompt). ``reinforce`` is
+RLOOTrainer: REINFORCE with a leave-one-out baseline, the Monte Carlo policy gradient of RLGAF.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from accelerate import PartialState
+from transformers.trainer_utils import get_last_checkpoint
+
+from gan_rl.adversary import DiscriminatorTrainer, SampleBuffer
+from gan_rl.callback import DISCRIMINATOR_DIR, DiscriminatorCallback, save_discriminator
+from gan_rl.data import PROMPT_TEXT, REAL_RESPONSE, load_raw_splits, to_trl_dataset, uses_chat_format
+from gan_rl.discriminator import FrozenEncoder, Pair, build_discriminator, load_checkpoint_encoder
+from gan_rl.models import build_init_model, load_generator, load_tokenizer, lora_config, resolve_checkpoint
+from gan_rl.recipe import Recipe, RecipeError, build_trainer_config
+from gan_rl.reward import DiscriminatorReward
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_FILE = "run_summary.json"
+WORD = re.compile(r"\w+|[^\w\s]")
+RECIPE_FILE = "recipe.yaml"
+INITIAL_MODEL_DIR = "initial-model"
+
+
+@dataclass
+class RunSummary:
+    """What a finished run reports (also written to ``run_summary.json``)."""
+
+    algorithm: str
+    output_dir: str
+    steps: int
+    seconds: float
+    disc_rounds: int
+    disc_stats: dict[str, float]
+    warmup_stats: dict[str, float]
+    reward_first: float | None
+    reward_last: float | None
+    fingerprints: list[str]
+    samples: list[dict[str, str]] = field(default_factory=list)
+    distance_before: float | None = None
+    distance_after: float | None = None
+    judge_before: float | None = None
+    judge_after: float | None = None
+    status: str = "completed"
+
+
+def word_distance(generated: list[str], real: list[str]) -> float:
+    """Total-variation distance between the word (unigram) distributions of two sets of texts.
+
+    0 means the same word frequencies, 1 no word in common. Crude, but independent of the discriminator
+    and of training, so it shows whether samples moved toward the real data.
+    """
+    g = Counter(w for t in generated for w in WORD.findall(t.lower()))
+    r = Counter(w for t in real for w in WORD.findall(t.lower()))
+    ng, nr = sum(g.values()), sum(r.values())
+    if ng == 0 or nr == 0:
+        return 1.0
+    return 0.5 * sum(abs(g[w] / ng - r[w] / nr) for w in set(g) | set(r))
+
+
+def check_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix a new run into a finished or unfinished one unless asked to."""
+    if not out.exists() or not any(out.iterdir()):
+        return
+    finished = (out / SUMMARY_FILE).is_file()
+    has_checkpoints = get_last_checkpoint(str(out)) is not None
+    if overwrite:
+        if PartialState().is_main_process:
+            if not (out / RECIPE_FILE).is_file():
+                raise RecipeError(f"--overwrite: {out} is not a gan-rl output directory (no {RECIPE_FILE}); not deleting it.")
+            shutil.rmtree(out)
+        PartialState().wait_for_everyone()
+        return
+    if resume:
+        if finished:
+            raise RecipeError(f"--resume: {out} holds a finished run ({SUMMARY_FILE}); nothing to resume.")
+        return
+    if finished:
+        raise RecipeError(
+            f"trainer.output_dir: {out} already holds a finished run; choose another output_dir or pass --overwrite."
+        )
+    if has_checkpoints:
+        raise RecipeError(
+            f"trainer.output_dir: {out} holds checkpoints of an unfinished run; pass --resume to continue it "
+            "or --overwrite to start again."
+        )
+
+
+def resolve_resume(out: Path, resume: str | bool | None) -> str | None:
+    """``--resume`` (latest checkpoint in the output directory) or ``--resume PATH``."""
+    if not resume:
+        return None
+    if resume is True or resume == "latest":
+        last = get_last_checkpoint(str(out)) if out.is_dir() else None
+        if last is None:
+            raise RecipeError(f"--resume: no checkpoint-* directory in {out} to resume from.")
+        return last
+    path = Path(str(resume))
+    if not (path / "trainer_state.json").is_file():
+        raise RecipeError(f"--resume: {path} is not a trainer checkpoint (no trainer_state.json).")
+    return str(path)
+
+
+def generation_kwargs(args: Any) -> dict[str, Any]:
+    """The trainer's sampling settings, for warm-up and summary samples."""
+    kwargs = {
+        "max_new_tokens": args.max_completion_length,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "repetition_penalty": args.repetition_penalty,
+    }
+    if args.top_k:
+        kwargs["top_k"] = args.top_k
+    if args.min_p is not None:
+        kwargs["min_p"] = args.min_p
+    return kwargs
+
+
+def bind_generator_encoder(encoder: FrozenEncoder, trainer: Any, checkpoint: str) -> str:
+    """Point the head's encoder at the generator's frozen reference weights; returns which ones."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "disable_adapter") and hasattr(model, "peft_config"):
+        encoder.bind(model, disable_adapters=True)
+        return "generator with LoRA adapters disabled"
+    if getattr(trainer, "ref_model", None) is not None:
+        encoder.bind(trainer.accelerator.unwrap_model(trainer.ref_model))
+        return "the trainer's reference model"
+    from transformers import AutoModelForCausalLM
+
+    copy = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=model.dtype).to(trainer.accelerator.device)
+    copy.requires_grad_(False).eval()
+    encoder.bind(copy)
+    return "a frozen copy of the initial generator (no LoRA, beta=0: one extra model in memory)"
+
+
+def run(
+    algorithm: str,
+    recipe: Recipe,
+    resume: str | bool | None = None,
+    overwrite: bool = False,
+    num_samples: int = 16,
+    progress: bool = True,
+) -> RunSummary:
+    """Train a generator adversarially with ``algorithm`` (``ppo`` or ``reinforce``)."""
+    from transformers import ProgressCallback
+    from trl import GRPOTrainer, RLOOTrainer
+    from trl.trainer.callbacks import RichProgressCallback
+
+    # 1. Everything that can be checked without a model.
+    args = build_trainer_config(recipe, algorithm, remove_unused_columns=False)
+    out = Path(args.output_dir)
+    check_output_dir(out, bool(resume), overwrite)
+    resume_path = resolve_resume(out, resume)
+    raw = load_raw_splits(recipe)
+    state = PartialState()
+    tokenizer = load_tokenizer(
+        recipe.model,
+        recipe.resolve_path,
+        texts=[t for ds in raw.values() for col in (recipe.data.prompt_column, recipe.data.response_column) for t in ds[col]],
+    )
+    chat = uses_chat_format(recipe.data, tokenizer)
+    train_ds = to_trl_dataset(raw["train"], recipe.data, chat)
+    eval_ds = to_trl_dataset(raw["test"], recipe.data, chat) if "test" in raw else train_ds
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / RECIPE_FILE).write_text(yaml.safe_dump({"algorithm": algorithm, **recipe.to_dict()}, sort_keys=False))
+
+    # 2. The generator.
+    if recipe.model.init_config is not None:
+        checkpoint = str(out / INITIAL_MODEL_DIR)
+        with state.main_process_first():
+            if state.is_main_process and not (out / INITIAL_MODEL_DIR / "config.json").is_file():
+                build_init_model(recipe.model, tokenizer, out / INITIAL_MODEL_DIR)
+    else:
+        checkpoint = resolve_checkpoint(recipe.model.name_or_path, recipe.resolve_path)
+    model = load_generator(recipe.model, checkpoint)
+
+    # 3. The discriminator, its reward and its callback.
+    cfg = recipe.discriminator
+    encoder = None
+    if cfg.kind == "head":
+        if cfg.encoder == "generator":
+            hidden = model.config.get_text_config().hidden_size
+            encoder = FrozenEncoder(tokenizer, hidden, cfg.encoder_layer, generator_format=True)
+        else:
+            encoder = load_checkpoint_encoder(cfg, resolve_checkpoint(cfg.encoder, recipe.resolve_path), args.device)
+    disc = build_discriminator(cfg, encoder=encoder, generator_checkpoint=checkpoint, device=args.device)
+    buffer = SampleBuffer(cfg.replay_size, seed=cfg.seed)
+    disc_trainer = DiscriminatorTrainer(disc, cfg)
+    reward = DiscriminatorReward(disc, buffer, cfg.reward)
+    prompts = [Pair(r["prompt"], r[PROMPT_TEXT], r[REAL_RESPONSE]) for r in train_ds]
+    callback = DiscriminatorCallback(
+        disc_trainer, buffer, reward, warmup_prompts=prompts, generation_kwargs=generation_kwargs(args),
+        resume_dir=resume_path,
+    )
+
+    # 4. TRL's trainer.
+    trainer_cls = GRPOTrainer if algorithm == "ppo" else RLOOTrainer
+    trainer = trainer_cls(
+        model=model,
+        reward_funcs=[reward],
+        args=args,
+        train_dataset=train_ds,
+        processing_class=tokenizer,
+        peft_config=lora_config(recipe.model),
+        callbacks=[callback],
+    )
+    if progress and not args.disable_tqdm:
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(RichProgressCallback())
+    if encoder is not None and cfg.encoder == "generator":
+        logger.info("Discriminator encoder: %s", bind_generator_encoder(encoder, trainer, checkpoint))
+    callback.attach(trainer)
+
+    # Samples before training, from held-out prompts, for the summary.
+    policy = trainer.accelerator.unwrap_model(trainer.model)
+    summary_pairs = [Pair(r["prompt"], r[PROMPT_TEXT], r[REAL_RESPONSE]) for r in eval_ds.select(range(min(num_samples, len(eval_ds))))]
+    before = callback.generate(policy, tokenizer, summary_pairs) if state.is_main_process and summary_pairs else []
+
+    # 5. Train, then save generator, discriminator and the summary (the summary last: it marks "finished").
+    start = time.time()
+    trainer.train(resume_from_checkpoint=resume_path)
+    seconds = time.time() - start
+    trainer.save_model(str(out))
+    fingerprints = disc_trainer.gather_fingerprints()
+    after = callback.generate(policy, tokenizer, summary_pairs) if state.is_main_process and summary_pairs else []
+
+    rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
+    summary = RunSummary(
+        algorithm=algorithm,
+        output_dir=str(out),
+        steps=trainer.state.global_step,
+        seconds=round(seconds, 1),
+        disc_rounds=disc_trainer.rounds,
+        disc_stats=disc_trainer.last_stats.as_logs() if disc_trainer.last_stats else {},
+        warmup_stats=callback.warmup_stats,
+        reward_first=rewards[0] if rewards else None,
+        reward_last=rewards[-1] if rewards else None,
+        fingerprints=fingerprints,
+    )
+    if state.is_main_process:
+        if summary_pairs:
+            real = [p.response for p in summary_pairs]
+            summary.samples = [
+                {"prompt": p.prompt_text, "real": p.response, "before": b, "after": a}
+                for p, b, a in zip(summary_pairs, before, after, strict=True)
+            ]
+            summary.distance_before = round(word_distance(before, real), 4)
+            summary.distance_after = round(word_distance(after, real), 4)
+            judge = disc_trainer.discriminator
+            feats = [judge.featurize([Pair(p.prompt, p.prompt_text, t) for p, t in zip(summary_pairs, texts, strict=True)])
+                     for texts in (before, after)]
+            summary.judge_before, summary.judge_after = (round(torch.sigmoid(judge.score(f)).mean().item(), 4) for f in feats)
+        save_discriminator(out / DISCRIMINATOR_DIR, disc_trainer, reward)
+        (out / SUMMARY_FILE).write_text(json.dumps(summary.__dict__, indent=2))
+    state.wait_for_everyone()
+    return summary

@@ -1,0 +1,141 @@
+"""Fixtures: tiny models built from a config, local data files, and recipe helpers. No network."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+TWON_DIR = ROOT.parent / "shared" / "data" / "twon"
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+
+TINY_LLAMA = {
+    "model_type": "llama",
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "max_position_embeddings": 128,
+}
+
+
+def quickstart_texts(rows: int = 256) -> list[dict[str, str]]:
+    from gan_rl.synthetic import quickstart_rows
+
+    return quickstart_rows(rows, seed=0)
+
+
+def _save_tiny(path: Path, chat: bool, head: str = "causal") -> Path:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from gan_rl.models import build_word_tokenizer
+
+    rows = quickstart_texts()
+    tok = build_word_tokenizer([r["topic"] for r in rows] + [r["post"] for r in rows] + ["user", "assistant", "system", ":"])
+    if chat:
+        tok.chat_template = CHAT_TEMPLATE
+    cfg = dict(TINY_LLAMA)
+    config = AutoConfig.for_model(
+        cfg.pop("model_type"), vocab_size=len(tok), pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **cfg,
+    )
+    torch.manual_seed(0)
+    cls = AutoModelForCausalLM if head == "causal" else AutoModelForSequenceClassification
+    if head != "causal":
+        config.num_labels = 1
+    model = cls.from_config(config)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny Llama causal LM with a word-level tokenizer (plain prompts)."""
+    return _save_tiny(tmp_path_factory.mktemp("tiny-plain"), chat=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_model_dir(tmp_path_factory) -> Path:
+    """The same tiny model with a chat template (conversational prompts)."""
+    return _save_tiny(tmp_path_factory.mktemp("tiny-chat"), chat=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier_dir(tmp_path_factory) -> Path:
+    """A tiny sequence-classification checkpoint (for kind: classifier)."""
+    return _save_tiny(tmp_path_factory.mktemp("tiny-cls"), chat=False, head="classifier")
+
+
+@pytest.fixture()
+def data_files(tmp_path) -> dict[str, Path]:
+    """The quickstart rows as parquet, jsonl, json and csv files (columns topic, post)."""
+    import pandas as pd
+
+    rows = quickstart_texts(64)
+    df = pd.DataFrame(rows)
+    files = {
+        "parquet": tmp_path / "data.parquet",
+        "jsonl": tmp_path / "data.jsonl",
+        "json": tmp_path / "data.json",
+        "csv": tmp_path / "data.csv",
+    }
+    df.to_parquet(files["parquet"])
+    files["jsonl"].write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    files["json"].write_text(json.dumps(rows))
+    df.to_csv(files["csv"], index=False)
+    return files
+
+
+def base_recipe(model_dir: Path, output_dir: Path, **sections) -> dict:
+    """A small, fast recipe for end-to-end runs on CPU."""
+    recipe = {
+        "model": {"name_or_path": str(model_dir), "gradient_checkpointing": False},
+        "data": {
+            "train": {"synthetic": "quickstart", "rows": 64, "seed": 0},
+            "test": {"synthetic": "quickstart", "rows": 8, "seed": 1},
+            "prompt_column": "topic",
+            "response_column": "post",
+        },
+        "discriminator": {
+            "d_model": 32, "num_layers": 1, "num_heads": 2, "max_length": 40,
+            "batch_size": 16, "updates_per_round": 1, "warmup_samples": 8, "warmup_updates": 2,
+        },
+        "trainer": {
+            "output_dir": str(output_dir), "max_steps": 3, "per_device_train_batch_size": 8,
+            "num_generations": 4, "max_completion_length": 6, "learning_rate": 1e-3,
+            "logging_steps": 1, "save_strategy": "no", "bf16": False, "report_to": "none", "seed": 0,
+        },
+    }
+    for name, values in sections.items():
+        recipe.setdefault(name, {}).update(values)
+    return recipe
+
+
+def write_recipe(path: Path, recipe: dict) -> Path:
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+@pytest.fixture()
+def recipe_factory(tmp_path, tiny_model_dir):
+    """Write a recipe (the base one, with section updates) and return its path."""
+
+    def make(name: str = "recipe.yaml", model_dir: Path | None = None, **sections) -> Path:
+        recipe = base_recipe(model_dir or tiny_model_dir, tmp_path / "out", **sections)
+        return write_recipe(tmp_path / name, recipe)
+
+    return make

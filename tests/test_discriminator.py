@@ -1,0 +1,250 @@
+"""Both discriminator kinds, the reward forms, the buffer/round cycle and checkpointing."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from gan_rl.adversary import DiscriminatorTrainer, SampleBuffer
+from gan_rl.callback import DiscriminatorCallback, load_discriminator, save_discriminator
+from gan_rl.discriminator import FrozenEncoder, Pair, build_discriminator
+from gan_rl.discriminator_config import DiscriminatorConfig, RewardConfig
+from gan_rl.reward import DiscriminatorReward, reward_from_logits
+
+from .conftest import quickstart_texts
+
+REAL = [Pair(r["topic"] + "\n", r["topic"], r["post"]) for r in quickstart_texts(64)]
+# Clearly fake: the prompt's own words, shuffled; separable from real posts.
+FAKE = [Pair(p.prompt, p.prompt_text, " ".join(reversed(p.prompt_text.split()))) for p in REAL]
+
+
+def head_config(**kw) -> DiscriminatorConfig:
+    base = {"d_model": 32, "num_layers": 1, "num_heads": 2, "max_length": 40, "batch_size": 32,
+            "learning_rate": 3e-3, "dropout": 0.0}
+    return DiscriminatorConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_model_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    return model, tok
+
+
+def make_head(generator, **kw):
+    model, tok = generator
+    encoder = FrozenEncoder(tok, model.config.hidden_size, generator_format=True, model=model)
+    return build_discriminator(head_config(**kw), encoder=encoder)
+
+
+def make_classifier(tiny_classifier_dir, **kw):
+    cfg = head_config(kind="classifier", model=str(tiny_classifier_dir), learning_rate=3e-3, **kw)
+    return build_discriminator(cfg)
+
+
+def train_steps(disc, steps=30):
+    trainer = DiscriminatorTrainer(disc, disc.config)
+    real, fake = disc.featurize(REAL, cache=True), disc.featurize(FAKE)
+    losses = [trainer.update(real[:16], fake[:16])[0] for _ in range(steps)]
+    return trainer, losses
+
+
+@pytest.mark.parametrize("options", [{}, {"lstm": True, "lstm_hidden": 16}, {"conditional": False}, {"encoder_layer": 1}])
+def test_head_shapes(generator, options):
+    disc = make_head(generator, **options)
+    feats = disc.featurize(REAL[:5])
+    assert feats[0]["hidden"].shape[-1] == generator[0].config.hidden_size
+    if disc.config.conditional:
+        assert not feats[0]["response_mask"].all()  # the prompt is read but not pooled
+    logits = disc(disc.collate(feats))
+    assert logits.shape == (5,) and torch.isfinite(logits).all()
+
+
+def test_head_handles_empty_and_long_responses(generator):
+    disc = make_head(generator)
+    pairs = [Pair("a\n", "a", ""), Pair("b\n", "b", "pizza " * 200)]
+    feats = disc.featurize(pairs)
+    assert feats[1]["hidden"].shape[0] <= disc.config.max_length
+    assert torch.isfinite(disc.score(feats)).all()
+
+
+def test_head_encoder_is_frozen_and_not_saved(generator):
+    disc = make_head(generator)
+    assert all(not k.startswith("encoder") for k in disc.state_dict())
+    before = [p.clone() for p in generator[0].parameters()]
+    train_steps(disc, steps=3)
+    assert all(torch.equal(a, b) for a, b in zip(before, generator[0].parameters(), strict=True))
+
+
+@pytest.mark.parametrize("options", [{}, {"lstm": True, "lstm_hidden": 16}])
+def test_head_training_lowers_loss_on_separable_data(generator, options):
+    disc = make_head(generator, **options)
+    trainer, losses = train_steps(disc)
+    assert losses[-1] < 0.5 * losses[0]
+    real_logits = disc.score(disc.featurize(REAL[32:]))
+    fake_logits = disc.score(disc.featurize(FAKE[32:]))
+    assert (real_logits > 0).float().mean() > 0.8 and (fake_logits < 0).float().mean() > 0.8
+
+
+def test_classifier_kind(tiny_classifier_dir):
+    disc = make_classifier(tiny_classifier_dir)
+    logits = disc(disc.collate(disc.featurize(REAL[:4])))
+    assert logits.shape == (4,)
+    _, losses = train_steps(disc)
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_classifier_with_lora_trains_only_adapters(tiny_classifier_dir):
+    from gan_rl.discriminator_config import ClassifierLoraConfig
+
+    disc = make_classifier(tiny_classifier_dir, lora=ClassifierLoraConfig(r=4, alpha=8))
+    trainable = sum(p.numel() for p in disc.trainable_parameters())
+    total = sum(p.numel() for p in disc.parameters())
+    assert 0 < trainable < total
+    _, losses = train_steps(disc, steps=40)
+    assert losses[-1] < losses[0]
+
+
+def test_real_feature_cache_is_bounded(generator):
+    disc = make_head(generator, cache_size=10)
+    disc.featurize(REAL[:20], cache=True)
+    assert len(disc._real_cache) == 10
+    again = disc.featurize(REAL[15:20], cache=True)
+    assert all(torch.equal(a["hidden"], b["hidden"]) for a, b in zip(again, disc.featurize(REAL[15:20]), strict=True))
+
+
+# -- reward -------------------------------------------------------------------------------------------
+
+
+def test_reward_forms():
+    z = torch.tensor([-2.0, 0.0, 3.0])
+    d = torch.sigmoid(z)
+    assert torch.allclose(reward_from_logits(z, "logit"), z)
+    assert torch.allclose(reward_from_logits(z, "prob"), d)
+    assert torch.allclose(reward_from_logits(z, "log_prob"), torch.log(d))
+    assert torch.allclose(reward_from_logits(z, "gail"), -torch.log(1 - d))
+    for form in ("logit", "prob", "log_prob", "gail"):  # all increase with "realness"
+        r = reward_from_logits(z, form)
+        assert (r[1:] > r[:-1]).all()
+
+
+def reward_call(reward, pairs):
+    return reward(
+        prompts=[p.prompt for p in pairs],
+        completions=[p.response for p in pairs],
+        prompt_text=[p.prompt_text for p in pairs],
+        real_response=[r.response for r in REAL[: len(pairs)]],
+    )
+
+
+def test_reward_clip_and_normalisation(generator):
+    disc = make_head(generator)
+    buffer = SampleBuffer()
+    clipped = DiscriminatorReward(disc, buffer, RewardConfig(form="logit", clip=[-0.01, 0.01]))
+    assert all(-0.01 <= r <= 0.01 for r in reward_call(clipped, FAKE[:8]))
+    batch = DiscriminatorReward(disc, buffer, RewardConfig(normalize="batch"))
+    r = torch.tensor(reward_call(batch, FAKE[:8]))
+    assert abs(r.mean().item()) < 1e-5 and abs(r.std().item() - 1) < 1e-3
+    running = DiscriminatorReward(disc, buffer, RewardConfig(normalize="running", running_momentum=0.5))
+    reward_call(running, FAKE[:8])
+    assert running.running.count == 8 and running.running.var > 0
+
+
+def test_reward_records_fresh_samples_and_scores_chat_completions(generator):
+    disc = make_head(generator)
+    buffer = SampleBuffer()
+    reward = DiscriminatorReward(disc, buffer, RewardConfig())
+    chat = [[{"role": "assistant", "content": p.response}] for p in FAKE[:4]]
+    logged = {}
+    out = reward(
+        prompts=[p.prompt for p in FAKE[:4]], completions=chat, prompt_text=[p.prompt_text for p in FAKE[:4]],
+        real_response=[p.response for p in REAL[:4]], log_metric=logged.__setitem__,
+    )
+    assert len(out) == 4 and all(math.isfinite(x) for x in out)
+    assert len(buffer.fresh_generated) == 4 and len(buffer.fresh_real) == 4
+    assert "disc/prob_generated_real" in logged
+
+
+def test_reward_without_real_column_is_explained(generator):
+    reward = DiscriminatorReward(make_head(generator), SampleBuffer(), RewardConfig())
+    with pytest.raises(KeyError, match="real_response"):
+        reward(prompts=["a"], completions=["b"], prompt_text=["a"])
+
+
+# -- buffer, rounds, callback --------------------------------------------------------------------------
+
+
+def test_replay_reservoir_keeps_past_generations():
+    buffer = SampleBuffer(replay_size=5, seed=0)
+    for start in range(0, 40, 10):
+        buffer.add(list(range(start, start + 10)), ["r"])
+        generated, real = buffer.take_fresh()
+        assert generated == list(range(start, start + 10)) and real == ["r"]
+    assert len(buffer.replay) == 5 and buffer.seen == 40
+    assert buffer.fresh_generated == []
+    assert any(x >= 10 for x in buffer.replay)  # later generations do enter the reservoir
+
+
+def test_round_changes_weights_and_needs_fresh_samples(generator):
+    disc = make_head(generator, replay_size=16)
+    trainer = DiscriminatorTrainer(disc, disc.config)
+    buffer = SampleBuffer(replay_size=16)
+    assert trainer.train_round(buffer, updates=2) is None  # nothing fresh: no update
+    before = {k: v.clone() for k, v in disc.state_dict().items()}
+    buffer.add(disc.featurize(FAKE[:16]), disc.featurize(REAL[:16], cache=True))
+    stats = trainer.train_round(buffer, updates=3)
+    assert stats is not None and stats.updates == 3 and trainer.rounds == 1
+    assert 0 <= stats.acc_real <= 1 and 0 <= stats.acc_generated <= 1 and stats.loss > 0
+    assert any(not torch.equal(before[k], v) for k, v in disc.state_dict().items())
+    assert buffer.fresh_generated == [] and len(buffer.replay) == 16
+
+
+def test_label_smoothing_changes_the_loss(generator):
+    from gan_rl.discriminator import bce_loss
+
+    logits, labels = torch.tensor([5.0, -5.0]), torch.tensor([1.0, 0.0])
+    assert bce_loss(logits, labels, 0.1) > bce_loss(logits, labels, 0.0)
+
+
+def test_callback_warmup_runs_before_the_first_policy_update(generator):
+    model, tok = generator
+    disc = make_head(generator, warmup_samples=8, warmup_updates=3)
+    trainer = DiscriminatorTrainer(disc, disc.config)
+    buffer = SampleBuffer()
+    reward = DiscriminatorReward(disc, buffer, RewardConfig())
+    callback = DiscriminatorCallback(trainer, buffer, reward, warmup_prompts=REAL[:8],
+                                     generation_kwargs={"max_new_tokens": 4})
+    state = type("S", (), {"global_step": 0, "is_world_process_zero": True})()
+    args = type("A", (), {"output_dir": "unused"})()
+    callback.on_train_begin(args, state, None, model=model, processing_class=tok)
+    assert trainer.rounds == 1 and callback.warmup_stats["disc/warmup_loss"] > 0
+    # A reward call, then a policy step: the callback trains on the fresh samples and logs.
+    reward_call(reward, FAKE[:8])
+    state.global_step = 1
+    callback.on_step_end(args, state, None)
+    assert trainer.rounds == 2
+    logs = {}
+    callback.on_log(args, state, None, logs=logs)
+    assert {"disc/loss", "disc/acc_real", "disc/acc_generated"} <= set(logs)
+
+
+def test_save_and_load_round_trip(generator, tmp_path):
+    disc = make_head(generator)
+    trainer, _ = train_steps(disc, steps=3)
+    trainer.rounds = 5
+    reward = DiscriminatorReward(disc, SampleBuffer(), RewardConfig(normalize="running"))
+    reward.running.mean, reward.running.count = 0.7, 11
+    save_discriminator(tmp_path / "d", trainer, reward)
+    assert (tmp_path / "d" / "model.safetensors").is_file()
+
+    fresh = make_head(generator, seed=123)
+    fresh_trainer = DiscriminatorTrainer(fresh, fresh.config)
+    fresh_reward = DiscriminatorReward(fresh, SampleBuffer(), RewardConfig(normalize="running"))
+    assert fresh_trainer.fingerprint() != trainer.fingerprint()
+    load_discriminator(tmp_path / "d", fresh_trainer, fresh_reward)
+    assert fresh_trainer.fingerprint() == trainer.fingerprint()
+    assert fresh_trainer.rounds == 5 and fresh_reward.running.mean == 0.7
+    assert fresh_trainer.optimizer.state_dict()["state"]  # the optimizer moments came back too

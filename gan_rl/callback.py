@@ -83,6 +83,8 @@ class DiscriminatorCallback(TrainerCallback):
         self.log_metric: Callable[[str, float], None] | None = None
         self.warmup_stats: dict[str, float] = {}
         self.fingerprints: list[str] = []
+        # Set when a checkpoint's discriminator was restored: where from, and its weights' fingerprint.
+        self.restored: dict[str, str] = {}
         self._pending_logs: dict[str, float] = {}
 
     def attach(self, trainer: Any) -> None:
@@ -151,6 +153,7 @@ class DiscriminatorCallback(TrainerCallback):
             directory = Path(resume) / DISCRIMINATOR_DIR
             if (directory / "state.json").is_file():
                 load_discriminator(directory, self.disc_trainer, self.reward)
+                self.restored = {"path": str(directory), "fingerprint": self.disc_trainer.fingerprint()}
                 logger.info("Restored the discriminator from %s (round %d).", directory, self.disc_trainer.rounds)
                 return
             logger.warning("%s has no discriminator; training a fresh one from a warm-up.", resume)

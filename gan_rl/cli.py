@@ -43,13 +43,12 @@ def _print_summary(summary, console) -> None:
     if len(summary.fingerprints) > 1:
         same = len(set(summary.fingerprints)) == 1
         table.add_row("discriminator equal on all ranks", f"{'yes' if same else 'NO'} ({len(summary.fingerprints)} ranks)")
-    table.add_row("outputs", f"{summary.output_dir} (generator, discriminator/, run_summary.json)")
     console.print(table)
+    click.echo(f"outputs: {summary.output_dir} (generator, discriminator/, run_summary.json)")
     for sample in summary.samples[:3]:
-        console.print(f"[bold]prompt[/bold]  {sample['prompt']}")
-        console.print(f"  real    {sample['real']}")
-        console.print(f"  before  {sample['before']}")
-        console.print(f"  after   {sample['after']}")
+        click.echo(f"prompt  {sample['prompt']}")
+        for name in ("real", "before", "after"):
+            click.echo(f"  {name:<7} {sample[name]}")
 
 
 def _train(algorithm: str, recipe_path: str, overrides: tuple[str, ...], output_dir: str | None, resume, overwrite: bool, samples: int) -> None:

@@ -63,6 +63,8 @@ class RunSummary:
     distance_after: float | None = None
     judge_before: float | None = None
     judge_after: float | None = None
+    # On resume: the checkpoint the discriminator came from and the fingerprint of the restored weights.
+    restored: dict[str, str] = field(default_factory=dict)
     status: str = "completed"
 
 
@@ -170,6 +172,7 @@ def run(
 
     # 1. Everything that can be checked without a model.
     args = build_trainer_config(recipe, algorithm, remove_unused_columns=False)
+    _ = args.device  # sets up the distributed state the trainer's way (use_cpu, backend) before we use it
     out = Path(args.output_dir)
     check_output_dir(out, bool(resume), overwrite)
     resume_path = resolve_resume(out, resume)
@@ -259,6 +262,7 @@ def run(
         reward_first=rewards[0] if rewards else None,
         reward_last=rewards[-1] if rewards else None,
         fingerprints=fingerprints,
+        restored=callback.restored,
     )
     if state.is_main_process:
         if summary_pairs:

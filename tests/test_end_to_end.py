@@ -1,0 +1,161 @@
+"""``gan-rl ppo`` / ``gan-rl reinforce`` end to end through the CLI, resume, and 2-process runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from gan_rl.cli import main
+
+from .conftest import ROOT, base_recipe, write_recipe
+
+pytestmark = pytest.mark.slow
+
+
+def cli(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def summary_of(out: Path) -> dict:
+    return json.loads((out / "run_summary.json").read_text())
+
+
+def disc_weights(directory: Path) -> dict:
+    return load_file(str(directory / "discriminator" / "model.safetensors"))
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "reinforce"])
+def test_train_end_to_end(algorithm, tmp_path, recipe_factory):
+    out = tmp_path / "out"
+    output = cli(algorithm, str(recipe_factory()), "--samples", "4")
+    summary = summary_of(out)
+    assert summary["status"] == "completed" and summary["steps"] == 3 and summary["algorithm"] == algorithm
+    assert summary["disc_rounds"] >= 3  # warm-up + one per policy update
+    assert set(summary["disc_stats"]) >= {"disc/loss", "disc/acc_real", "disc/acc_generated"}
+    assert len(summary["samples"]) == 4 and summary["distance_before"] is not None
+    for name in ("model.safetensors", "recipe.yaml", "discriminator/model.safetensors", "discriminator/optimizer.pt"):
+        assert (out / name).is_file(), name
+    assert "finished" in output and str(out) in output
+    # The discriminator's statistics reached the trainer's logs, beside TRL's reward.
+    state = json.loads((out / "discriminator" / "state.json").read_text())
+    assert state["kind"] == "head" and state["trainer"]["rounds"] == summary["disc_rounds"]
+
+
+def test_logs_reach_report_to_backends(tmp_path, recipe_factory):
+    pytest.importorskip("tensorboard")
+    path = recipe_factory(trainer={"report_to": "tensorboard"})
+    cli("ppo", str(path), "--samples", "0")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = list(tmp_path.rglob("events.out.tfevents.*"))
+    assert events, "no tensorboard event file"
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/disc/loss", "train/disc/acc_real", "train/disc/acc_generated", "train/reward"} <= tags
+
+
+def test_lora_chat_generator_with_adapter_disabled_encoder(tmp_path, tiny_chat_model_dir, recipe_factory):
+    path = recipe_factory(
+        model_dir=tiny_chat_model_dir,
+        model={"lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}},
+        data={"system_prompt": "You are a social media user."},
+        discriminator={"lstm": True, "lstm_hidden": 16},
+    )
+    cli("ppo", str(path), "--samples", "2")
+    out = tmp_path / "out"
+    assert (out / "adapter_model.safetensors").is_file()  # LoRA: the adapters are what is saved
+    assert summary_of(out)["steps"] == 3
+
+
+def test_classifier_discriminator_end_to_end(tmp_path, tiny_classifier_dir, recipe_factory):
+    path = recipe_factory(discriminator={"kind": "classifier", "model": str(tiny_classifier_dir), "d_model": 32})
+    cli("reinforce", str(path), "--samples", "0")
+    assert summary_of(tmp_path / "out")["disc_rounds"] >= 3
+
+
+def test_model_built_from_config(tmp_path, recipe_factory):
+    path = recipe_factory(model={"name_or_path": None, "init_config": {"model_type": "llama", "hidden_size": 16,
+                          "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                          "num_key_value_heads": 2}, "word_tokenizer_from_data": True})
+    cli("reinforce", str(path), "--samples", "0")
+    assert (tmp_path / "out" / "initial-model" / "config.json").is_file()
+
+
+def test_refuses_to_overwrite_a_finished_run(tmp_path, recipe_factory):
+    path = recipe_factory()
+    cli("ppo", str(path), "--samples", "0")
+    result = CliRunner().invoke(main, ["ppo", str(path)])
+    assert result.exit_code == 2 and "already holds a finished run" in result.output
+    cli("ppo", str(path), "--samples", "0", "--overwrite")
+
+
+def test_checkpoint_resume_restores_identical_discriminator(tmp_path, recipe_factory):
+    path = recipe_factory(trainer={"max_steps": 4, "save_strategy": "steps", "save_steps": 2})
+    cli("ppo", str(path), "--samples", "0")
+    checkpoint = tmp_path / "out" / "checkpoint-2"
+    saved = disc_weights(checkpoint)
+    assert (checkpoint / "discriminator" / "optimizer.pt").is_file()
+
+    # Resume into a new directory: the discriminator right after restoring must be the checkpoint's
+    # exactly (a fresh one would have been initialised and warmed up differently), and its rounds go on.
+    cli("ppo", str(path), "--samples", "0", "--resume", str(checkpoint), "--output-dir", str(tmp_path / "r1"))
+    saved_state = json.loads((checkpoint / "discriminator" / "state.json").read_text())
+    resumed = summary_of(tmp_path / "r1")
+    assert resumed["restored"]["path"] == str(checkpoint / "discriminator")
+    assert resumed["restored"]["fingerprint"] == saved_state["fingerprint"]
+    assert resumed["warmup_stats"] == {}  # no warm-up on resume
+    assert resumed["disc_rounds"] == saved_state["trainer"]["rounds"] + 2  # one round per remaining step
+    assert resumed["steps"] == 4
+
+    # Resumed training is the same training: the final discriminator equals the uninterrupted run's.
+    final, final_resumed = disc_weights(tmp_path / "out"), disc_weights(tmp_path / "r1")
+    assert all(torch.allclose(final[k], final_resumed[k], atol=1e-6) for k in final)
+
+
+def test_resume_latest_in_an_interrupted_output_dir(tmp_path, recipe_factory):
+    path = recipe_factory(trainer={"max_steps": 2, "save_strategy": "steps", "save_steps": 2})
+    cli("ppo", str(path), "--samples", "0")
+    out = tmp_path / "out"
+    (out / "run_summary.json").unlink()  # as if the run had been killed after its checkpoint
+    result = CliRunner().invoke(main, ["ppo", str(path)])
+    assert result.exit_code == 2 and "--resume" in result.output
+    cli("ppo", str(path), "--samples", "0", "--resume", "--set", "trainer.max_steps=4")
+    assert summary_of(out)["steps"] == 4
+
+
+def test_two_processes_keep_identical_discriminators(tmp_path, tiny_model_dir):
+    out = tmp_path / "out"
+    # use_cpu: accelerate's torchrun launcher with the gloo backend (its --cpu launcher starts one process).
+    recipe = base_recipe(tiny_model_dir, out, trainer={"max_steps": 3, "per_device_train_batch_size": 4, "use_cpu": True})
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "gan_rl", "ppo", str(path),
+        "--samples", "2",
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = summary_of(out)
+    assert len(summary["fingerprints"]) == 2
+    assert summary["fingerprints"][0] == summary["fingerprints"][1]
+    assert summary["disc_rounds"] >= 3
+    assert proc.stdout.count("finished") == 1  # only the main process reports
+
+
+def test_quickstart_recipe_runs(tmp_path):
+    output = cli("ppo", str(ROOT / "recipes" / "quickstart.yaml"), "--output-dir", str(tmp_path / "qs"))
+    summary = summary_of(tmp_path / "qs")
+    assert summary["steps"] > 0 and summary["samples"]
+    assert "before" in output and "after" in output and "word distance" in output

@@ -29,7 +29,9 @@ logger = logging.getLogger(__name__)
 DISCRIMINATOR_DIR = "discriminator"
 
 
-def save_discriminator(directory: str | Path, trainer: DiscriminatorTrainer, reward: DiscriminatorReward) -> Path:
+def save_discriminator(
+    directory: str | Path, trainer: DiscriminatorTrainer, reward: DiscriminatorReward
+) -> Path:
     """Weights (safetensors), optimizer state and counters of the discriminator, into ``directory``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -46,16 +48,26 @@ def save_discriminator(directory: str | Path, trainer: DiscriminatorTrainer, rew
     return directory
 
 
-def load_discriminator(directory: str | Path, trainer: DiscriminatorTrainer, reward: DiscriminatorReward) -> None:
+def load_discriminator(
+    directory: str | Path, trainer: DiscriminatorTrainer, reward: DiscriminatorReward
+) -> None:
     """Restore what :func:`save_discriminator` wrote (tensor files are read with weights_only=True)."""
     directory = Path(directory)
     state = json.loads((directory / "state.json").read_text())
     if state["kind"] != trainer.config.kind:
-        raise ValueError(f"{directory}: holds a '{state['kind']}' discriminator, the recipe asks for '{trainer.config.kind}'.")
-    missing, unexpected = load_model(trainer.discriminator, str(directory / "model.safetensors"), strict=False)
+        raise ValueError(
+            f"{directory}: holds a '{state['kind']}' discriminator, the recipe asks for '{trainer.config.kind}'."
+        )
+    missing, unexpected = load_model(
+        trainer.discriminator, str(directory / "model.safetensors"), strict=False
+    )
     if missing or unexpected:
-        raise ValueError(f"{directory}: discriminator weights do not match (missing {missing}, unexpected {unexpected}).")
-    optim_state = torch.load(directory / "optimizer.pt", weights_only=True, map_location=trainer.discriminator.device)
+        raise ValueError(
+            f"{directory}: discriminator weights do not match (missing {missing}, unexpected {unexpected})."
+        )
+    optim_state = torch.load(
+        directory / "optimizer.pt", weights_only=True, map_location=trainer.discriminator.device
+    )
     trainer.optimizer.load_state_dict(optim_state)
     trainer.load_state(state["trainer"])
     reward.load_state(state["reward"])
@@ -118,7 +130,9 @@ class DiscriminatorCallback(TrainerCallback):
                     else p.prompt
                     for p in chunk
                 ]
-                inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+                inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
+                    device
+                )
                 ids = model.generate(
                     **inputs, do_sample=True, pad_token_id=tokenizer.pad_token_id, **self.generation_kwargs
                 )
@@ -137,7 +151,9 @@ class DiscriminatorCallback(TrainerCallback):
         prompts = [rng.choice(self.warmup_prompts) for _ in range(cfg.warmup_samples)]
         texts = self.generate(model, tokenizer, prompts)
         disc = self.disc_trainer.discriminator
-        generated = disc.featurize([Pair(p.prompt, p.prompt_text, t) for p, t in zip(prompts, texts, strict=True)])
+        generated = disc.featurize(
+            [Pair(p.prompt, p.prompt_text, t) for p, t in zip(prompts, texts, strict=True)]
+        )
         real = disc.featurize(list({p.key: p for p in prompts}.values()), cache=True)
         self.buffer.add(generated, real)
         stats = self.disc_trainer.train_round(self.buffer, cfg.warmup_updates)
@@ -154,7 +170,9 @@ class DiscriminatorCallback(TrainerCallback):
             if (directory / "state.json").is_file():
                 load_discriminator(directory, self.disc_trainer, self.reward)
                 self.restored = {"path": str(directory), "fingerprint": self.disc_trainer.fingerprint()}
-                logger.info("Restored the discriminator from %s (round %d).", directory, self.disc_trainer.rounds)
+                logger.info(
+                    "Restored the discriminator from %s (round %d).", directory, self.disc_trainer.rounds
+                )
                 return
             logger.warning("%s has no discriminator; training a fresh one from a warm-up.", resume)
         self.warmup_stats = self.warmup(model, processing_class)
@@ -178,5 +196,7 @@ class DiscriminatorCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}" / DISCRIMINATOR_DIR
+            folder = (
+                Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}" / DISCRIMINATOR_DIR
+            )
             save_discriminator(folder, self.disc_trainer, self.reward)

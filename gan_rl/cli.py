@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -21,7 +22,12 @@ def _quiet_libraries() -> None:
 
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # peft imports bitsandbytes whenever it is installed; its CPU backend complains about optional kernels.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    warnings.filterwarnings("ignore", message=".*pin_memory.*")
 
 
 def _print_summary(summary, console) -> None:
@@ -34,15 +40,24 @@ def _print_summary(summary, console) -> None:
     for name, value in summary.disc_stats.items():
         table.add_row(f"final {name}", f"{value:.3f}")
     if summary.reward_first is not None:
-        table.add_row("mean reward, first -> last log", f"{summary.reward_first:.3f} -> {summary.reward_last:.3f}")
+        table.add_row(
+            "mean reward, first -> last log", f"{summary.reward_first:.3f} -> {summary.reward_last:.3f}"
+        )
     if summary.distance_before is not None:
         table.add_row(
-            "word distance to real (TV, 0 = same)", f"{summary.distance_before:.3f} -> {summary.distance_after:.3f}"
+            "word distance to real (TV, 0 = same)",
+            f"{summary.distance_before:.3f} -> {summary.distance_after:.3f}",
         )
-        table.add_row("final discriminator P(real), before -> after", f"{summary.judge_before:.3f} -> {summary.judge_after:.3f}")
+        table.add_row(
+            "final discriminator P(real), before -> after",
+            f"{summary.judge_before:.3f} -> {summary.judge_after:.3f}",
+        )
     if len(summary.fingerprints) > 1:
         same = len(set(summary.fingerprints)) == 1
-        table.add_row("discriminator equal on all ranks", f"{'yes' if same else 'NO'} ({len(summary.fingerprints)} ranks)")
+        table.add_row(
+            "discriminator equal on all ranks",
+            f"{'yes' if same else 'NO'} ({len(summary.fingerprints)} ranks)",
+        )
     console.print(table)
     click.echo(f"outputs: {summary.output_dir} (generator, discriminator/, run_summary.json)")
     for sample in summary.samples[:3]:
@@ -51,7 +66,15 @@ def _print_summary(summary, console) -> None:
             click.echo(f"  {name:<7} {sample[name]}")
 
 
-def _train(algorithm: str, recipe_path: str, overrides: tuple[str, ...], output_dir: str | None, resume, overwrite: bool, samples: int) -> None:
+def _train(
+    algorithm: str,
+    recipe_path: str,
+    overrides: tuple[str, ...],
+    output_dir: str | None,
+    resume,
+    overwrite: bool,
+    samples: int,
+) -> None:
     from accelerate import PartialState
     from rich.console import Console
 
@@ -76,11 +99,20 @@ def _train_command(algorithm: str, doc: str):
     @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
     @click.option("--output-dir", default=None, help="Shortcut for --set trainer.output_dir=DIR.")
     @click.option(
-        "--resume", is_flag=False, flag_value="latest", default=None, metavar="[CHECKPOINT]",
+        "--resume",
+        is_flag=False,
+        flag_value="latest",
+        default=None,
+        metavar="[CHECKPOINT]",
         help="Resume from the latest checkpoint in the output directory, or from CHECKPOINT.",
     )
     @click.option("--overwrite", is_flag=True, help="Delete an earlier run in the output directory first.")
-    @click.option("--samples", default=16, show_default=True, help="Held-out prompts sampled before and after training for the summary (0: none).")
+    @click.option(
+        "--samples",
+        default=16,
+        show_default=True,
+        help="Held-out prompts sampled before and after training for the summary (0: none).",
+    )
     def command(recipe, overrides, output_dir, resume, overwrite, samples):
         _train(algorithm, recipe, overrides, output_dir, resume, overwrite, samples)
 

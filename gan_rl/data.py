@@ -42,7 +42,9 @@ def load_source(source: DataSource, recipe: Recipe, where: str) -> Dataset:
     try:
         return load_dataset(source.hub, source.config, split=source.split)
     except Exception as exc:  # noqa: BLE001 - network, missing dataset or split
-        raise RecipeError(f"{where}.hub: cannot load {source.hub!r} (split {source.split!r}): {exc}") from None
+        raise RecipeError(
+            f"{where}.hub: cannot load {source.hub!r} (split {source.split!r}): {exc}"
+        ) from None
 
 
 def check_columns(ds: Dataset, data: DataSettings, where: str) -> None:
@@ -72,10 +74,14 @@ def load_raw_splits(recipe: Recipe) -> dict[str, Dataset]:
         if limit is not None:
             ds = ds.select(range(min(limit, len(ds))))
         ds = ds.filter(
-            lambda row: isinstance(row[data.prompt_column], str) and isinstance(row[data.response_column], str)
+            lambda row: (
+                isinstance(row[data.prompt_column], str) and isinstance(row[data.response_column], str)
+            )
         )
         if len(ds) == 0:
-            raise RecipeError(f"{where}: no row has text in both '{data.prompt_column}' and '{data.response_column}'.")
+            raise RecipeError(
+                f"{where}: no row has text in both '{data.prompt_column}' and '{data.response_column}'."
+            )
         out[name] = ds
     return out
 
@@ -84,7 +90,9 @@ def uses_chat_format(data: DataSettings, tokenizer: Any) -> bool:
     """Chat messages for chat models (TRL's conversational format), plain text otherwise."""
     has_template = getattr(tokenizer, "chat_template", None) is not None
     if data.format == "chat" and not has_template:
-        raise RecipeError("data.format: 'chat' needs a tokenizer with a chat template; use 'plain' or 'auto'.")
+        raise RecipeError(
+            "data.format: 'chat' needs a tokenizer with a chat template; use 'plain' or 'auto'."
+        )
     return data.format == "chat" or (data.format == "auto" and has_template)
 
 

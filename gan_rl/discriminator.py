@@ -170,7 +170,9 @@ class HeadDiscriminator(Discriminator):
     the shared prompt cannot dilute the evidence.
     """
 
-    def __init__(self, config: DiscriminatorConfig, encoder: FrozenEncoder, encode_batch_size: int = 16) -> None:
+    def __init__(
+        self, config: DiscriminatorConfig, encoder: FrozenEncoder, encode_batch_size: int = 16
+    ) -> None:
         super().__init__(config)
         self.encoder = encoder  # a plain object: not a submodule, not in state_dict
         self.encode_batch_size = encode_batch_size
@@ -278,7 +280,9 @@ class HeadDiscriminator(Discriminator):
 class ClassifierDiscriminator(Discriminator):
     """A separate sequence-classification model (num_labels=1) with its own tokenizer, optionally LoRA."""
 
-    def __init__(self, config: DiscriminatorConfig, checkpoint: str, dtype: torch.dtype | str = "auto") -> None:
+    def __init__(
+        self, config: DiscriminatorConfig, checkpoint: str, dtype: torch.dtype | str = "auto"
+    ) -> None:
         super().__init__(config)
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -351,7 +355,9 @@ def build_discriminator(
     return disc.to(device)
 
 
-def load_checkpoint_encoder(config: DiscriminatorConfig, checkpoint: str, device: torch.device | str) -> FrozenEncoder:
+def load_checkpoint_encoder(
+    config: DiscriminatorConfig, checkpoint: str, device: torch.device | str
+) -> FrozenEncoder:
     """A frozen encoder from any checkpoint (``discriminator.encoder``), with its own tokenizer."""
     from transformers import AutoModel, AutoTokenizer
 

@@ -125,4 +125,6 @@ class DiscriminatorConfig:
                 "(or 'generator' for the generator's own)."
             )
         if self.kind == "head" and (self.model is not None or self.lora is not None):
-            raise ValueError("model: 'model' and 'lora' belong to kind 'classifier'; kind 'head' uses 'encoder'.")
+            raise ValueError(
+                "model: 'model' and 'lora' belong to kind 'classifier'; kind 'head' uses 'encoder'."
+            )

@@ -29,7 +29,9 @@ def build_word_tokenizer(texts: Iterable[str], max_vocab: int = 8000) -> PreTrai
 
     tok = Tokenizer(models.WordLevel(unk_token=SPECIAL_TOKENS["unk_token"]))
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
+    )
     tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # words and punctuation, space-separated
     trainer = trainers.WordLevelTrainer(vocab_size=max_vocab, special_tokens=list(SPECIAL_TOKENS.values()))
     tok.train_from_iterator(texts, trainer=trainer)
@@ -108,7 +110,10 @@ def quantization_config(settings: ModelSettings) -> Any | None:
 
 def load_generator(settings: ModelSettings, path: str, device_map: Any = None) -> torch.nn.Module:
     """Load the generator checkpoint (quantized and prepared for k-bit training if asked)."""
-    kwargs: dict[str, Any] = {"dtype": torch_dtype(settings.dtype), "trust_remote_code": settings.trust_remote_code}
+    kwargs: dict[str, Any] = {
+        "dtype": torch_dtype(settings.dtype),
+        "trust_remote_code": settings.trust_remote_code,
+    }
     if settings.attn_implementation:
         kwargs["attn_implementation"] = settings.attn_implementation
     qconfig = quantization_config(settings)

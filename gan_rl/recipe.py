@@ -290,7 +290,9 @@ def _check_model(model: ModelSettings) -> None:
 def _check_source(src: DataSource, where: str) -> None:
     given = [k for k in ("path", "hub", "synthetic") if getattr(src, k) is not None]
     if len(given) != 1:
-        raise RecipeError(f"{where}: give exactly one of 'path', 'hub' or 'synthetic' (got {given or 'none'}).")
+        raise RecipeError(
+            f"{where}: give exactly one of 'path', 'hub' or 'synthetic' (got {given or 'none'})."
+        )
 
 
 def parse_recipe(raw: Any, base_dir: Path | str = ".") -> Recipe:
@@ -409,8 +411,13 @@ def build_trainer_config(recipe: Recipe, algorithm: str, **forced: Any) -> Any:
         section = algorithm if key in getattr(recipe, algorithm) else "trainer"
         kwargs[key] = _coerce_trl(value, hints.get(key, Any), f"{section}.{key}")
     if recipe.model.gradient_checkpointing is not None:
-        if kwargs.get("gradient_checkpointing", recipe.model.gradient_checkpointing) != recipe.model.gradient_checkpointing:
-            raise RecipeError("model.gradient_checkpointing: contradicts trainer.gradient_checkpointing; set one.")
+        if (
+            kwargs.get("gradient_checkpointing", recipe.model.gradient_checkpointing)
+            != recipe.model.gradient_checkpointing
+        ):
+            raise RecipeError(
+                "model.gradient_checkpointing: contradicts trainer.gradient_checkpointing; set one."
+            )
         kwargs["gradient_checkpointing"] = recipe.model.gradient_checkpointing
     kwargs.update(forced)
     try:

@@ -44,7 +44,9 @@ class RunningNorm:
         self.count = 0
 
     def update(self, values: torch.Tensor) -> None:
-        stats = all_reduce_(torch.tensor([values.sum(), (values**2).sum(), values.numel()], dtype=torch.float64))
+        stats = all_reduce_(
+            torch.tensor([values.sum(), (values**2).sum(), values.numel()], dtype=torch.float64)
+        )
         total, total_sq, n = stats.tolist()
         if n == 0:
             return
@@ -98,7 +100,9 @@ class DiscriminatorReward:
             rewards = self.running(rewards)
         return rewards
 
-    def pairs(self, prompts: list[Any], completions: list[Any], **columns: Any) -> tuple[list[Pair], list[Pair]]:
+    def pairs(
+        self, prompts: list[Any], completions: list[Any], **columns: Any
+    ) -> tuple[list[Pair], list[Pair]]:
         """(generated pairs, real pairs) from TRL's reward arguments."""
         missing = [c for c in (PROMPT_TEXT, REAL_RESPONSE) if c not in columns]
         if missing:

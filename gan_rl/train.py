@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import shutil
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -91,7 +92,9 @@ def check_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
     if overwrite:
         if PartialState().is_main_process:
             if not (out / RECIPE_FILE).is_file():
-                raise RecipeError(f"--overwrite: {out} is not a gan-rl output directory (no {RECIPE_FILE}); not deleting it.")
+                raise RecipeError(
+                    f"--overwrite: {out} is not a gan-rl output directory (no {RECIPE_FILE}); not deleting it."
+                )
             shutil.rmtree(out)
         PartialState().wait_for_everyone()
         return
@@ -164,9 +167,10 @@ def run(
     overwrite: bool = False,
     num_samples: int = 16,
     progress: bool = True,
+    callbacks: list[Any] | None = None,
 ) -> RunSummary:
     """Train a generator adversarially with ``algorithm`` (``ppo`` or ``reinforce``)."""
-    from transformers import ProgressCallback
+    from transformers import PrinterCallback, ProgressCallback
     from trl import GRPOTrainer, RLOOTrainer
     from trl.trainer.callbacks import RichProgressCallback
 
@@ -181,14 +185,21 @@ def run(
     tokenizer = load_tokenizer(
         recipe.model,
         recipe.resolve_path,
-        texts=[t for ds in raw.values() for col in (recipe.data.prompt_column, recipe.data.response_column) for t in ds[col]],
+        texts=[
+            t
+            for ds in raw.values()
+            for col in (recipe.data.prompt_column, recipe.data.response_column)
+            for t in ds[col]
+        ],
     )
     chat = uses_chat_format(recipe.data, tokenizer)
     train_ds = to_trl_dataset(raw["train"], recipe.data, chat)
     eval_ds = to_trl_dataset(raw["test"], recipe.data, chat) if "test" in raw else train_ds
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        (out / RECIPE_FILE).write_text(yaml.safe_dump({"algorithm": algorithm, **recipe.to_dict()}, sort_keys=False))
+        (out / RECIPE_FILE).write_text(
+            yaml.safe_dump({"algorithm": algorithm, **recipe.to_dict()}, sort_keys=False)
+        )
 
     # 2. The generator.
     if recipe.model.init_config is not None:
@@ -208,14 +219,20 @@ def run(
             hidden = model.config.get_text_config().hidden_size
             encoder = FrozenEncoder(tokenizer, hidden, cfg.encoder_layer, generator_format=True)
         else:
-            encoder = load_checkpoint_encoder(cfg, resolve_checkpoint(cfg.encoder, recipe.resolve_path), args.device)
+            encoder = load_checkpoint_encoder(
+                cfg, resolve_checkpoint(cfg.encoder, recipe.resolve_path), args.device
+            )
     disc = build_discriminator(cfg, encoder=encoder, generator_checkpoint=checkpoint, device=args.device)
     buffer = SampleBuffer(cfg.replay_size, seed=cfg.seed)
     disc_trainer = DiscriminatorTrainer(disc, cfg)
     reward = DiscriminatorReward(disc, buffer, cfg.reward)
     prompts = [Pair(r["prompt"], r[PROMPT_TEXT], r[REAL_RESPONSE]) for r in train_ds]
     callback = DiscriminatorCallback(
-        disc_trainer, buffer, reward, warmup_prompts=prompts, generation_kwargs=generation_kwargs(args),
+        disc_trainer,
+        buffer,
+        reward,
+        warmup_prompts=prompts,
+        generation_kwargs=generation_kwargs(args),
         resume_dir=resume_path,
     )
 
@@ -228,10 +245,11 @@ def run(
         train_dataset=train_ds,
         processing_class=tokenizer,
         peft_config=lora_config(recipe.model),
-        callbacks=[callback],
+        callbacks=[callback, *(callbacks or [])],
     )
-    if progress and not args.disable_tqdm:
+    if progress and sys.stdout.isatty():  # a live rich panel; plain log lines when output is redirected
         trainer.remove_callback(ProgressCallback)
+        trainer.remove_callback(PrinterCallback)
         trainer.add_callback(RichProgressCallback())
     if encoder is not None and cfg.encoder == "generator":
         logger.info("Discriminator encoder: %s", bind_generator_encoder(encoder, trainer, checkpoint))
@@ -239,8 +257,13 @@ def run(
 
     # Samples before training, from held-out prompts, for the summary.
     policy = trainer.accelerator.unwrap_model(trainer.model)
-    summary_pairs = [Pair(r["prompt"], r[PROMPT_TEXT], r[REAL_RESPONSE]) for r in eval_ds.select(range(min(num_samples, len(eval_ds))))]
-    before = callback.generate(policy, tokenizer, summary_pairs) if state.is_main_process and summary_pairs else []
+    summary_pairs = [
+        Pair(r["prompt"], r[PROMPT_TEXT], r[REAL_RESPONSE])
+        for r in eval_ds.select(range(min(num_samples, len(eval_ds))))
+    ]
+    before = (
+        callback.generate(policy, tokenizer, summary_pairs) if state.is_main_process and summary_pairs else []
+    )
 
     # 5. Train, then save generator, discriminator and the summary (the summary last: it marks "finished").
     start = time.time()
@@ -248,7 +271,9 @@ def run(
     seconds = time.time() - start
     trainer.save_model(str(out))
     fingerprints = disc_trainer.gather_fingerprints()
-    after = callback.generate(policy, tokenizer, summary_pairs) if state.is_main_process and summary_pairs else []
+    after = (
+        callback.generate(policy, tokenizer, summary_pairs) if state.is_main_process and summary_pairs else []
+    )
 
     rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
     summary = RunSummary(
@@ -274,9 +299,15 @@ def run(
             summary.distance_before = round(word_distance(before, real), 4)
             summary.distance_after = round(word_distance(after, real), 4)
             judge = disc_trainer.discriminator
-            feats = [judge.featurize([Pair(p.prompt, p.prompt_text, t) for p, t in zip(summary_pairs, texts, strict=True)])
-                     for texts in (before, after)]
-            summary.judge_before, summary.judge_after = (round(torch.sigmoid(judge.score(f)).mean().item(), 4) for f in feats)
+            feats = [
+                judge.featurize(
+                    [Pair(p.prompt, p.prompt_text, t) for p, t in zip(summary_pairs, texts, strict=True)]
+                )
+                for texts in (before, after)
+            ]
+            summary.judge_before, summary.judge_after = (
+                round(torch.sigmoid(judge.score(f)).mean().item(), 4) for f in feats
+            )
         save_discriminator(out / DISCRIMINATOR_DIR, disc_trainer, reward)
         (out / SUMMARY_FILE).write_text(json.dumps(summary.__dict__, indent=2))
     state.wait_for_everyone()

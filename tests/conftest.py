@@ -44,13 +44,19 @@ def _save_tiny(path: Path, chat: bool, head: str = "causal") -> Path:
     from gan_rl.models import build_word_tokenizer
 
     rows = quickstart_texts()
-    tok = build_word_tokenizer([r["topic"] for r in rows] + [r["post"] for r in rows] + ["user", "assistant", "system", ":"])
+    tok = build_word_tokenizer(
+        [r["topic"] for r in rows] + [r["post"] for r in rows] + ["user", "assistant", "system", ":"]
+    )
     if chat:
         tok.chat_template = CHAT_TEMPLATE
     cfg = dict(TINY_LLAMA)
     config = AutoConfig.for_model(
-        cfg.pop("model_type"), vocab_size=len(tok), pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **cfg,
+        cfg.pop("model_type"),
+        vocab_size=len(tok),
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        **cfg,
     )
     torch.manual_seed(0)
     cls = AutoModelForCausalLM if head == "causal" else AutoModelForSequenceClassification
@@ -111,13 +117,27 @@ def base_recipe(model_dir: Path, output_dir: Path, **sections) -> dict:
             "response_column": "post",
         },
         "discriminator": {
-            "d_model": 32, "num_layers": 1, "num_heads": 2, "max_length": 40,
-            "batch_size": 16, "updates_per_round": 1, "warmup_samples": 8, "warmup_updates": 2,
+            "d_model": 32,
+            "num_layers": 1,
+            "num_heads": 2,
+            "max_length": 40,
+            "batch_size": 16,
+            "updates_per_round": 1,
+            "warmup_samples": 8,
+            "warmup_updates": 2,
         },
         "trainer": {
-            "output_dir": str(output_dir), "max_steps": 3, "per_device_train_batch_size": 8,
-            "num_generations": 4, "max_completion_length": 6, "learning_rate": 1e-3,
-            "logging_steps": 1, "save_strategy": "no", "bf16": False, "report_to": "none", "seed": 0,
+            "output_dir": str(output_dir),
+            "max_steps": 3,
+            "per_device_train_batch_size": 8,
+            "num_generations": 4,
+            "max_completion_length": 6,
+            "learning_rate": 1e-3,
+            "logging_steps": 1,
+            "save_strategy": "no",
+            "bf16": False,
+            "report_to": "none",
+            "seed": 0,
         },
     }
     for name, values in sections.items():

@@ -29,7 +29,9 @@ def test_each_file_type_loads(kind, data_files, tmp_path):
 
 
 def test_limits_and_test_split(data_files, tmp_path):
-    recipe = recipe_for("data.csv", tmp_path, test={"path": "data.jsonl"}, max_train_samples=10, max_test_samples=3)
+    recipe = recipe_for(
+        "data.csv", tmp_path, test={"path": "data.jsonl"}, max_train_samples=10, max_test_samples=3
+    )
     splits = load_raw_splits(recipe)
     assert len(splits["train"]) == 10 and len(splits["test"]) == 3
 
@@ -53,8 +55,12 @@ def test_unreadable_file_is_a_recipe_error(tmp_path):
 
 
 def test_plain_format(tmp_path):
-    recipe = recipe_for({"synthetic": "quickstart", "rows": 4}, tmp_path, system_prompt="Be brief.",
-                        prompt_template="Topic: {prompt}\nPost:")
+    recipe = recipe_for(
+        {"synthetic": "quickstart", "rows": 4},
+        tmp_path,
+        system_prompt="Be brief.",
+        prompt_template="Topic: {prompt}\nPost:",
+    )
     tok = build_word_tokenizer(["a b c"])
     assert not uses_chat_format(recipe.data, tok)
     ds = to_trl_dataset(load_raw_splits(recipe)["train"], recipe.data, chat=False)
@@ -64,7 +70,9 @@ def test_plain_format(tmp_path):
 
 
 def test_chat_format_with_system_prompt(tmp_path):
-    recipe = recipe_for({"synthetic": "quickstart", "rows": 4}, tmp_path, system_prompt="You are a social media user.")
+    recipe = recipe_for(
+        {"synthetic": "quickstart", "rows": 4}, tmp_path, system_prompt="You are a social media user."
+    )
     tok = build_word_tokenizer(["a b c"])
     tok.chat_template = CHAT_TEMPLATE
     assert uses_chat_format(recipe.data, tok)
@@ -94,9 +102,16 @@ def test_word_tokenizer_round_trip():
     assert tok.decode(ids) == "pizza is awful !"
 
 
-@pytest.mark.skipif(not (TWON_DIR / "right.train.parquet").is_file(), reason=f"TWON data not found at {TWON_DIR}")
+@pytest.mark.skipif(
+    not (TWON_DIR / "right.train.parquet").is_file(), reason=f"TWON data not found at {TWON_DIR}"
+)
 def test_twon_parquet_columns(tmp_path):
-    recipe = recipe_for(str(TWON_DIR / "right.train.parquet"), tmp_path, prompt_column="annotation",
-                        response_column="full_text", max_train_samples=50)
+    recipe = recipe_for(
+        str(TWON_DIR / "right.train.parquet"),
+        tmp_path,
+        prompt_column="annotation",
+        response_column="full_text",
+        max_train_samples=50,
+    )
     ds = load_raw_splits(recipe)["train"]
     assert len(ds) == 50 and all(isinstance(t, str) and t for t in ds["full_text"])

@@ -22,8 +22,15 @@ FAKE = [Pair(p.prompt, p.prompt_text, " ".join(reversed(p.prompt_text.split())))
 
 
 def head_config(**kw) -> DiscriminatorConfig:
-    base = {"d_model": 32, "num_layers": 1, "num_heads": 2, "max_length": 40, "batch_size": 32,
-            "learning_rate": 3e-3, "dropout": 0.0}
+    base = {
+        "d_model": 32,
+        "num_layers": 1,
+        "num_heads": 2,
+        "max_length": 40,
+        "batch_size": 32,
+        "learning_rate": 3e-3,
+        "dropout": 0.0,
+    }
     return DiscriminatorConfig(**{**base, **kw})
 
 
@@ -52,7 +59,9 @@ def train_steps(disc, steps=30):
     return trainer, losses
 
 
-@pytest.mark.parametrize("options", [{}, {"lstm": True, "lstm_hidden": 16}, {"conditional": False}, {"encoder_layer": 1}])
+@pytest.mark.parametrize(
+    "options", [{}, {"lstm": True, "lstm_hidden": 16}, {"conditional": False}, {"encoder_layer": 1}]
+)
 def test_head_shapes(generator, options):
     disc = make_head(generator, **options)
     feats = disc.featurize(REAL[:5])
@@ -113,7 +122,9 @@ def test_real_feature_cache_is_bounded(generator):
     disc.featurize(REAL[:20], cache=True)
     assert len(disc._real_cache) == 10
     again = disc.featurize(REAL[15:20], cache=True)
-    assert all(torch.equal(a["hidden"], b["hidden"]) for a, b in zip(again, disc.featurize(REAL[15:20]), strict=True))
+    assert all(
+        torch.equal(a["hidden"], b["hidden"]) for a, b in zip(again, disc.featurize(REAL[15:20]), strict=True)
+    )
 
 
 # -- reward -------------------------------------------------------------------------------------------
@@ -160,8 +171,11 @@ def test_reward_records_fresh_samples_and_scores_chat_completions(generator):
     chat = [[{"role": "assistant", "content": p.response}] for p in FAKE[:4]]
     logged = {}
     out = reward(
-        prompts=[p.prompt for p in FAKE[:4]], completions=chat, prompt_text=[p.prompt_text for p in FAKE[:4]],
-        real_response=[p.response for p in REAL[:4]], log_metric=logged.__setitem__,
+        prompts=[p.prompt for p in FAKE[:4]],
+        completions=chat,
+        prompt_text=[p.prompt_text for p in FAKE[:4]],
+        real_response=[p.response for p in REAL[:4]],
+        log_metric=logged.__setitem__,
     )
     assert len(out) == 4 and all(math.isfinite(x) for x in out)
     assert len(buffer.fresh_generated) == 4 and len(buffer.fresh_real) == 4
@@ -215,8 +229,9 @@ def test_callback_warmup_runs_before_the_first_policy_update(generator):
     trainer = DiscriminatorTrainer(disc, disc.config)
     buffer = SampleBuffer()
     reward = DiscriminatorReward(disc, buffer, RewardConfig())
-    callback = DiscriminatorCallback(trainer, buffer, reward, warmup_prompts=REAL[:8],
-                                     generation_kwargs={"max_new_tokens": 4})
+    callback = DiscriminatorCallback(
+        trainer, buffer, reward, warmup_prompts=REAL[:8], generation_kwargs={"max_new_tokens": 4}
+    )
     state = type("S", (), {"global_step": 0, "is_world_process_zero": True})()
     args = type("A", (), {"output_dir": "unused"})()
     callback.on_train_begin(args, state, None, model=model, processing_class=tok)

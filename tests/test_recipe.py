@@ -105,7 +105,10 @@ def test_data_source_needs_one_kind():
 
 
 def test_overrides_set_nested_values_as_yaml():
-    raw = apply_overrides(minimal(), ["trainer.max_steps=10", "discriminator.kind=classifier", "discriminator.reward.clip=[-1, 1]"])
+    raw = apply_overrides(
+        minimal(),
+        ["trainer.max_steps=10", "discriminator.kind=classifier", "discriminator.reward.clip=[-1, 1]"],
+    )
     assert raw["trainer"]["max_steps"] == 10
     assert raw["discriminator"]["kind"] == "classifier"
     assert raw["discriminator"]["reward"]["clip"] == [-1, 1]
@@ -126,7 +129,9 @@ def test_trainer_section_is_trl_config():
     ppo = build_trainer_config(recipe, "ppo")
     assert type(ppo).__name__ == "GRPOConfig" and ppo.max_steps == 7 and ppo.num_iterations == 2
     reinforce = build_trainer_config(recipe, "reinforce")
-    assert type(reinforce).__name__ == "RLOOConfig" and reinforce.beta == 0.1 and reinforce.num_iterations == 1
+    assert (
+        type(reinforce).__name__ == "RLOOConfig" and reinforce.beta == 0.1 and reinforce.num_iterations == 1
+    )
 
 
 def test_trainer_unknown_field_suggests():

@@ -1,0 +1,216 @@
+"""Step-time overhead of the adversary, measured side by side in one process.
+
+Three runs on the same tiny generator, data, batch and TRL GRPOConfig:
+
+* ``constant`` — plain TRL GRPOTrainer with a constant reward function (no adversary at all);
+* ``head``     — ``gan-rl ppo`` with the ``head`` discriminator (frozen generator encoder + small head);
+* ``classifier`` — ``gan-rl ppo`` with a ``classifier`` discriminator of the generator's own size
+  (a sequence-classification copy of the generator, fully trained).
+
+Each run's step time is the median interval between consecutive ``on_step_end`` calls after a few
+warm-up steps (so it includes generation, reward, the policy update and the discriminator round). The
+runs are repeated in interleaved order and the medians of the repeats are compared.
+
+    python benchmarks/overhead.py                 # CPU defaults, a few minutes on 2 cores
+    python benchmarks/overhead.py --steps 40 --repeats 3 --hidden 512 --layers 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, TrainerCallback
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gan_rl.data import load_raw_splits, to_trl_dataset  # noqa: E402
+from gan_rl.models import build_word_tokenizer, load_generator  # noqa: E402
+from gan_rl.recipe import build_trainer_config, parse_recipe  # noqa: E402
+from gan_rl.synthetic import quickstart_rows  # noqa: E402
+from gan_rl.train import run  # noqa: E402
+
+
+class StepTimer(TrainerCallback):
+    """Wall time between consecutive policy-step ends."""
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.stamps = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.stamps.append(time.perf_counter())
+
+    def median_step(self, skip: int) -> float:
+        gaps = [b - a for a, b in zip(self.stamps, self.stamps[1:], strict=False)][skip:]
+        return statistics.median(gaps)
+
+
+def make_generator(directory: Path, hidden: int, layers: int) -> Path:
+    rows = quickstart_rows(512, seed=0)
+    tok = build_word_tokenizer([r["topic"] for r in rows] + [r["post"] for r in rows])
+    config = AutoConfig.for_model(
+        "llama",
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 64),
+        num_key_value_heads=max(1, hidden // 64),
+        max_position_embeddings=256,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return directory
+
+
+def recipe_dict(model_dir: Path, out: Path, args: argparse.Namespace, **disc) -> dict:
+    return {
+        "model": {"name_or_path": str(model_dir), "gradient_checkpointing": False},
+        "data": {
+            "train": {"synthetic": "quickstart", "rows": 512},
+            "prompt_column": "topic",
+            "response_column": "post",
+        },
+        "discriminator": {
+            "d_model": 64,
+            "num_layers": 1,
+            "num_heads": 4,
+            "max_length": 64,
+            "batch_size": 32,
+            "updates_per_round": 1,
+            "warmup_samples": 16,
+            "warmup_updates": 2,
+            **disc,
+        },
+        "trainer": {
+            "output_dir": str(out),
+            "max_steps": args.steps,
+            "per_device_train_batch_size": args.batch,
+            "num_generations": 8,
+            "max_completion_length": args.completion_length,
+            "learning_rate": 1e-4,
+            "logging_steps": 10_000,
+            "save_strategy": "no",
+            "bf16": False,
+            "report_to": "none",
+            "seed": 0,
+            "disable_tqdm": True,
+            "beta": 0.0,
+        },
+    }
+
+
+def run_constant(model_dir: Path, out: Path, args: argparse.Namespace) -> float:
+    """Plain TRL GRPO with a constant reward: the baseline without any adversary."""
+    from trl import GRPOTrainer
+
+    recipe = parse_recipe(recipe_dict(model_dir, out, args))
+    targs = build_trainer_config(recipe, "ppo", remove_unused_columns=False)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok.padding_side = "left"
+    ds = to_trl_dataset(load_raw_splits(recipe)["train"], recipe.data, chat=False)
+    timer = StepTimer()
+
+    def constant_reward(completions, **kwargs):
+        return [1.0] * len(completions)
+
+    trainer = GRPOTrainer(
+        model=load_generator(recipe.model, str(model_dir)),
+        reward_funcs=[constant_reward],
+        args=targs,
+        train_dataset=ds,
+        processing_class=tok,
+        callbacks=[timer],
+    )
+    trainer.train()
+    return timer.median_step(args.skip)
+
+
+def run_gan(model_dir: Path, out: Path, args: argparse.Namespace, **disc) -> float:
+    recipe = parse_recipe(recipe_dict(model_dir, out, args, **disc))
+    timer = StepTimer()
+    run("ppo", recipe, overwrite=True, num_samples=0, progress=False, callbacks=[timer])
+    return timer.median_step(args.skip)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--skip", type=int, default=3, help="first step intervals left out of the median")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--completion-length", type=int, default=32)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    args = parser.parse_args()
+
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(0)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model_dir = make_generator(tmp / "generator", args.hidden, args.layers)
+        n_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model_dir).parameters())
+        runs = {
+            "constant": lambda: run_constant(model_dir, tmp / "constant", args),
+            "head": lambda: run_gan(model_dir, tmp / "head", args),
+            "classifier": lambda: run_gan(
+                model_dir, tmp / "classifier", args, kind="classifier", model="generator", learning_rate=1e-5
+            ),
+        }
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for repeat in range(args.repeats):
+            for name, fn in runs.items():  # interleaved: drift hits every run alike
+                times[name].append(fn())
+                print(
+                    f"repeat {repeat + 1}/{args.repeats} {name:<10} {times[name][-1] * 1000:8.1f} ms/step",
+                    flush=True,
+                )
+
+    med = {name: statistics.median(v) for name, v in times.items()}
+    device = (
+        torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else f"CPU ({torch.get_num_threads()} threads)"
+    )
+    print()
+    print(
+        f"generator: llama, hidden {args.hidden}, {args.layers} layers, {n_params / 1e6:.1f}M parameters; "
+        f"batch {args.batch} completions x {args.completion_length} tokens, num_generations 8; {device}"
+    )
+    print("| run | median step (ms) | ratio to constant reward |")
+    print("| --- | ---: | ---: |")
+    for name in runs:
+        print(f"| {name} | {med[name] * 1000:.1f} | {med[name] / med['constant']:.3f} |")
+    print(
+        f"\nhead discriminator overhead: {100 * (med['head'] / med['constant'] - 1):+.1f}% "
+        f"(target <= +5%); classifier of the generator's size: {100 * (med['classifier'] / med['constant'] - 1):+.1f}%"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -20,7 +20,7 @@ from safetensors.torch import load_model, save_model
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from gan_rl.adversary import DiscriminatorTrainer, SampleBuffer, rank
+from gan_rl.adversary import DiscriminatorTrainer, SampleBuffer, rank, world_size
 from gan_rl.discriminator import Pair
 from gan_rl.reward import DiscriminatorReward
 
@@ -184,7 +184,8 @@ class DiscriminatorCallback(TrainerCallback):
         stats = self.disc_trainer.train_round(self.buffer, self.config.updates_per_round)
         if stats is None:
             return
-        self.fingerprints = self.disc_trainer.gather_fingerprints()
+        if world_size() > 1:  # every rank must hold the same discriminator after every round
+            self.fingerprints = self.disc_trainer.gather_fingerprints()
         if len(set(self.fingerprints)) > 1:
             raise RuntimeError(f"discriminator weights diverged across processes: {self.fingerprints}")
         self._record({**stats.as_logs(), "disc/rounds": float(self.disc_trainer.rounds)})

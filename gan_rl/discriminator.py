@@ -87,6 +87,17 @@ class FrozenEncoder:
             model = model.get_base_model()
         return getattr(model, "base_model", model)  # skip the LM head: only hidden states are needed
 
+    def _stop_after(self, backbone: nn.Module) -> nn.Module | None:
+        """The decoder layer whose output is hidden state ``layer``, to stop the forward there."""
+        if self.layer == -1:
+            return None
+        n_layers = getattr(backbone.config, "num_hidden_layers", None)
+        for module in backbone.modules():
+            if isinstance(module, nn.ModuleList) and len(module) == n_layers:
+                index = self.layer if self.layer > 0 else n_layers + self.layer
+                return module[index - 1] if 0 < index < n_layers else None
+        return None
+
     @torch.no_grad()
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.model is None:
@@ -94,17 +105,34 @@ class FrozenEncoder:
         was_training = self.model.training
         self.model.eval()
         adapters_off = self.model.disable_adapter() if self.disable_adapters else contextlib.nullcontext()
+        backbone = self._backbone()
+        # An intermediate layer needs no later layers: stop the forward once it is computed.
+        stop_at = self._stop_after(backbone)
+        handle = stop_at.register_forward_hook(_stop_forward) if stop_at is not None else None
         try:
             with adapters_off:
-                out = self._backbone()(
+                out = backbone(
                     input_ids=input_ids,
                     attention_mask=attention_mask,
                     output_hidden_states=self.layer != -1,
                     use_cache=False,
                 )
+        except _StopForward as stop:
+            return stop.hidden
         finally:
+            if handle is not None:
+                handle.remove()
             self.model.train(was_training)
         return out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]
+
+
+class _StopForward(Exception):
+    def __init__(self, hidden: torch.Tensor) -> None:
+        self.hidden = hidden
+
+
+def _stop_forward(module: nn.Module, inputs: Any, output: Any) -> None:
+    raise _StopForward(output[0] if isinstance(output, tuple) else output)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -142,6 +170,17 @@ class Discriminator(nn.Module):
             self._real_cache.popitem(last=False)
         return out
 
+    def featurize_round(self, generated: list[Pair], real: list[Pair]) -> tuple[list[Any], list[Any]]:
+        """Features of fresh generations and of their real counterparts, in one pass of the frozen part."""
+        if self.config.cache_size == 0:
+            features = self.featurize(generated + real)
+            return features[: len(generated)], features[len(generated) :]
+        missing = list({p.key: p for p in real if p.key not in self._real_cache}.values())
+        features = self.featurize(generated + missing)
+        for pair, feature in zip(missing, features[len(generated) :], strict=True):
+            self._real_cache[pair.key] = feature
+        return features[: len(generated)], self.featurize(real, cache=True)
+
     def _featurize(self, pairs: list[Pair]) -> list[Any]:
         raise NotImplementedError
 
@@ -171,7 +210,7 @@ class HeadDiscriminator(Discriminator):
     """
 
     def __init__(
-        self, config: DiscriminatorConfig, encoder: FrozenEncoder, encode_batch_size: int = 16
+        self, config: DiscriminatorConfig, encoder: FrozenEncoder, encode_batch_size: int = 32
     ) -> None:
         super().__init__(config)
         self.encoder = encoder  # a plain object: not a submodule, not in state_dict
@@ -229,9 +268,12 @@ class HeadDiscriminator(Discriminator):
         tokenized = [self._tokenize(p) for p in pairs]
         pad_id = self.encoder.tokenizer.pad_token_id or 0
         device = self.encoder.device
-        out = []
-        for start in range(0, len(tokenized), self.encode_batch_size):
-            chunk = tokenized[start : start + self.encode_batch_size]
+        # Encode in chunks of similar length (little padding), then restore the original order.
+        order = sorted(range(len(tokenized)), key=lambda i: len(tokenized[i][0]))
+        out: list[dict[str, torch.Tensor]] = [None] * len(tokenized)  # type: ignore[list-item]
+        for start in range(0, len(order), self.encode_batch_size):
+            index = order[start : start + self.encode_batch_size]
+            chunk = [tokenized[i] for i in index]
             length = max(len(ids) for ids, _ in chunk)
             input_ids = torch.full((len(chunk), length), pad_id, dtype=torch.long)
             attention = torch.zeros((len(chunk), length), dtype=torch.long)
@@ -242,7 +284,7 @@ class HeadDiscriminator(Discriminator):
             for i, (ids, n_prompt) in enumerate(chunk):
                 response_mask = torch.zeros(len(ids), dtype=torch.bool)
                 response_mask[n_prompt:] = True
-                out.append({"hidden": hidden[i, : len(ids)].clone(), "response_mask": response_mask})
+                out[index[i]] = {"hidden": hidden[i, : len(ids)].clone(), "response_mask": response_mask}
         return out
 
     # -- trainable part -----------------------------------------------------------------------------

@@ -119,7 +119,8 @@ def load_generator(settings: ModelSettings, path: str, device_map: Any = None) -
     qconfig = quantization_config(settings)
     if qconfig is not None:
         kwargs["quantization_config"] = qconfig
-        kwargs["device_map"] = device_map
+        # Quantized weights are placed at load time: each process on its own device.
+        kwargs["device_map"] = device_map if device_map is not None else {"": _local_device()}
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:
@@ -128,9 +129,16 @@ def load_generator(settings: ModelSettings, path: str, device_map: Any = None) -
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=settings.gradient_checkpointing
+            model, use_gradient_checkpointing=settings.gradient_checkpointing is not False
         )
     return model
+
+
+def _local_device() -> str | int:
+    from accelerate import PartialState
+
+    state = PartialState()
+    return state.local_process_index if torch.cuda.is_available() else str(state.device)
 
 
 def lora_config(settings: ModelSettings) -> Any | None:

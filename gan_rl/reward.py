@@ -120,8 +120,7 @@ class DiscriminatorReward:
     def __call__(self, prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
         log_metric = kwargs.get("log_metric")
         generated, real = self.pairs(prompts, completions, **kwargs)
-        gen_features = self.discriminator.featurize(generated)
-        real_features = self.discriminator.featurize(real, cache=True)
+        gen_features, real_features = self.discriminator.featurize_round(generated, real)
         logits = self.discriminator.score(gen_features)
         self.buffer.add(gen_features, real_features)
         rewards = self.transform(logits)

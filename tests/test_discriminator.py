@@ -72,6 +72,21 @@ def test_head_shapes(generator, options):
     assert logits.shape == (5,) and torch.isfinite(logits).all()
 
 
+@pytest.mark.parametrize(("layer", "stops_early"), [(1, True), (-2, False), (2, False)])
+def test_intermediate_layer_stops_early_with_the_same_states(generator, layer, stops_early):
+    model, tok = generator
+    ids = torch.tensor([tok("pizza is amazing !")["input_ids"]])
+    mask = torch.ones_like(ids)
+    expected = model.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[layer]
+    encoder = FrozenEncoder(tok, model.config.hidden_size, layer=layer, model=model)
+    assert torch.allclose(encoder(ids, mask), expected, atol=1e-6)
+    calls = []
+    hook = model.model.layers[-1].register_forward_hook(lambda *a: calls.append(1))
+    encoder(ids, mask)
+    hook.remove()
+    assert calls == ([] if stops_early else [1])  # layers after the requested one are never run
+
+
 def test_head_handles_empty_and_long_responses(generator):
     disc = make_head(generator)
     pairs = [Pair("a\n", "a", ""), Pair("b\n", "b", "pizza " * 200)]

@@ -9,10 +9,13 @@ Three runs on the same tiny generator, data, batch and TRL GRPOConfig:
   (a sequence-classification copy of the generator, fully trained).
 
 Each run's step time is the median interval between consecutive ``on_step_end`` calls after a few
-warm-up steps (so it includes generation, reward, the policy update and the discriminator round). The
-policy's learning rate is 0 in all three, so they generate the same workload and the difference is the
-adversary's cost alone. The runs are repeated in interleaved order and the medians of the repeats are
-compared.
+warm-up steps (so it includes generation, reward, the policy update and the discriminator round). Every
+run does the same work apart from the adversary: the policy's learning rate is 0 and every completion
+has exactly ``--completion-length`` tokens (``min_new_tokens``), so sampling cannot make one run's
+batches longer than another's. The runs are repeated in interleaved order and the medians of the
+repeats are compared. Because two medians of a noisy CPU differ by a few percent on their own, the
+adversary's share is also timed directly inside the ``gan-rl`` runs: the reward call (frozen encoder +
+scoring) and the discriminator round, as a fraction of the step.
 
     python benchmarks/overhead.py                 # CPU defaults, a few minutes on 2 cores
     python benchmarks/overhead.py --steps 40 --repeats 3 --hidden 512 --layers 8
@@ -21,6 +24,8 @@ compared.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import logging
 import statistics
 import sys
@@ -34,21 +39,24 @@ from transformers import AutoConfig, AutoModelForCausalLM, TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gan_rl.callback import DiscriminatorCallback  # noqa: E402
 from gan_rl.data import load_raw_splits, to_trl_dataset  # noqa: E402
 from gan_rl.models import build_word_tokenizer, load_generator  # noqa: E402
 from gan_rl.recipe import build_trainer_config, parse_recipe  # noqa: E402
+from gan_rl.reward import DiscriminatorReward  # noqa: E402
 from gan_rl.synthetic import quickstart_rows  # noqa: E402
 from gan_rl.train import run  # noqa: E402
 
 
 class StepTimer(TrainerCallback):
-    """Wall time between consecutive policy-step ends."""
+    """Wall time between consecutive policy-step ends, and the adversary's time within each step."""
 
     def __init__(self) -> None:
         self.stamps: list[float] = []
+        self.adversary: list[tuple[float, float]] = []  # (end time, seconds) of each timed call
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.stamps = []
+        self.stamps, self.adversary = [], []
 
     def on_step_end(self, args, state, control, **kwargs):
         self.stamps.append(time.perf_counter())
@@ -56,6 +64,37 @@ class StepTimer(TrainerCallback):
     def median_step(self, skip: int) -> float:
         gaps = [b - a for a, b in zip(self.stamps, self.stamps[1:], strict=False)][skip:]
         return statistics.median(gaps)
+
+    def adversary_share(self, skip: int) -> float:
+        """Adversary seconds over wall seconds, for the steps after ``skip``."""
+        start, end = self.stamps[skip], self.stamps[-1]
+        spent = sum(seconds for stamp, seconds in self.adversary if start < stamp <= end)
+        return spent / (end - start)
+
+    @contextlib.contextmanager
+    def timing(self, *methods: tuple[type, str]):
+        """Time every call of the given methods while the block runs."""
+        originals = [(cls, name, getattr(cls, name)) for cls, name in methods]
+
+        def timed(fn):
+            @functools.wraps(fn)
+            def wrapper(*a, **kw):
+                t0 = time.perf_counter()
+                try:
+                    return fn(*a, **kw)
+                finally:
+                    t1 = time.perf_counter()
+                    self.adversary.append((t1, t1 - t0))
+
+            return wrapper
+
+        for cls, name, fn in originals:
+            setattr(cls, name, timed(fn))
+        try:
+            yield
+        finally:
+            for cls, name, fn in originals:
+                setattr(cls, name, fn)
 
 
 def make_generator(directory: Path, hidden: int, layers: int) -> Path:
@@ -105,7 +144,7 @@ def recipe_dict(model_dir: Path, out: Path, args: argparse.Namespace, **disc) ->
             "per_device_train_batch_size": args.batch,
             "num_generations": 8,
             "max_completion_length": args.completion_length,
-            "learning_rate": 1e-4,
+            "learning_rate": 0.0,  # the same workload in every run: only the adversary differs
             "logging_steps": 10_000,
             "save_strategy": "no",
             "bf16": False,
@@ -113,18 +152,18 @@ def recipe_dict(model_dir: Path, out: Path, args: argparse.Namespace, **disc) ->
             "seed": 0,
             "disable_tqdm": True,
             "beta": 0.0,
+            "generation_kwargs": {"min_new_tokens": args.completion_length},
         },
     }
 
 
-def run_constant(model_dir: Path, out: Path, args: argparse.Namespace) -> float:
+def run_constant(model_dir: Path, out: Path, args: argparse.Namespace) -> tuple[float, float]:
     """Plain TRL GRPO with a constant reward: the baseline without any adversary."""
+    from transformers import AutoTokenizer
     from trl import GRPOTrainer
 
     recipe = parse_recipe(recipe_dict(model_dir, out, args))
     targs = build_trainer_config(recipe, "ppo", remove_unused_columns=False)
-    from transformers import AutoTokenizer
-
     tok = AutoTokenizer.from_pretrained(model_dir)
     tok.padding_side = "left"
     ds = to_trl_dataset(load_raw_splits(recipe)["train"], recipe.data, chat=False)
@@ -142,14 +181,15 @@ def run_constant(model_dir: Path, out: Path, args: argparse.Namespace) -> float:
         callbacks=[timer],
     )
     trainer.train()
-    return timer.median_step(args.skip)
+    return timer.median_step(args.skip), 0.0
 
 
-def run_gan(model_dir: Path, out: Path, args: argparse.Namespace, **disc) -> float:
+def run_gan(model_dir: Path, out: Path, args: argparse.Namespace, **disc) -> tuple[float, float]:
     recipe = parse_recipe(recipe_dict(model_dir, out, args, **disc))
     timer = StepTimer()
-    run("ppo", recipe, overwrite=True, num_samples=0, progress=False, callbacks=[timer])
-    return timer.median_step(args.skip)
+    with timer.timing((DiscriminatorReward, "__call__"), (DiscriminatorCallback, "on_step_end")):
+        run("ppo", recipe, overwrite=True, num_samples=0, progress=False, callbacks=[timer])
+    return timer.median_step(args.skip), timer.adversary_share(args.skip)
 
 
 def main() -> None:
@@ -158,7 +198,7 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--skip", type=int, default=3, help="first step intervals left out of the median")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--completion-length", type=int, default=32)
     parser.add_argument("--hidden", type=int, default=256)
@@ -172,6 +212,7 @@ def main() -> None:
 
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     torch.manual_seed(0)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -190,15 +231,20 @@ def main() -> None:
             ),
         }
         times: dict[str, list[float]] = {name: [] for name in runs}
+        shares: dict[str, list[float]] = {name: [] for name in runs}
         for repeat in range(args.repeats):
             for name, fn in runs.items():  # interleaved: drift hits every run alike
-                times[name].append(fn())
+                step, share = fn()
+                times[name].append(step)
+                shares[name].append(share)
                 print(
-                    f"repeat {repeat + 1}/{args.repeats} {name:<10} {times[name][-1] * 1000:8.1f} ms/step",
+                    f"repeat {repeat + 1}/{args.repeats} {name:<20} {step * 1000:8.1f} ms/step, "
+                    f"adversary {100 * share:5.1f}% of it",
                     flush=True,
                 )
 
     med = {name: statistics.median(v) for name, v in times.items()}
+    share = {name: statistics.median(v) for name, v in shares.items()}
     device = (
         torch.cuda.get_device_name()
         if torch.cuda.is_available()
@@ -209,14 +255,18 @@ def main() -> None:
         f"generator: llama, hidden {args.hidden}, {args.layers} layers, {n_params / 1e6:.1f}M parameters; "
         f"batch {args.batch} completions x {args.completion_length} tokens, num_generations 8; {device}"
     )
-    print("| run | median step (ms) | ratio to constant reward |")
-    print("| --- | ---: | ---: |")
+    print("| run | median step (ms) | ratio to constant reward | adversary time, timed inside the step |")
+    print("| --- | ---: | ---: | ---: |")
     for name in runs:
-        print(f"| {name} | {med[name] * 1000:.1f} | {med[name] / med['constant']:.3f} |")
+        inside = "-" if name == "constant" else f"{100 * share[name]:.1f}%"
+        print(f"| {name} | {med[name] * 1000:.1f} | {med[name] / med['constant']:.3f} | {inside} |")
     print()
     for name in runs:
         if name != "constant":
-            print(f"{name} overhead: {100 * (med[name] / med['constant'] - 1):+.1f}%")
+            print(
+                f"{name}: {100 * (med[name] / med['constant'] - 1):+.1f}% step time against the constant "
+                f"reward; adversary {100 * share[name]:.1f}% of its step"
+            )
     print("(target: head discriminator overhead <= +5%)")
 
 

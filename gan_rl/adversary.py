@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from gan_rl.discriminator import Discriminator, bce_loss
+from gan_rl.discriminator import Discriminator, Pair, bce_loss
 from gan_rl.discriminator_config import DiscriminatorConfig
 
 
@@ -38,7 +39,12 @@ def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
 
 @dataclass
 class SampleBuffer:
-    """Generated features since the last round (fresh), their real counterparts, and a replay reservoir."""
+    """Generated features since the last round (fresh), their real counterparts, and a replay reservoir.
+
+    Beside each feature it keeps the (prompt, response) pair it came from, so that a checkpoint can hold
+    the buffer as text (:meth:`state`) and a resumed run rebuilds the features with the frozen encoder
+    (:meth:`load_state`) instead of storing hidden states.
+    """
 
     replay_size: int = 0
     seed: int = 0
@@ -46,27 +52,86 @@ class SampleBuffer:
     fresh_real: list[Any] = field(default_factory=list)
     replay: list[Any] = field(default_factory=list)
     seen: int = 0  # generated samples ever offered to the reservoir
+    # The pairs behind fresh_generated, fresh_real and replay, index for index (None where not given).
+    fresh_generated_pairs: list[Pair | None] = field(default_factory=list)
+    fresh_real_pairs: list[Pair | None] = field(default_factory=list)
+    replay_pairs: list[Pair | None] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
 
-    def add(self, generated: list[Any], real: list[Any]) -> None:
+    def add(
+        self,
+        generated: list[Any],
+        real: list[Any],
+        generated_pairs: list[Pair] | None = None,
+        real_pairs: list[Pair] | None = None,
+    ) -> None:
         self.fresh_generated.extend(generated)
         self.fresh_real.extend(real)
+        self.fresh_generated_pairs.extend(generated_pairs or [None] * len(generated))
+        self.fresh_real_pairs.extend(real_pairs or [None] * len(real))
 
     def take_fresh(self) -> tuple[list[Any], list[Any]]:
         """Hand out the fresh samples and move the generated ones into the replay reservoir."""
         generated, real = self.fresh_generated, self.fresh_real
+        pairs = self.fresh_generated_pairs
         self.fresh_generated, self.fresh_real = [], []
-        for sample in generated:  # reservoir sampling: a uniform sample of all past generations
+        self.fresh_generated_pairs, self.fresh_real_pairs = [], []
+        for sample, pair in zip(generated, pairs, strict=True):
+            # Reservoir sampling: a uniform sample of all past generations.
             self.seen += 1
             if len(self.replay) < self.replay_size:
                 self.replay.append(sample)
+                self.replay_pairs.append(pair)
             elif self.replay_size > 0:
                 j = self.rng.randrange(self.seen)
                 if j < self.replay_size:
                     self.replay[j] = sample
+                    self.replay_pairs[j] = pair
         return generated, real
+
+    # -- checkpointing ------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """The buffer as JSON-able text: pairs, reservoir counter and random state."""
+        pairs = {
+            "replay": self.replay_pairs,
+            "fresh_generated": self.fresh_generated_pairs,
+            "fresh_real": self.fresh_real_pairs,
+        }
+        complete = all(p is not None for group in pairs.values() for p in group)
+        return {
+            "seen": self.seen,
+            "rng": _jsonable(self.rng.getstate()),
+            "pairs": {k: [asdict(p) for p in v] for k, v in pairs.items()} if complete else None,
+        }
+
+    def load_state(self, state: dict[str, Any], featurize: Callable[..., list[Any]]) -> None:
+        """Restore :meth:`state`; ``featurize`` (the discriminator's) rebuilds the features from the pairs."""
+        self.seen = int(state["seen"])
+        self.rng.setstate(_tuples(state["rng"]))
+        groups = state.get("pairs")
+        if groups is None:  # written without pairs: start with an empty buffer
+            self.replay, self.replay_pairs = [], []
+            self.fresh_generated, self.fresh_real = [], []
+            self.fresh_generated_pairs, self.fresh_real_pairs = [], []
+            return
+        pairs = {k: [Pair(**p) for p in v] for k, v in groups.items()}
+        self.replay_pairs = pairs["replay"]
+        self.fresh_generated_pairs = pairs["fresh_generated"]
+        self.fresh_real_pairs = pairs["fresh_real"]
+        self.replay = featurize(self.replay_pairs)
+        self.fresh_generated = featurize(self.fresh_generated_pairs)
+        self.fresh_real = featurize(self.fresh_real_pairs, cache=True)
+
+
+def _jsonable(value: Any) -> Any:
+    return [_jsonable(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 @dataclass

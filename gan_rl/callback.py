@@ -48,8 +48,23 @@ def save_discriminator(
     return directory
 
 
+def buffer_file(directory: str | Path) -> Path:
+    """Every process keeps (and checkpoints) its own buffer of its own generations."""
+    return Path(directory) / f"buffer.rank{rank()}.json"
+
+
+def save_buffer(directory: str | Path, buffer: SampleBuffer) -> None:
+    """This process's buffer as text: a resumed run replays the same past generations."""
+    path = buffer_file(directory)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(buffer.state()))
+
+
 def load_discriminator(
-    directory: str | Path, trainer: DiscriminatorTrainer, reward: DiscriminatorReward
+    directory: str | Path,
+    trainer: DiscriminatorTrainer,
+    reward: DiscriminatorReward,
+    buffer: SampleBuffer | None = None,
 ) -> None:
     """Restore what :func:`save_discriminator` wrote (tensor files are read with weights_only=True)."""
     directory = Path(directory)
@@ -71,6 +86,8 @@ def load_discriminator(
     trainer.optimizer.load_state_dict(optim_state)
     trainer.load_state(state["trainer"])
     reward.load_state(state["reward"])
+    if buffer is not None and buffer_file(directory).is_file():  # absent: more processes than before
+        buffer.load_state(json.loads(buffer_file(directory).read_text()), trainer.discriminator.featurize)
 
 
 class DiscriminatorCallback(TrainerCallback):
@@ -151,11 +168,10 @@ class DiscriminatorCallback(TrainerCallback):
         prompts = [rng.choice(self.warmup_prompts) for _ in range(cfg.warmup_samples)]
         texts = self.generate(model, tokenizer, prompts)
         disc = self.disc_trainer.discriminator
-        generated = disc.featurize(
-            [Pair(p.prompt, p.prompt_text, t) for p, t in zip(prompts, texts, strict=True)]
-        )
-        real = disc.featurize(list({p.key: p for p in prompts}.values()), cache=True)
-        self.buffer.add(generated, real)
+        generated_pairs = [Pair(p.prompt, p.prompt_text, t) for p, t in zip(prompts, texts, strict=True)]
+        real_pairs = list({p.key: p for p in prompts}.values())
+        generated, real = disc.featurize_round(generated_pairs, real_pairs)
+        self.buffer.add(generated, real, generated_pairs, real_pairs)
         stats = self.disc_trainer.train_round(self.buffer, cfg.warmup_updates)
         return stats.as_logs("disc/warmup_") if stats else {}
 
@@ -168,7 +184,7 @@ class DiscriminatorCallback(TrainerCallback):
         if resume is not None and state.global_step > 0:
             directory = Path(resume) / DISCRIMINATOR_DIR
             if (directory / "state.json").is_file():
-                load_discriminator(directory, self.disc_trainer, self.reward)
+                load_discriminator(directory, self.disc_trainer, self.reward, self.buffer)
                 self.restored = {"path": str(directory), "fingerprint": self.disc_trainer.fingerprint()}
                 logger.info(
                     "Restored the discriminator from %s (round %d).", directory, self.disc_trainer.rounds
@@ -196,8 +212,7 @@ class DiscriminatorCallback(TrainerCallback):
             self._pending_logs = {}
 
     def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}" / DISCRIMINATOR_DIR
+        save_buffer(folder, self.buffer)
         if state.is_world_process_zero:
-            folder = (
-                Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}" / DISCRIMINATOR_DIR
-            )
             save_discriminator(folder, self.disc_trainer, self.reward)

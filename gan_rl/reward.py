@@ -122,7 +122,7 @@ class DiscriminatorReward:
         generated, real = self.pairs(prompts, completions, **kwargs)
         gen_features, real_features = self.discriminator.featurize_round(generated, real)
         logits = self.discriminator.score(gen_features)
-        self.buffer.add(gen_features, real_features)
+        self.buffer.add(gen_features, real_features, generated, real)
         rewards = self.transform(logits)
         self.calls += 1
         if log_metric is not None:

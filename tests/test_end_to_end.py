@@ -119,10 +119,15 @@ def test_refuses_to_overwrite_a_finished_run(tmp_path, recipe_factory):
 
 
 def test_checkpoint_resume_restores_identical_discriminator(tmp_path, recipe_factory):
-    path = recipe_factory(trainer={"max_steps": 4, "save_strategy": "steps", "save_steps": 2})
+    path = recipe_factory(
+        trainer={"max_steps": 4, "save_strategy": "steps", "save_steps": 2},
+        discriminator={"replay_size": 8, "replay_fraction": 0.5},
+    )
     cli("ppo", str(path), "--samples", "0")
     checkpoint = tmp_path / "out" / "checkpoint-2"
     assert (checkpoint / "discriminator" / "optimizer.pt").is_file()
+    buffer = json.loads((checkpoint / "discriminator" / "buffer.rank0.json").read_text())
+    assert len(buffer["pairs"]["replay"]) == 8  # the replayed generations travel with the checkpoint
 
     # Resume into a new directory: the discriminator right after restoring must be the checkpoint's
     # exactly (a fresh one would have been initialised and warmed up differently), and its rounds go on.
@@ -135,7 +140,8 @@ def test_checkpoint_resume_restores_identical_discriminator(tmp_path, recipe_fac
     assert resumed["disc_rounds"] == saved_state["trainer"]["rounds"] + 2  # one round per remaining step
     assert resumed["steps"] == 4
 
-    # Resumed training is the same training: the final discriminator equals the uninterrupted run's.
+    # Resumed training is the same training (replay included): the final discriminator equals the
+    # uninterrupted run's.
     final, final_resumed = disc_weights(tmp_path / "out"), disc_weights(tmp_path / "r1")
     assert all(torch.allclose(final[k], final_resumed[k], atol=1e-6) for k in final)
 

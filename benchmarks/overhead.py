@@ -1,6 +1,6 @@
 """Step-time overhead of the adversary, measured side by side in one process.
 
-Three runs on the same tiny generator, data, batch and TRL GRPOConfig:
+Four runs on the same tiny generator, data, batch and TRL GRPOConfig:
 
 * ``constant`` — plain TRL GRPOTrainer with a constant reward function (no adversary at all);
 * ``head``     — ``gan-rl ppo`` with the ``head`` discriminator (frozen generator encoder + small head),
@@ -8,7 +8,7 @@ Three runs on the same tiny generator, data, batch and TRL GRPOConfig:
 * ``classifier`` — ``gan-rl ppo`` with a ``classifier`` discriminator of the generator's own size
   (a sequence-classification copy of the generator, fully trained).
 
-Each run's step time is the median interval between consecutive ``on_step_end`` calls after a few
+Each run's step time is the mean interval between consecutive ``on_step_end`` calls after a few
 warm-up steps (so it includes generation, reward, the policy update and the discriminator round). Every
 run does the same work apart from the adversary: the policy's learning rate is 0 and every completion
 has exactly ``--completion-length`` tokens (``min_new_tokens``), so sampling cannot make one run's
@@ -17,8 +17,9 @@ repeats are compared. Because two medians of a noisy CPU differ by a few percent
 adversary's share is also timed directly inside the ``gan-rl`` runs: the reward call (frozen encoder +
 scoring) and the discriminator round, as a fraction of the step.
 
-    python benchmarks/overhead.py                 # CPU defaults, a few minutes on 2 cores
-    python benchmarks/overhead.py --steps 40 --repeats 3 --hidden 512 --layers 8
+    python benchmarks/overhead.py                 # CPU defaults, about 5 minutes on 2 cores
+    python benchmarks/overhead.py --completion-length 96 --steps 20 --repeats 2
+    python benchmarks/overhead.py --beta 0.04 --num-iterations 2     # PPO-style, as recipes/twon.yaml
 """
 
 from __future__ import annotations
@@ -61,9 +62,10 @@ class StepTimer(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         self.stamps.append(time.perf_counter())
 
-    def median_step(self, skip: int) -> float:
-        gaps = [b - a for a, b in zip(self.stamps, self.stamps[1:], strict=False)][skip:]
-        return statistics.median(gaps)
+    def mean_step(self, skip: int) -> float:
+        """Mean step time after ``skip`` steps (a mean, not a median: with ``num_iterations`` > 1 only
+        every n-th step generates, so step times alternate)."""
+        return (self.stamps[-1] - self.stamps[skip]) / (len(self.stamps) - 1 - skip)
 
     def adversary_share(self, skip: int) -> float:
         """Adversary seconds over wall seconds, for the steps after ``skip``."""
@@ -131,7 +133,7 @@ def recipe_dict(model_dir: Path, out: Path, args: argparse.Namespace, **disc) ->
             "d_model": 64,
             "num_layers": 1,
             "num_heads": 4,
-            "max_length": 64,
+            "max_length": args.completion_length + 32,  # prompt + the whole completion
             "batch_size": 32,
             "updates_per_round": 1,
             "warmup_samples": 16,
@@ -151,7 +153,8 @@ def recipe_dict(model_dir: Path, out: Path, args: argparse.Namespace, **disc) ->
             "report_to": "none",
             "seed": 0,
             "disable_tqdm": True,
-            "beta": 0.0,
+            "beta": args.beta,
+            "num_iterations": args.num_iterations,
             "generation_kwargs": {"min_new_tokens": args.completion_length},
         },
     }
@@ -181,7 +184,7 @@ def run_constant(model_dir: Path, out: Path, args: argparse.Namespace) -> tuple[
         callbacks=[timer],
     )
     trainer.train()
-    return timer.median_step(args.skip), 0.0
+    return timer.mean_step(args.skip), 0.0
 
 
 def run_gan(model_dir: Path, out: Path, args: argparse.Namespace, **disc) -> tuple[float, float]:
@@ -189,7 +192,7 @@ def run_gan(model_dir: Path, out: Path, args: argparse.Namespace, **disc) -> tup
     timer = StepTimer()
     with timer.timing((DiscriminatorReward, "__call__"), (DiscriminatorCallback, "on_step_end")):
         run("ppo", recipe, overwrite=True, num_samples=0, progress=False, callbacks=[timer])
-    return timer.median_step(args.skip), timer.adversary_share(args.skip)
+    return timer.mean_step(args.skip), timer.adversary_share(args.skip)
 
 
 def main() -> None:
@@ -197,12 +200,16 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--skip", type=int, default=3, help="first step intervals left out of the median")
+    parser.add_argument("--skip", type=int, default=4, help="first steps left out of the mean")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--completion-length", type=int, default=32)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--beta", type=float, default=0.0, help="KL coefficient (TRL runs a reference pass)")
+    parser.add_argument(
+        "--num-iterations", type=int, default=1, help="PPO epochs per batch of samples (TRL's num_iterations)"
+    )
     args = parser.parse_args()
 
     warnings.filterwarnings("ignore")
@@ -253,9 +260,10 @@ def main() -> None:
     print()
     print(
         f"generator: llama, hidden {args.hidden}, {args.layers} layers, {n_params / 1e6:.1f}M parameters; "
-        f"batch {args.batch} completions x {args.completion_length} tokens, num_generations 8; {device}"
+        f"batch {args.batch} completions x {args.completion_length} tokens, num_generations 8, "
+        f"beta {args.beta}, num_iterations {args.num_iterations}; {device}"
     )
-    print("| run | median step (ms) | ratio to constant reward | adversary time, timed inside the step |")
+    print("| run | step (ms, median of repeats) | ratio to constant reward | adversary time, timed inside the step |")
     print("| --- | ---: | ---: | ---: |")
     for name in runs:
         inside = "-" if name == "constant" else f"{100 * share[name]:.1f}%"

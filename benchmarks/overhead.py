@@ -263,7 +263,9 @@ def main() -> None:
         f"batch {args.batch} completions x {args.completion_length} tokens, num_generations 8, "
         f"beta {args.beta}, num_iterations {args.num_iterations}; {device}"
     )
-    print("| run | step (ms, median of repeats) | ratio to constant reward | adversary time, timed inside the step |")
+    print(
+        "| run | step (ms, median of repeats) | ratio to constant reward | adversary time, timed inside the step |"
+    )
     print("| --- | ---: | ---: | ---: |")
     for name in runs:
         inside = "-" if name == "constant" else f"{100 * share[name]:.1f}%"

@@ -31,10 +31,31 @@ def rank() -> int:
 
 
 def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
-    """In-place all-reduce across processes (a no-op in a single process)."""
+    """In-place all-reduce across processes (a no-op in a single process).
+
+    NCCL reduces CUDA tensors only, so a CPU tensor makes a round trip to this process's GPU there.
+    """
     if world_size() > 1:
-        dist.all_reduce(tensor, op={"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN}[op])
+        reduce_op = {"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}[op]
+        device = (
+            torch.device("cuda", torch.cuda.current_device())
+            if dist.get_backend() == "nccl"
+            else tensor.device
+        )
+        work = tensor.to(device)
+        dist.all_reduce(work, op=reduce_op)
+        if work is not tensor:
+            tensor.copy_(work)
     return tensor
+
+
+def gather_to_main(obj: Any) -> list[Any] | None:
+    """Every process's ``obj`` on the main process (rank order), None elsewhere; a collective."""
+    if world_size() == 1:
+        return [obj]
+    out: list[Any] | None = [None] * world_size() if rank() == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
 
 
 @dataclass
@@ -230,6 +251,24 @@ class DiscriminatorTrainer:
         self.rounds += 1
         self.last_stats = RoundStats(*totals.tolist(), updates=updates)
         return self.last_stats
+
+    def in_sync(self) -> bool:
+        """Whether every process holds the same trainable weights (a collective).
+
+        A cheap per-round check: float64 sums of the weights and of their squares, computed on the
+        discriminator's device, must agree exactly (min == max over processes). The full hash
+        (:meth:`fingerprint`) is taken once, at the end of a run.
+        """
+        params = self.discriminator.trainable_parameters()
+        with torch.no_grad():
+            local = torch.stack(
+                [
+                    sum(p.detach().double().sum() for p in params),
+                    sum(p.detach().double().square().sum() for p in params),
+                ]
+            ).cpu()
+        low, high = all_reduce_(local.clone(), "min"), all_reduce_(local.clone(), "max")
+        return bool(torch.equal(low, high))
 
     def fingerprint(self) -> str:
         """A short hash of the discriminator's trainable weights (equal on every rank after each round)."""

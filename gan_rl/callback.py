@@ -20,8 +20,9 @@ from safetensors.torch import load_model, save_model
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from gan_rl.adversary import DiscriminatorTrainer, SampleBuffer, rank, world_size
+from gan_rl.adversary import DiscriminatorTrainer, SampleBuffer, gather_to_main, rank, world_size
 from gan_rl.discriminator import Pair
+from gan_rl.recipe import RecipeError
 from gan_rl.reward import DiscriminatorReward
 
 logger = logging.getLogger(__name__)
@@ -48,16 +49,20 @@ def save_discriminator(
     return directory
 
 
-def buffer_file(directory: str | Path) -> Path:
+def buffer_file(directory: str | Path, process: int | None = None) -> Path:
     """Every process keeps (and checkpoints) its own buffer of its own generations."""
-    return Path(directory) / f"buffer.rank{rank()}.json"
+    return Path(directory) / f"buffer.rank{rank() if process is None else process}.json"
 
 
-def save_buffer(directory: str | Path, buffer: SampleBuffer) -> None:
-    """This process's buffer as text: a resumed run replays the same past generations."""
-    path = buffer_file(directory)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(buffer.state()))
+def save_buffers(directory: str | Path, buffer: SampleBuffer) -> None:
+    """Every process's buffer as text, written by the main process (a collective): a resumed run
+    replays the same past generations."""
+    states = gather_to_main(buffer.state())
+    if states is None:
+        return
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    for process, state in enumerate(states):
+        buffer_file(directory, process).write_text(json.dumps(state))
 
 
 def load_discriminator(
@@ -70,15 +75,23 @@ def load_discriminator(
     directory = Path(directory)
     state = json.loads((directory / "state.json").read_text())
     if state["kind"] != trainer.config.kind:
-        raise ValueError(
-            f"{directory}: holds a '{state['kind']}' discriminator, the recipe asks for '{trainer.config.kind}'."
+        raise RecipeError(
+            f"--resume: {directory} holds a '{state['kind']}' discriminator, the recipe asks for "
+            f"'{trainer.config.kind}'."
         )
-    missing, unexpected = load_model(
-        trainer.discriminator, str(directory / "model.safetensors"), strict=False
-    )
+    try:
+        missing, unexpected = load_model(
+            trainer.discriminator, str(directory / "model.safetensors"), strict=False
+        )
+    except RuntimeError as exc:  # a size mismatch: d_model, num_layers, ... changed since the checkpoint
+        raise RecipeError(
+            f"--resume: the discriminator in {directory} does not fit the recipe's 'discriminator' "
+            f"section (was it changed since?): {str(exc).splitlines()[0]}"
+        ) from None
     if missing or unexpected:
-        raise ValueError(
-            f"{directory}: discriminator weights do not match (missing {missing}, unexpected {unexpected})."
+        raise RecipeError(
+            f"--resume: the discriminator in {directory} does not fit the recipe's 'discriminator' section "
+            f"(missing {missing}, unexpected {unexpected}); was it changed since?"
         )
     optim_state = torch.load(
         directory / "optimizer.pt", weights_only=True, map_location=trainer.discriminator.device
@@ -108,19 +121,23 @@ class DiscriminatorCallback(TrainerCallback):
         self.config = disc_trainer.config
         self.warmup_prompts = warmup_prompts or []
         self.generation_kwargs = generation_kwargs or {}
+        self.chat_template_kwargs: dict[str, Any] = {}
         self.resume_dir = Path(resume_dir) if resume_dir else None
         self.log_metric: Callable[[str, float], None] | None = None
         self.warmup_stats: dict[str, float] = {}
-        self.fingerprints: list[str] = []
         # Set when a checkpoint's discriminator was restored: where from, and its weights' fingerprint.
         self.restored: dict[str, str] = {}
         self._pending_logs: dict[str, float] = {}
 
     def attach(self, trainer: Any) -> None:
-        """Log into a TRL trainer's own metrics, so they reach every ``report_to`` backend."""
+        """Log into a TRL trainer's own metrics (so they reach every ``report_to`` backend) and sample
+        warm-up responses exactly as the trainer samples completions."""
         metrics = getattr(trainer, "_metrics", None)
         if metrics is not None:
             self.log_metric = lambda name, value: metrics["train"][name].append(value)
+        if getattr(trainer, "generation_kwargs", None):  # TRL's own sampling settings (absent with vLLM)
+            self.generation_kwargs = dict(trainer.generation_kwargs)
+        self.chat_template_kwargs = dict(getattr(trainer, "chat_template_kwargs", None) or {})
 
     def _record(self, logs: dict[str, float]) -> None:
         for name, value in logs.items():
@@ -142,7 +159,9 @@ class DiscriminatorCallback(TrainerCallback):
             for start in range(0, len(pairs), batch_size):
                 chunk = pairs[start : start + batch_size]
                 texts = [
-                    tokenizer.apply_chat_template(p.prompt, tokenize=False, add_generation_prompt=True)
+                    tokenizer.apply_chat_template(
+                        p.prompt, tokenize=False, add_generation_prompt=True, **self.chat_template_kwargs
+                    )
                     if isinstance(p.prompt, list)
                     else p.prompt
                     for p in chunk
@@ -150,9 +169,12 @@ class DiscriminatorCallback(TrainerCallback):
                 inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
                     device
                 )
-                ids = model.generate(
-                    **inputs, do_sample=True, pad_token_id=tokenizer.pad_token_id, **self.generation_kwargs
-                )
+                settings = {
+                    "do_sample": True,
+                    "pad_token_id": tokenizer.pad_token_id,
+                    **self.generation_kwargs,
+                }
+                ids = model.generate(**inputs, **settings)
                 new = ids[:, inputs["input_ids"].shape[1] :]
                 out.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
         finally:
@@ -200,10 +222,12 @@ class DiscriminatorCallback(TrainerCallback):
         stats = self.disc_trainer.train_round(self.buffer, self.config.updates_per_round)
         if stats is None:
             return
-        if world_size() > 1:  # every rank must hold the same discriminator after every round
-            self.fingerprints = self.disc_trainer.gather_fingerprints()
-        if len(set(self.fingerprints)) > 1:
-            raise RuntimeError(f"discriminator weights diverged across processes: {self.fingerprints}")
+        # Every rank must hold the same discriminator after every round.
+        if world_size() > 1 and not self.disc_trainer.in_sync():
+            raise RuntimeError(
+                f"discriminator weights diverged across processes after round {self.disc_trainer.rounds}: "
+                f"{self.disc_trainer.gather_fingerprints()}"
+            )
         self._record({**stats.as_logs(), "disc/rounds": float(self.disc_trainer.rounds)})
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -213,6 +237,6 @@ class DiscriminatorCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}" / DISCRIMINATOR_DIR
-        save_buffer(folder, self.buffer)
+        save_buffers(folder, self.buffer)
         if state.is_world_process_zero:
             save_discriminator(folder, self.disc_trainer, self.reward)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gan_rl.discriminator_config import DiscriminatorConfig
+from gan_rl.recipe import RecipeError
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +72,12 @@ class FrozenEncoder:
         self.generator_format = generator_format
         self.model = model
         self.disable_adapters = disable_adapters
+        if model is not None:
+            check_encoder_layer(layer, model)
 
     def bind(self, model: nn.Module, disable_adapters: bool = False) -> None:
         """Use ``model`` (frozen weights, or a PEFT model whose adapters are switched off) from now on."""
+        check_encoder_layer(self.layer, model)
         self.model = model
         self.disable_adapters = disable_adapters
 
@@ -88,13 +92,17 @@ class FrozenEncoder:
         return getattr(model, "base_model", model)  # skip the LM head: only hidden states are needed
 
     def _stop_after(self, backbone: nn.Module) -> nn.Module | None:
-        """The decoder layer whose output is hidden state ``layer``, to stop the forward there."""
+        """The decoder layer whose output is hidden state ``layer``, to stop the forward there.
+
+        ``hidden_states`` holds the embeddings and then one entry per layer (n + 1 in all), the last one
+        after the final norm; so entry k (k in 1..n-1) is the raw output of decoder layer k - 1.
+        """
         if self.layer == -1:
             return None
         n_layers = getattr(backbone.config, "num_hidden_layers", None)
         for module in backbone.modules():
             if isinstance(module, nn.ModuleList) and len(module) == n_layers:
-                index = self.layer if self.layer > 0 else n_layers + self.layer
+                index = self.layer if self.layer >= 0 else n_layers + 1 + self.layer
                 return module[index - 1] if 0 < index < n_layers else None
         return None
 
@@ -124,6 +132,16 @@ class FrozenEncoder:
                 handle.remove()
             self.model.train(was_training)
         return out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]
+
+
+def check_encoder_layer(layer: int, model: nn.Module) -> None:
+    """``layer`` must index ``hidden_states`` (n + 1 entries for n layers)."""
+    n_layers = model.config.get_text_config().num_hidden_layers
+    if not -(n_layers + 1) <= layer <= n_layers:
+        raise RecipeError(
+            f"discriminator.encoder_layer: {layer} is out of range for a {n_layers}-layer encoder; "
+            f"valid: {-(n_layers + 1)} to {n_layers} (0: the embeddings, -1: the last layer)."
+        )
 
 
 class _StopForward(Exception):
@@ -262,6 +280,10 @@ class HeadDiscriminator(Discriminator):
         max_len = self.config.max_length
         prompt_ids = prompt_ids[-(max_len // 2) :] if len(prompt_ids) > max_len // 2 else prompt_ids
         response_ids = response_ids[: max_len - len(prompt_ids)]
+        if not prompt_ids and not response_ids:  # an empty response, no prompt, a tokenizer without BOS
+            tok = self.encoder.tokenizer
+            start = tok.eos_token_id if tok.eos_token_id is not None else tok.pad_token_id
+            return [start if start is not None else 0], 1
         return prompt_ids + response_ids, len(prompt_ids)
 
     def _featurize(self, pairs: list[Pair]) -> list[dict[str, torch.Tensor]]:
@@ -323,8 +345,10 @@ class ClassifierDiscriminator(Discriminator):
     """A separate sequence-classification model (num_labels=1) with its own tokenizer, optionally LoRA."""
 
     def __init__(
-        self, config: DiscriminatorConfig, checkpoint: str, dtype: torch.dtype | str = "auto"
+        self, config: DiscriminatorConfig, checkpoint: str, dtype: torch.dtype = torch.float32
     ) -> None:
+        # float32 by default: it is trained with AdamW from a fresh score head, and bf16 weights would
+        # round most updates away.
         super().__init__(config)
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -358,7 +382,7 @@ class ClassifierDiscriminator(Discriminator):
         enc = self.tokenizer(
             prompts if prompts is not None else responses,
             responses if prompts is not None else None,
-            truncation="only_first" if prompts is not None else True,
+            truncation=True,  # longest_first: a long response cannot push the pair past max_length
             max_length=self.config.max_length,
         )
         return [torch.tensor(ids, dtype=torch.long) for ids in enc["input_ids"]]
@@ -381,10 +405,13 @@ def build_discriminator(
     config: DiscriminatorConfig,
     *,
     encoder: FrozenEncoder | None = None,
-    generator_checkpoint: str | None = None,
+    checkpoint: str | None = None,
     device: torch.device | str = "cpu",
 ) -> Discriminator:
-    """The discriminator a config describes, on ``device``, seeded by ``config.seed``."""
+    """The discriminator a config describes, on ``device``, seeded by ``config.seed``.
+
+    ``encoder`` for kind ``head``; ``checkpoint`` (resolved: a local path or hub id) for ``classifier``.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         if config.kind == "head":
@@ -392,8 +419,7 @@ def build_discriminator(
                 raise ValueError("kind 'head' needs a FrozenEncoder.")
             disc: Discriminator = HeadDiscriminator(config, encoder)
         else:
-            checkpoint = generator_checkpoint if config.model == "generator" else config.model
-            disc = ClassifierDiscriminator(config, checkpoint)
+            disc = ClassifierDiscriminator(config, checkpoint or str(config.model))
     return disc.to(device)
 
 

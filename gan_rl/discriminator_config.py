@@ -100,15 +100,20 @@ class DiscriminatorConfig:
     def validate(self) -> None:
         checks = [
             ("max_length", self.max_length >= 8, "at least 8"),
-            ("d_model", self.d_model > 0 and self.d_model % self.num_heads == 0, "a multiple of num_heads"),
-            ("num_layers", self.num_layers >= 0, "0 or more"),
             ("num_heads", self.num_heads > 0, "positive"),
+            (
+                "d_model",
+                self.d_model > 0 and self.d_model % max(self.num_heads, 1) == 0,
+                "a multiple of num_heads",
+            ),
+            ("num_layers", self.num_layers >= 0, "0 or more"),
             ("dropout", 0.0 <= self.dropout < 1.0, "in [0, 1)"),
             ("lstm_hidden", self.lstm_hidden > 0, "positive"),
             ("cache_size", self.cache_size >= 0, "0 or more"),
             ("learning_rate", self.learning_rate > 0, "positive"),
             ("batch_size", self.batch_size > 0, "positive"),
-            ("updates_per_round", self.updates_per_round >= 0, "0 or more"),
+            # 0 would freeze the discriminator (a constant judge) while its buffer grows without bound.
+            ("updates_per_round", self.updates_per_round >= 1, "1 or more"),
             ("update_every", self.update_every >= 1, "1 or more"),
             ("label_smoothing", 0.0 <= self.label_smoothing < 0.5, "in [0, 0.5)"),
             ("replay_size", self.replay_size >= 0, "0 or more"),

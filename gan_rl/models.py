@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,9 @@ def load_tokenizer(settings: ModelSettings, recipe_resolve, texts: Iterable[str]
             raise RecipeError("model.word_tokenizer_from_data: no training texts to build it from.")
         return build_word_tokenizer(texts)
     source = settings.tokenizer or settings.name_or_path
-    source = resolve_checkpoint(source, recipe_resolve)
+    source = resolve_checkpoint(
+        source, recipe_resolve, "model.tokenizer" if settings.tokenizer else "model.name_or_path"
+    )
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=settings.trust_remote_code)
     except (OSError, ValueError) as exc:
@@ -56,12 +59,27 @@ def load_tokenizer(settings: ModelSettings, recipe_resolve, texts: Iterable[str]
     return tokenizer
 
 
-def resolve_checkpoint(name: str, recipe_resolve) -> str:
-    """A local path (relative to the recipe) when one exists, else the name as a hub id."""
-    if name.startswith((".", "/", "~")) or Path(name).suffix:
-        return str(recipe_resolve(name))
+HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+
+
+def resolve_checkpoint(name: str, recipe_resolve, where: str = "model.name_or_path") -> str:
+    """A local directory (relative to the recipe) when one exists, else the name as a hub id.
+
+    ``./x``, ``../x``, ``/x`` and ``~/x`` are always paths and must exist; anything else is a local
+    directory if there is one and a hub id (``org/name``, dots allowed: ``Qwen/Qwen2.5-0.5B``) otherwise.
+    """
     local = recipe_resolve(name)
-    return str(local) if local.exists() else name
+    if name.startswith(("./", "../", "/", "~")):
+        if not local.exists():
+            raise RecipeError(f"{where}: no such file or directory: {local}")
+        return str(local)
+    if local.exists():
+        return str(local)
+    if not HUB_ID.match(name):
+        raise RecipeError(
+            f"{where}: {name!r} is neither a local path ({local} does not exist) nor a hub id like 'org/name'."
+        )
+    return name
 
 
 def build_init_model(settings: ModelSettings, tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> str:

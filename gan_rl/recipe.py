@@ -100,6 +100,21 @@ class DataSettings:
     max_train_samples: int | None = None
     max_test_samples: int | None = None
 
+    def validate(self) -> None:
+        for name in ("max_train_samples", "max_test_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name}: expected a positive number of rows, got {value}.")
+        try:
+            filled = self.prompt_template.format(prompt="\x00")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"prompt_template: {self.prompt_template!r} is not a valid template ({exc!r}); "
+                "use '{prompt}' for the prompt and '{{' / '}}' for literal braces."
+            ) from None
+        if "\x00" not in filled:
+            raise ValueError(f"prompt_template: {self.prompt_template!r} does not contain '{{prompt}}'.")
+
 
 ALGORITHMS = ("ppo", "reinforce")
 
@@ -281,6 +296,11 @@ def _check_model(model: ModelSettings) -> None:
             )
     if model.word_tokenizer_from_data and model.tokenizer is not None:
         raise RecipeError("model: 'tokenizer' and 'word_tokenizer_from_data' exclude each other.")
+    if model.word_tokenizer_from_data and model.name_or_path is not None:
+        raise RecipeError(
+            "model.word_tokenizer_from_data: only for a model built from 'init_config'; a checkpoint "
+            "('name_or_path') brings its own tokenizer."
+        )
     if model.quantization is not None and model.lora is None:
         raise RecipeError(
             "model.quantization: quantized weights cannot be trained directly; add a 'lora' section (QLoRA)."

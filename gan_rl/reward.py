@@ -10,6 +10,7 @@ discriminator round.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -87,8 +88,12 @@ class DiscriminatorReward:
         self.config = config
         self.running = RunningNorm(config.running_momentum)
         self.calls = 0
+        # Whether the current call scores training samples: evaluation samples (TRL's eval_strategy) get
+        # rewards but never reach the buffer or the running statistics, so test data cannot train the
+        # discriminator. run() points it at the policy's train/eval mode, as TRL itself decides.
+        self.recording: Callable[[], bool] = lambda: True
 
-    def transform(self, logits: torch.Tensor) -> torch.Tensor:
+    def transform(self, logits: torch.Tensor, update_stats: bool = True) -> torch.Tensor:
         """Reward form, then clipping, then normalisation."""
         rewards = reward_from_logits(logits.float(), self.config.form)
         if self.config.clip is not None:
@@ -96,7 +101,8 @@ class DiscriminatorReward:
         if self.config.normalize == "batch" and rewards.numel() > 1:
             rewards = (rewards - rewards.mean()) / (rewards.std() + 1e-8)
         elif self.config.normalize == "running":
-            self.running.update(rewards)
+            if update_stats:
+                self.running.update(rewards)
             rewards = self.running(rewards)
         return rewards
 
@@ -122,9 +128,11 @@ class DiscriminatorReward:
         generated, real = self.pairs(prompts, completions, **kwargs)
         gen_features, real_features = self.discriminator.featurize_round(generated, real)
         logits = self.discriminator.score(gen_features)
-        self.buffer.add(gen_features, real_features, generated, real)
-        rewards = self.transform(logits)
-        self.calls += 1
+        training = self.recording()
+        if training:
+            self.buffer.add(gen_features, real_features, generated, real)
+            self.calls += 1
+        rewards = self.transform(logits, update_stats=training)
         if log_metric is not None:
             log_metric("disc/prob_generated_real", torch.sigmoid(logits).mean().item())
         return rewards.tolist()

@@ -32,7 +32,13 @@ from transformers.trainer_utils import get_last_checkpoint
 from gan_rl.adversary import DiscriminatorTrainer, SampleBuffer
 from gan_rl.callback import DISCRIMINATOR_DIR, DiscriminatorCallback, save_discriminator
 from gan_rl.data import PROMPT_TEXT, REAL_RESPONSE, load_raw_splits, to_trl_dataset, uses_chat_format
-from gan_rl.discriminator import FrozenEncoder, Pair, build_discriminator, load_checkpoint_encoder
+from gan_rl.discriminator import (
+    FrozenEncoder,
+    Pair,
+    build_discriminator,
+    check_encoder_layer,
+    load_checkpoint_encoder,
+)
 from gan_rl.models import build_init_model, load_generator, load_tokenizer, lora_config, resolve_checkpoint
 from gan_rl.recipe import Recipe, RecipeError, build_trainer_config
 from gan_rl.reward import DiscriminatorReward
@@ -84,19 +90,27 @@ def word_distance(generated: list[str], real: list[str]) -> float:
 
 
 def check_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix a new run into a finished or unfinished one unless asked to."""
-    if not out.exists() or not any(out.iterdir()):
-        return
+    """Refuse to mix a new run into a finished or unfinished one unless asked to.
+
+    Every process looks at the directory before the main process deletes anything, so all of them take
+    the same decision (and raise the same error), and all meet at the same barriers.
+    """
+    state = PartialState()
+    used = out.exists() and any(out.iterdir())
     finished = (out / SUMMARY_FILE).is_file()
-    has_checkpoints = get_last_checkpoint(str(out)) is not None
+    is_ours = (out / RECIPE_FILE).is_file()
+    has_checkpoints = used and get_last_checkpoint(str(out)) is not None
+    state.wait_for_everyone()
+    if not used:
+        return
     if overwrite:
-        if PartialState().is_main_process:
-            if not (out / RECIPE_FILE).is_file():
-                raise RecipeError(
-                    f"--overwrite: {out} is not a gan-rl output directory (no {RECIPE_FILE}); not deleting it."
-                )
+        if not is_ours:
+            raise RecipeError(
+                f"--overwrite: {out} is not a gan-rl output directory (no {RECIPE_FILE}); not deleting it."
+            )
+        if state.is_main_process:
             shutil.rmtree(out)
-        PartialState().wait_for_everyone()
+        state.wait_for_everyone()
         return
     if resume:
         if finished:
@@ -128,22 +142,7 @@ def resolve_resume(out: Path, resume: str | bool | None) -> str | None:
     return str(path)
 
 
-def generation_kwargs(args: Any) -> dict[str, Any]:
-    """The trainer's sampling settings, for warm-up and summary samples."""
-    kwargs = {
-        "max_new_tokens": args.max_completion_length,
-        "temperature": args.temperature,
-        "top_p": args.top_p,
-        "repetition_penalty": args.repetition_penalty,
-    }
-    if args.top_k:
-        kwargs["top_k"] = args.top_k
-    if args.min_p is not None:
-        kwargs["min_p"] = args.min_p
-    return kwargs
-
-
-def bind_generator_encoder(encoder: FrozenEncoder, trainer: Any, checkpoint: str) -> str:
+def bind_generator_encoder(encoder: FrozenEncoder, trainer: Any, checkpoint: str, settings: Any) -> str:
     """Point the head's encoder at the generator's frozen reference weights; returns which ones."""
     model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model, "disable_adapter") and hasattr(model, "peft_config"):
@@ -152,10 +151,8 @@ def bind_generator_encoder(encoder: FrozenEncoder, trainer: Any, checkpoint: str
     if getattr(trainer, "ref_model", None) is not None:
         encoder.bind(trainer.accelerator.unwrap_model(trainer.ref_model))
         return "the trainer's reference model"
-    from transformers import AutoModelForCausalLM
-
-    copy = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=model.dtype).to(trainer.accelerator.device)
-    copy.requires_grad_(False).eval()
+    copy = load_generator(settings, checkpoint)
+    copy.to(trainer.accelerator.device).requires_grad_(False).eval()
     encoder.bind(copy)
     return "a frozen copy of the initial generator (no LoRA, beta=0: one extra model in memory)"
 
@@ -181,6 +178,22 @@ def run(
     check_output_dir(out, bool(resume), overwrite)
     resume_path = resolve_resume(out, resume)
     raw = load_raw_splits(recipe)
+    cfg = recipe.discriminator
+    # Checkpoint names resolve now (a local path must exist), so a typo stops the run before any loading.
+    checkpoint = (
+        str(out / INITIAL_MODEL_DIR)
+        if recipe.model.init_config is not None
+        else resolve_checkpoint(recipe.model.name_or_path, recipe.resolve_path)
+    )
+    encoder_checkpoint = classifier_checkpoint = None
+    if cfg.kind == "head" and cfg.encoder != "generator":
+        encoder_checkpoint = resolve_checkpoint(cfg.encoder, recipe.resolve_path, "discriminator.encoder")
+    if cfg.kind == "classifier":
+        classifier_checkpoint = (
+            checkpoint
+            if cfg.model == "generator"
+            else resolve_checkpoint(cfg.model, recipe.resolve_path, "discriminator.model")
+        )
     state = PartialState()
     tokenizer = load_tokenizer(
         recipe.model,
@@ -203,26 +216,28 @@ def run(
 
     # 2. The generator.
     if recipe.model.init_config is not None:
-        checkpoint = str(out / INITIAL_MODEL_DIR)
         with state.main_process_first():
             if state.is_main_process and not (out / INITIAL_MODEL_DIR / "config.json").is_file():
                 build_init_model(recipe.model, tokenizer, out / INITIAL_MODEL_DIR)
-    else:
-        checkpoint = resolve_checkpoint(recipe.model.name_or_path, recipe.resolve_path)
     model = load_generator(recipe.model, checkpoint)
 
     # 3. The discriminator, its reward and its callback.
-    cfg = recipe.discriminator
     encoder = None
-    if cfg.kind == "head":
-        if cfg.encoder == "generator":
+    try:
+        if cfg.kind == "head" and encoder_checkpoint is None:
             hidden = model.config.get_text_config().hidden_size
+            check_encoder_layer(cfg.encoder_layer, model)
             encoder = FrozenEncoder(tokenizer, hidden, cfg.encoder_layer, generator_format=True)
-        else:
-            encoder = load_checkpoint_encoder(
-                cfg, resolve_checkpoint(cfg.encoder, recipe.resolve_path), args.device
-            )
-    disc = build_discriminator(cfg, encoder=encoder, generator_checkpoint=checkpoint, device=args.device)
+        elif cfg.kind == "head":
+            encoder = load_checkpoint_encoder(cfg, encoder_checkpoint, args.device)
+        disc = build_discriminator(cfg, encoder=encoder, checkpoint=classifier_checkpoint, device=args.device)
+    except RecipeError:
+        raise
+    except (OSError, ValueError) as exc:
+        field, name = (
+            ("encoder", encoder_checkpoint) if cfg.kind == "head" else ("model", classifier_checkpoint)
+        )
+        raise RecipeError(f"discriminator.{field}: cannot load {name!r}: {exc}") from None
     buffer = SampleBuffer(cfg.replay_size, seed=cfg.seed)
     disc_trainer = DiscriminatorTrainer(disc, cfg)
     reward = DiscriminatorReward(disc, buffer, cfg.reward)
@@ -232,7 +247,7 @@ def run(
         buffer,
         reward,
         warmup_prompts=prompts,
-        generation_kwargs=generation_kwargs(args),
+        generation_kwargs={"max_new_tokens": args.max_completion_length},  # until attach() gives TRL's
         resume_dir=resume_path,
     )
 
@@ -243,6 +258,9 @@ def run(
         reward_funcs=[reward],
         args=args,
         train_dataset=train_ds,
+        # TRL's own evaluation (eval_strategy) generates for the test split and logs eval_reward; the
+        # reward does not hand those samples to the discriminator (see DiscriminatorReward.recording).
+        eval_dataset=eval_ds if args.eval_strategy != "no" else None,
         processing_class=tokenizer,
         peft_config=lora_config(recipe.model),
         callbacks=[callback, *(callbacks or [])],
@@ -252,8 +270,11 @@ def run(
         trainer.remove_callback(PrinterCallback)
         trainer.add_callback(RichProgressCallback())
     if encoder is not None and cfg.encoder == "generator":
-        logger.info("Discriminator encoder: %s", bind_generator_encoder(encoder, trainer, checkpoint))
+        logger.info(
+            "Discriminator encoder: %s", bind_generator_encoder(encoder, trainer, checkpoint, recipe.model)
+        )
     callback.attach(trainer)
+    reward.recording = lambda: trainer.model.training  # TRL's own test for "train" versus "eval"
 
     # Samples before training, from held-out prompts, for the summary.
     policy = trainer.accelerator.unwrap_model(trainer.model)
@@ -270,6 +291,7 @@ def run(
     trainer.train(resume_from_checkpoint=resume_path)
     seconds = time.time() - start
     trainer.save_model(str(out))
+    trainer.save_state()  # trainer_state.json: the whole log history, readable without tensorboard
     fingerprints = disc_trainer.gather_fingerprints()
     after = (
         callback.generate(policy, tokenizer, summary_pairs) if state.is_main_process and summary_pairs else []

@@ -13,6 +13,7 @@ from gan_rl.adversary import DiscriminatorTrainer, SampleBuffer
 from gan_rl.callback import DiscriminatorCallback, load_discriminator, save_discriminator
 from gan_rl.discriminator import FrozenEncoder, Pair, build_discriminator
 from gan_rl.discriminator_config import DiscriminatorConfig, RewardConfig
+from gan_rl.recipe import RecipeError
 from gan_rl.reward import DiscriminatorReward, reward_from_logits
 
 from .conftest import quickstart_texts
@@ -73,7 +74,10 @@ def test_head_shapes(generator, options):
     assert logits.shape == (5,) and torch.isfinite(logits).all()
 
 
-@pytest.mark.parametrize(("layer", "stops_early"), [(1, True), (-2, False), (2, False)])
+# The tiny model has 2 layers: hidden_states = [embeddings, layer 0 output, normed layer 1 output].
+@pytest.mark.parametrize(
+    ("layer", "stops_early"), [(1, True), (-2, True), (2, False), (-3, False), (0, False)]
+)
 def test_intermediate_layer_stops_early_with_the_same_states(generator, layer, stops_early):
     model, tok = generator
     ids = torch.tensor([tok("pizza is amazing !")["input_ids"]])
@@ -86,6 +90,13 @@ def test_intermediate_layer_stops_early_with_the_same_states(generator, layer, s
     encoder(ids, mask)
     hook.remove()
     assert calls == ([] if stops_early else [1])  # layers after the requested one are never run
+
+
+@pytest.mark.parametrize("layer", [3, -4])
+def test_encoder_layer_out_of_range_names_the_field(generator, layer):
+    model, tok = generator
+    with pytest.raises(RecipeError, match=r"discriminator.encoder_layer: .* valid: -3 to 2"):
+        FrozenEncoder(tok, model.config.hidden_size, layer=layer, model=model)
 
 
 def test_head_handles_empty_and_long_responses(generator):
@@ -131,6 +142,34 @@ def test_classifier_with_lora_trains_only_adapters(tiny_classifier_dir):
     assert 0 < trainable < total
     _, losses = train_steps(disc, steps=40)
     assert losses[-1] < losses[0]
+
+
+def test_classifier_truncates_long_responses_and_trains_in_float32(tiny_classifier_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    bf16_dir = tmp_path / "bf16"
+    AutoModelForSequenceClassification.from_pretrained(
+        tiny_classifier_dir, dtype=torch.bfloat16
+    ).save_pretrained(bf16_dir)
+    AutoTokenizer.from_pretrained(tiny_classifier_dir).save_pretrained(bf16_dir)
+    cfg = head_config(kind="classifier", model=str(bf16_dir), max_length=16)
+    disc = build_discriminator(cfg)
+    assert all(p.dtype == torch.float32 for p in disc.parameters())  # AdamW updates are not rounded away
+    long = [Pair("a\n", "people in rome talk about pizza", "pizza is great ! " * 40)]
+    features = disc.featurize(long)  # a response alone longer than max_length
+    assert len(features[0]) == 16 and torch.isfinite(disc.score(features)).all()
+
+
+@pytest.mark.parametrize("options", [{}, {"lstm": True, "lstm_hidden": 16}])
+def test_unconditional_head_scores_empty_responses_without_a_bos_token(tiny_model_dir, options):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.bos_token = None  # like Qwen's tokenizer
+    encoder = FrozenEncoder(tok, model.config.hidden_size, generator_format=True, model=model)
+    disc = build_discriminator(head_config(conditional=False, **options), encoder=encoder)
+    pairs = [Pair("a\n", "a", ""), Pair("b\n", "b", ""), Pair("c\n", "c", "pizza is great !")]
+    assert torch.isfinite(disc.score(disc.featurize(pairs))).all()
+    assert torch.isfinite(disc.score(disc.featurize(pairs[:2]))).all()  # a batch of empty ones only
 
 
 def test_real_feature_cache_is_bounded(generator):
@@ -196,6 +235,23 @@ def test_reward_records_fresh_samples_and_scores_chat_completions(generator):
     assert len(out) == 4 and all(math.isfinite(x) for x in out)
     assert len(buffer.fresh_generated) == 4 and len(buffer.fresh_real) == 4
     assert "disc/prob_generated_real" in logged
+
+
+def test_evaluation_rewards_do_not_reach_the_buffer(generator):
+    disc = make_head(generator)
+    buffer = SampleBuffer()
+    reward = DiscriminatorReward(disc, buffer, RewardConfig(normalize="running"))
+    reward.recording = lambda: False  # the policy is in eval mode: TRL is evaluating on the test split
+    kwargs = {
+        "prompt_text": [p.prompt_text for p in REAL[:4]],
+        "real_response": [p.response for p in REAL[:4]],
+    }
+    rewards = reward(prompts=[p.prompt for p in REAL[:4]], completions=["pizza !"] * 4, **kwargs)
+    assert len(rewards) == 4
+    assert buffer.fresh_generated == [] and buffer.fresh_real == [] and reward.running.count == 0
+    reward.recording = lambda: True
+    reward(prompts=[p.prompt for p in REAL[:4]], completions=["pizza !"] * 4, **kwargs)
+    assert len(buffer.fresh_generated) == 4 and reward.running.count == 4
 
 
 def test_reward_without_real_column_is_explained(generator):

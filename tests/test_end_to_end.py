@@ -146,6 +146,37 @@ def test_checkpoint_resume_restores_identical_discriminator(tmp_path, recipe_fac
     assert all(torch.allclose(final[k], final_resumed[k], atol=1e-6) for k in final)
 
 
+def test_resume_with_a_changed_discriminator_is_a_clear_error(tmp_path, recipe_factory):
+    path = recipe_factory(trainer={"max_steps": 2, "save_strategy": "steps", "save_steps": 2})
+    cli("ppo", str(path), "--samples", "0")
+    checkpoint = tmp_path / "out" / "checkpoint-2"
+    result = CliRunner().invoke(
+        main,
+        [
+            "ppo",
+            str(path),
+            "--resume",
+            str(checkpoint),
+            "--output-dir",
+            str(tmp_path / "r"),
+            "--set",
+            "discriminator.d_model=64",
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert "does not fit the recipe's 'discriminator' section" in result.output
+    assert not (tmp_path / "r" / "run_summary.json").exists()
+
+
+def test_trl_evaluation_runs_on_the_test_split(tmp_path, recipe_factory):
+    path = recipe_factory(
+        trainer={"eval_strategy": "steps", "eval_steps": 2, "per_device_eval_batch_size": 8}
+    )
+    cli("reinforce", str(path), "--samples", "0")
+    history = json.loads((tmp_path / "out" / "trainer_state.json").read_text())["log_history"]
+    assert any("eval_reward" in entry for entry in history)
+
+
 def test_resume_latest_in_an_interrupted_output_dir(tmp_path, recipe_factory):
     path = recipe_factory(trainer={"max_steps": 2, "save_strategy": "steps", "save_steps": 2})
     cli("ppo", str(path), "--samples", "0")
@@ -161,7 +192,16 @@ def test_two_processes_keep_identical_discriminators(tmp_path, tiny_model_dir):
     out = tmp_path / "out"
     # use_cpu: accelerate's torchrun launcher with the gloo backend (its --cpu launcher starts one process).
     recipe = base_recipe(
-        tiny_model_dir, out, trainer={"max_steps": 3, "per_device_train_batch_size": 4, "use_cpu": True}
+        tiny_model_dir,
+        out,
+        trainer={
+            "max_steps": 3,
+            "per_device_train_batch_size": 4,
+            "use_cpu": True,
+            "save_strategy": "steps",
+            "save_steps": 2,
+        },
+        discriminator={"replay_size": 8},
     )
     path = write_recipe(tmp_path / "r.yaml", recipe)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -192,6 +232,12 @@ def test_two_processes_keep_identical_discriminators(tmp_path, tiny_model_dir):
     assert summary["fingerprints"][0] == summary["fingerprints"][1]
     assert summary["disc_rounds"] >= 3
     assert proc.stdout.count("finished") == 1  # only the main process reports
+    # Each process's buffer travels with the checkpoint (written by the main process).
+    checkpoint = out / "checkpoint-2" / "discriminator"
+    assert sorted(p.name for p in checkpoint.glob("buffer.rank*.json")) == [
+        "buffer.rank0.json",
+        "buffer.rank1.json",
+    ]
 
 
 def test_quickstart_recipe_runs(tmp_path):

@@ -242,3 +242,39 @@ def test_shipped_recipes_parse():
             raw = yaml.safe_load(path.read_text())
             assert raw["trainer"]["output_dir"]
             build_trainer_config(recipe, algorithm, bf16=False)
+
+
+@pytest.mark.parametrize(
+    ("section", "fields", "expected"),
+    [
+        ("discriminator", {"num_heads": 0}, "discriminator.num_heads: expected positive"),
+        ("discriminator", {"updates_per_round": 0}, "discriminator.updates_per_round: expected 1 or more"),
+        ("data", {"prompt_template": "{topic}\n"}, "data.prompt_template: '{topic}\\n' is not a valid"),
+        ("data", {"prompt_template": "Write a post.\n"}, "does not contain '{prompt}'"),
+        ("data", {"max_train_samples": 0}, "data.max_train_samples: expected a positive number"),
+        ("model", {"word_tokenizer_from_data": True}, "model.word_tokenizer_from_data: only for a model"),
+    ],
+)
+def test_section_checks_name_the_field(section, fields, expected):
+    assert expected in error_of(minimal(**{section: fields}))
+
+
+def test_checkpoint_names_resolve_as_paths_or_hub_ids(tmp_path):
+    from gan_rl.models import resolve_checkpoint
+
+    (tmp_path / "models" / "mine").mkdir(parents=True)
+    resolve = parse_recipe(minimal(), base_dir=tmp_path).resolve_path
+    assert resolve_checkpoint("Qwen/Qwen2.5-0.5B-Instruct", resolve) == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert resolve_checkpoint("gpt2", resolve) == "gpt2"
+    assert resolve_checkpoint("models/mine", resolve) == str(tmp_path / "models" / "mine")
+    with pytest.raises(RecipeError, match="discriminator.encoder: no such file or directory"):
+        resolve_checkpoint("./models/missing", resolve, "discriminator.encoder")
+    with pytest.raises(RecipeError, match="neither a local path .* nor a hub id"):
+        resolve_checkpoint("not a/valid/id", resolve)
+
+
+def test_cli_missing_discriminator_checkpoint_stops_before_loading(tmp_path, recipe_factory):
+    path = recipe_factory(discriminator={"kind": "classifier", "model": "./no-such-classifier"})
+    code, out = run_cli("ppo", str(path))
+    assert code == 2 and "discriminator.model: no such file or directory" in out
+    assert not (tmp_path / "out" / "recipe.yaml").exists()  # nothing was started

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from gan_rl.cli import main
 
-from .conftest import ROOT, base_recipe, write_recipe
+from .conftest import ROOT, TWON_DIR, base_recipe, write_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -249,3 +249,34 @@ def test_quickstart_recipe_runs(tmp_path):
     assert summary["distance_after"] < summary["distance_before"] - 0.05
     assert summary["judge_after"] > summary["judge_before"]
     assert "before" in output and "after" in output and "word distance" in output
+
+
+@pytest.mark.skipif(
+    not (TWON_DIR / "right.train.parquet").is_file(), reason=f"TWON data not found at {TWON_DIR}"
+)
+def test_twon_recipe_runs_with_a_tiny_chat_model_in_place_of_qwen(tmp_path, tiny_chat_model_dir):
+    # The shipped recipe as it is (data paths, columns, system prompt, LoRA, the head with an LSTM, the
+    # ppo section), with only what a CPU test cannot afford overridden.
+    overrides = {
+        "model.name_or_path": str(tiny_chat_model_dir),
+        "model.dtype": "float32",
+        "model.gradient_checkpointing": "false",
+        "data.max_train_samples": "32",
+        "data.max_test_samples": "4",
+        "discriminator.warmup_samples": "8",
+        "discriminator.warmup_updates": "2",
+        "trainer.max_steps": "2",
+        "trainer.per_device_train_batch_size": "8",
+        "trainer.num_generations": "4",
+        "trainer.max_completion_length": "8",
+        "trainer.bf16": "false",
+        "trainer.report_to": "none",
+        "trainer.save_strategy": "no",
+    }
+    args = [x for key, value in overrides.items() for x in ("--set", f"{key}={value}")]
+    out = tmp_path / "twon"
+    cli("ppo", str(ROOT / "recipes" / "twon.yaml"), *args, "--output-dir", str(out), "--samples", "2")
+    summary = summary_of(out)
+    assert summary["steps"] == 2 and summary["disc_rounds"] >= 2
+    assert (out / "adapter_model.safetensors").is_file()
+    assert summary["samples"][0]["real"]  # a real TWON post from the test split

@@ -278,3 +278,13 @@ def test_cli_missing_discriminator_checkpoint_stops_before_loading(tmp_path, rec
     code, out = run_cli("ppo", str(path))
     assert code == 2 and "discriminator.model: no such file or directory" in out
     assert not (tmp_path / "out" / "recipe.yaml").exists()  # nothing was started
+
+
+def test_yaml_no_is_a_string_and_true_false_are_booleans(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(minimal()).replace("bf16: false", "bf16: false\n  save_strategy: no"))
+    recipe = load_recipe(path, ["trainer.eval_strategy=no", "discriminator.lstm=true"])
+    assert recipe.trainer["save_strategy"] == "no" and recipe.trainer["eval_strategy"] == "no"
+    assert recipe.discriminator.lstm is True
+    with pytest.raises(RecipeError, match="discriminator.lstm: expected true or false, got 'yes'"):
+        load_recipe(path, ["discriminator.lstm=yes"])

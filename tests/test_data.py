@@ -115,3 +115,30 @@ def test_twon_parquet_columns(tmp_path):
     )
     ds = load_raw_splits(recipe)["train"]
     assert len(ds) == 50 and all(isinstance(t, str) and t for t in ds["full_text"])
+
+
+def test_unreachable_hub_dataset_is_a_recipe_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    recipe = recipe_for({"hub": "nobody/no-such-dataset", "split": "train"}, tmp_path)
+    with pytest.raises(RecipeError, match="data.train.hub: cannot load 'nobody/no-such-dataset'"):
+        load_raw_splits(recipe)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_quantization_settings_become_a_bitsandbytes_config(bits):
+    pytest.importorskip("bitsandbytes")
+    import torch
+
+    from gan_rl.models import quantization_config
+    from gan_rl.recipe import ModelSettings, parse_section
+
+    settings = parse_section(
+        ModelSettings,
+        {"name_or_path": "x", "lora": {}, "quantization": {"bits": bits, "compute_dtype": "float16"}},
+        "model",
+    )
+    config = quantization_config(settings)
+    assert config.load_in_4bit is (bits == 4) and config.load_in_8bit is (bits == 8)
+    if bits == 4:
+        assert config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_use_double_quant
+        assert config.bnb_4bit_compute_dtype == torch.float16

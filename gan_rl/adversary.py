@@ -163,13 +163,20 @@ class RoundStats:
     acc_real: float
     acc_generated: float
     updates: int
+    # True when the guard skipped the round (the discriminator was already above ``max_accuracy``).
+    skipped: bool = False
+
+    @property
+    def accuracy(self) -> float:
+        return 0.5 * (self.acc_real + self.acc_generated)
 
     def as_logs(self, prefix: str = "disc/") -> dict[str, float]:
         return {
             f"{prefix}loss": self.loss,
             f"{prefix}acc_real": self.acc_real,
             f"{prefix}acc_generated": self.acc_generated,
-            f"{prefix}accuracy": 0.5 * (self.acc_real + self.acc_generated),
+            f"{prefix}accuracy": self.accuracy,
+            f"{prefix}skipped": float(self.skipped),
         }
 
 
@@ -184,6 +191,7 @@ class DiscriminatorTrainer:
         )
         self.rng = random.Random()
         self.rounds = 0
+        self.skipped_rounds = 0
         self.last_stats: RoundStats | None = None
         if world_size() > 1:
             for tensor in discriminator.state_dict().values():
@@ -210,6 +218,36 @@ class DiscriminatorTrainer:
             p.grad = flat[offset : offset + n].view_as(p).clone()
             offset += n
 
+    @torch.no_grad()
+    def evaluate(self, real: list[Any], generated: list[Any], batch_size: int = 256) -> RoundStats:
+        """Loss and accuracies on the given samples without training (eval mode, no dropout), averaged
+        over every process's samples; a collective."""
+        disc = self.discriminator
+        was_training = disc.training
+        disc.eval()
+        totals = torch.zeros(5, dtype=torch.float64)  # loss sum, correct real, n real, correct gen, n gen
+        try:
+            for samples, label in ((real, 1.0), (generated, 0.0)):
+                for start in range(0, len(samples), batch_size):
+                    chunk = samples[start : start + batch_size]
+                    logits = disc(disc.collate(chunk)).float()
+                    target = torch.full_like(logits, label)
+                    totals[0] += bce_loss(logits, target, self.config.label_smoothing).item() * len(chunk)
+                    correct = (logits > 0) if label == 1.0 else (logits <= 0)
+                    index = 1 if label == 1.0 else 3
+                    totals[index] += correct.sum().item()
+                    totals[index + 1] += len(chunk)
+        finally:
+            disc.train(was_training)
+        totals = all_reduce_(totals)
+        n = max(totals[2].item() + totals[4].item(), 1.0)
+        return RoundStats(
+            loss=totals[0].item() / n,
+            acc_real=totals[1].item() / max(totals[2].item(), 1.0),
+            acc_generated=totals[3].item() / max(totals[4].item(), 1.0),
+            updates=0,
+        )
+
     def update(self, real: list[Any], generated: list[Any]) -> tuple[float, float, float]:
         """One optimizer step on a balanced batch; returns (loss, acc_real, acc_generated) before the step."""
         disc = self.discriminator
@@ -233,13 +271,25 @@ class DiscriminatorTrainer:
         """Train on the buffer's fresh samples (plus replay) for ``updates`` steps.
 
         Collective: every process must call it at the same step. Returns None when some process has no
-        fresh samples (then nobody trains, so the processes stay in step).
+        fresh samples (then nobody trains, so the processes stay in step). With ``max_accuracy`` < 1 the
+        round first measures the discriminator on the fresh samples and skips its updates (stats with
+        ``skipped``) when it already tells them apart better than that: a discriminator that always wins
+        gives the policy a saturated reward with no signal in it.
         """
         have = all_reduce_(torch.tensor([len(buffer.fresh_generated), len(buffer.fresh_real)]), "min")
         if have.min().item() == 0 or updates == 0:
             return None
         replay = list(buffer.replay)  # past generations only: not this round's fresh ones
         generated, real = buffer.take_fresh()
+        if self.config.max_accuracy < 1.0:
+            # The guard: judged on samples it has not trained on yet, is the discriminator already winning?
+            before = self.evaluate(real, generated)
+            if before.accuracy > self.config.max_accuracy:
+                self.skipped_rounds += 1
+                self.last_stats = RoundStats(
+                    before.loss, before.acc_real, before.acc_generated, updates=0, skipped=True
+                )
+                return self.last_stats
         # Each process draws its own batches; seeding by round makes a resumed run draw the same ones.
         self.rng.seed(f"{self.config.seed}/{rank()}/{self.rounds}")
         n = self.config.batch_size // 2 or 1
@@ -291,7 +341,8 @@ class DiscriminatorTrainer:
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint needs besides the weights and optimizer tensors."""
-        return {"rounds": self.rounds}
+        return {"rounds": self.rounds, "skipped_rounds": self.skipped_rounds}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.rounds = int(state.get("rounds", 0))
+        self.skipped_rounds = int(state.get("skipped_rounds", 0))

@@ -37,6 +37,8 @@ def _print_summary(summary, console) -> None:
     table.add_row("policy steps", str(summary.steps))
     table.add_row("training time", f"{summary.seconds:.1f} s")
     table.add_row("discriminator rounds", str(summary.disc_rounds))
+    if summary.disc_skipped_rounds:
+        table.add_row("rounds skipped (discriminator too strong)", str(summary.disc_skipped_rounds))
     for name, value in summary.disc_stats.items():
         table.add_row(f"final {name}", f"{value:.3f}")
     if summary.reward_first is not None:
@@ -139,6 +141,44 @@ main.add_command(
         "RECIPE is a YAML file.",
     )
 )
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--output-dir", default=None, help="Shortcut for --set sft.output_dir=DIR.")
+@click.option(
+    "--resume",
+    is_flag=False,
+    flag_value="latest",
+    default=None,
+    metavar="[CHECKPOINT]",
+    help="Resume from the latest checkpoint in the output directory, or from CHECKPOINT.",
+)
+@click.option("--overwrite", is_flag=True, help="Delete an earlier run in the output directory first.")
+def sft(recipe: str, overrides: tuple[str, ...], output_dir: str | None, resume, overwrite: bool) -> None:
+    """Supervised fine-tuning on the real responses (TRL SFTTrainer): the baseline, and the warm start
+    of 'model.warm_start: sft'. Writes to sft.output_dir (default: trainer.output_dir + '-sft')."""
+    from accelerate import PartialState
+
+    sets = list(overrides) + ([f"sft.output_dir={output_dir}"] if output_dir else [])
+    try:
+        parsed = load_recipe(recipe, sets)
+        _quiet_libraries()
+        from gan_rl.sft import run_sft
+
+        summary = run_sft(parsed, resume=resume, overwrite=overwrite)
+    except RecipeError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if PartialState().is_main_process:
+        losses = f"{summary.train_loss_first:.3f} -> {summary.train_loss_last:.3f}" if summary.steps else "-"
+        click.echo(
+            f"gan-rl sft: finished {summary.steps} steps in {summary.seconds:.1f} s; train loss {losses}"
+        )
+        if summary.eval_loss is not None:
+            click.echo(f"held-out loss: {summary.eval_loss:.3f}")
+        click.echo(f"outputs: {summary.output_dir}")
 
 
 @main.command()

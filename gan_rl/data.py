@@ -116,3 +116,8 @@ def to_trl_dataset(ds: Dataset, data: DataSettings, chat: bool) -> Dataset:
         for p, r in zip(ds[data.prompt_column], ds[data.response_column], strict=True)
     ]
     return Dataset.from_list(rows)
+
+
+def data_texts(raw: dict[str, Dataset], data: DataSettings) -> list[str]:
+    """Every prompt and response of every split (what a word-level tokenizer is built from)."""
+    return [t for ds in raw.values() for col in (data.prompt_column, data.response_column) for t in ds[col]]

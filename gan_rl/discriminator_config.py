@@ -89,6 +89,10 @@ class DiscriminatorConfig:
     # Past generations kept for replay (0: none) and the share of each generated batch drawn from them.
     replay_size: int = 0
     replay_fraction: float = 0.5
+    # The guard against a discriminator that wins: before each round, its accuracy on the fresh samples
+    # (real and generated, before any update) is measured; above this it skips the round's updates, so
+    # the policy can catch up while the reward still carries signal. 1.0 turns the guard off.
+    max_accuracy: float = 0.9
     # Before the first policy update: sample this many responses from the initial policy (per process)
     # and train on them for ``warmup_updates`` steps.
     warmup_samples: int = 64
@@ -118,6 +122,7 @@ class DiscriminatorConfig:
             ("label_smoothing", 0.0 <= self.label_smoothing < 0.5, "in [0, 0.5)"),
             ("replay_size", self.replay_size >= 0, "0 or more"),
             ("replay_fraction", 0.0 <= self.replay_fraction < 1.0, "in [0, 1)"),
+            ("max_accuracy", 0.5 < self.max_accuracy <= 1.0, "in (0.5, 1] (1.0: no guard)"),
             ("warmup_samples", self.warmup_samples >= 0, "0 or more"),
             ("warmup_updates", self.warmup_updates >= 0, "0 or more"),
         ]

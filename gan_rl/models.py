@@ -173,3 +173,55 @@ def lora_config(settings: ModelSettings) -> Any | None:
         target_modules=lora.target_modules,
         task_type="CAUSAL_LM",
     )
+
+
+def generator_checkpoint(settings: ModelSettings, recipe_resolve, out: Path) -> str:
+    """Where the generator's starting weights are: the checkpoint named in the recipe, or (``init_config``)
+    the fresh model that :func:`prepare_tokenizer` saves into the run's output directory."""
+    from gan_rl.outputs import INITIAL_MODEL_DIR
+
+    if settings.init_config is not None:
+        return str(out / INITIAL_MODEL_DIR)
+    return resolve_checkpoint(settings.name_or_path, recipe_resolve)
+
+
+def prepare_tokenizer(settings: ModelSettings, recipe_resolve, out: Path, texts: list[str]) -> Any:
+    """The generator's tokenizer; for an ``init_config`` model also its fresh weights, saved once (by the
+    main process, the others wait) into ``out``, so the run starts from an ordinary checkpoint."""
+    from accelerate import PartialState
+
+    from gan_rl.outputs import INITIAL_MODEL_DIR
+
+    tokenizer = load_tokenizer(settings, recipe_resolve, texts=texts)
+    if settings.init_config is not None:
+        state = PartialState()
+        with state.main_process_first():
+            if state.is_main_process and not (out / INITIAL_MODEL_DIR / "config.json").is_file():
+                build_init_model(settings, tokenizer, out / INITIAL_MODEL_DIR)
+    return tokenizer
+
+
+def load_for_generation(
+    path: str | Path, device: str | torch.device = "cpu", trust_remote_code: bool = False
+):
+    """A trained generator for sampling: a full checkpoint, or a LoRA adapter directory (merged into its
+    base model). Returns (model, tokenizer); left padding for batched generation."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RecipeError(f"--model: no such directory: {path}")
+    try:
+        if (path / "adapter_config.json").is_file():
+            from peft import AutoPeftModelForCausalLM
+
+            model = AutoPeftModelForCausalLM.from_pretrained(
+                str(path), trust_remote_code=trust_remote_code
+            ).merge_and_unload()
+        else:
+            model = AutoModelForCausalLM.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise RecipeError(f"--model: cannot load a generator from {path}: {exc}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return model.to(device).eval(), tokenizer

@@ -70,6 +70,9 @@ class ModelSettings:
     gradient_checkpointing: bool | None = None
     trust_remote_code: bool = False
     attn_implementation: str | None = None
+    # ``sft``: ``ppo``/``reinforce`` start from the result of ``gan-rl sft`` on the same recipe (run first
+    # when it is not there yet), which is then also the KL reference and the head's frozen encoder.
+    warm_start: Literal["none", "sft"] = "none"
 
 
 @dataclass
@@ -117,6 +120,61 @@ class DataSettings:
             raise ValueError(f"prompt_template: {self.prompt_template!r} does not contain '{{prompt}}'.")
 
 
+@dataclass
+class SFTLossSettings:
+    """InstructGPT's pretraining mix for the policy: ``coef`` x the NLL of real (prompt, response) pairs
+    added to the policy-gradient loss, so the text stays close to the real data while the reward rises."""
+
+    coef: float = 0.0
+    batch_size: int = 8
+    max_length: int = 256
+
+    def validate(self) -> None:
+        if self.coef < 0:
+            raise ValueError(f"coef: expected 0 (off) or a positive weight, got {self.coef}.")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size: expected a positive number, got {self.batch_size}.")
+        if self.max_length < 8:
+            raise ValueError(f"max_length: expected at least 8, got {self.max_length}.")
+
+
+@dataclass
+class ContrastSettings:
+    """Real data of another side (e.g. TWON left when training on right) for the domain judge."""
+
+    train: DataSource = field(default_factory=DataSource)
+    test: DataSource | None = None
+
+
+@dataclass
+class EvaluateSettings:
+    """``gan-rl generate`` / ``gan-rl evaluate``: held-out sampling and the metrics no training sees."""
+
+    # Sentence-embedding encoder for the Fréchet distance, the two-sample test and the domain judge.
+    encoder: str = "sentence-transformers/all-MiniLM-L6-v2"
+    max_samples: int = 500
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    batch_size: int = 32
+    folds: int = 5
+    seed: int = 0
+    contrast: ContrastSettings | None = None
+
+    def validate(self) -> None:
+        checks = [
+            ("max_samples", self.max_samples >= 10, "at least 10"),
+            ("max_new_tokens", self.max_new_tokens >= 1, "positive"),
+            ("temperature", self.temperature > 0, "positive"),
+            ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
+            ("batch_size", self.batch_size >= 1, "positive"),
+            ("folds", self.folds >= 2, "at least 2"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"{name}: expected {expected}, got {getattr(self, name)!r}.")
+
+
 ALGORITHMS = ("ppo", "reinforce")
 
 
@@ -130,6 +188,10 @@ class Recipe:
     trainer: dict[str, Any] = field(default_factory=dict)
     ppo: dict[str, Any] = field(default_factory=dict)
     reinforce: dict[str, Any] = field(default_factory=dict)
+    # TRL SFTConfig fields for ``gan-rl sft`` (and the warm start).
+    sft: dict[str, Any] = field(default_factory=dict)
+    sft_loss: SFTLossSettings = field(default_factory=SFTLossSettings)
+    evaluate: EvaluateSettings = field(default_factory=EvaluateSettings)
     # Directory of the recipe file: relative input paths resolve against it.
     base_dir: Path = field(default=Path("."), metadata={"internal": True})
 
@@ -334,12 +396,20 @@ def parse_recipe(raw: Any, base_dir: Path | str = ".") -> Recipe:
         trainer=coerce(raw.get("trainer") or {}, dict, "trainer"),
         ppo=coerce(raw.get("ppo") or {}, dict, "ppo"),
         reinforce=coerce(raw.get("reinforce") or {}, dict, "reinforce"),
+        sft=coerce(raw.get("sft") or {}, dict, "sft"),
+        sft_loss=parse_section(SFTLossSettings, raw.get("sft_loss"), "sft_loss"),
+        evaluate=parse_section(EvaluateSettings, raw.get("evaluate"), "evaluate"),
         base_dir=Path(base_dir).resolve(),
     )
     _check_model(recipe.model)
     _check_source(recipe.data.train, "data.train")
     if recipe.data.test is not None:
         _check_source(recipe.data.test, "data.test")
+    contrast = recipe.evaluate.contrast
+    if contrast is not None:
+        _check_source(contrast.train, "evaluate.contrast.train")
+        if contrast.test is not None:
+            _check_source(contrast.test, "evaluate.contrast.test")
     return recipe
 
 
@@ -365,6 +435,14 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - a SafeLoader subclass
 
 
+DATA_SOURCE_KEYS = (
+    ["data", "train"],
+    ["data", "test"],
+    ["evaluate", "contrast", "train"],
+    ["evaluate", "contrast", "test"],
+)
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``section.key=value`` overrides (values parsed as YAML) to a raw recipe mapping."""
     for item in overrides:
@@ -383,7 +461,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             child = node.get(key)
             if child is None:
                 child = node[key] = {}
-            if isinstance(child, str) and keys[: i + 1] in (["data", "train"], ["data", "test"]):
+            if isinstance(child, str) and keys[: i + 1] in DATA_SOURCE_KEYS:
                 child = node[key] = {"path": child}
             if not isinstance(child, dict):
                 raise RecipeError(f"--set {item!r}: '{'.'.join(keys[: i + 1])}' is not a section.")
@@ -480,3 +558,37 @@ def _coerce_trl(value: Any, tp: Any, where: str) -> Any:
         if tp in simple or (args and all(a in simple for a in args)):
             raise
         return value
+
+
+# Machine-wide settings an SFT run takes from ``trainer`` unless ``sft:`` sets them itself.
+SHARED_WITH_SFT = ("seed", "bf16", "fp16", "use_cpu", "report_to", "gradient_checkpointing")
+
+
+def sft_output_dir(recipe: Recipe) -> str:
+    """Where ``gan-rl sft`` writes: ``sft.output_dir``, else ``trainer.output_dir`` + ``-sft``."""
+    if "output_dir" in recipe.sft:
+        return str(recipe.sft["output_dir"])
+    return str(recipe.trainer.get("output_dir", "outputs/gan-rl")).rstrip("/") + "-sft"
+
+
+def build_sft_config(recipe: Recipe, **forced: Any) -> Any:
+    """TRL's ``SFTConfig`` from the ``sft:`` section (plus the machine settings of ``trainer``)."""
+    from trl import SFTConfig
+
+    own_fields = {f.name for f in dataclasses.fields(SFTConfig) if f.init}
+    hints = typing.get_type_hints(SFTConfig)
+    kwargs: dict[str, Any] = {k: recipe.trainer[k] for k in SHARED_WITH_SFT if k in recipe.trainer}
+    for key, value in recipe.sft.items():
+        if key not in own_fields:
+            err = unknown_key_error(key, sorted(own_fields), "sft")
+            raise RecipeError(f"{err} (sft holds SFTConfig fields.)")
+        kwargs[key] = _coerce_trl(value, hints.get(key, Any), f"sft.{key}")
+    kwargs["output_dir"] = sft_output_dir(recipe)
+    if recipe.model.gradient_checkpointing is not None:
+        kwargs["gradient_checkpointing"] = recipe.model.gradient_checkpointing
+    kwargs.update(forced)
+    try:
+        return SFTConfig(**kwargs)
+    except (ValueError, TypeError) as exc:
+        hint = " (on a machine without a GPU set bf16: false)" if "bf16" in str(exc) else ""
+        raise RecipeError(f"sft: SFTConfig rejected the settings: {exc}{hint}") from None

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
 import sys
 import time
 from collections import Counter
@@ -27,11 +26,17 @@ from typing import Any
 import torch
 import yaml
 from accelerate import PartialState
-from transformers.trainer_utils import get_last_checkpoint
 
 from gan_rl.adversary import DiscriminatorTrainer, SampleBuffer
 from gan_rl.callback import DISCRIMINATOR_DIR, DiscriminatorCallback, save_discriminator
-from gan_rl.data import PROMPT_TEXT, REAL_RESPONSE, load_raw_splits, to_trl_dataset, uses_chat_format
+from gan_rl.data import (
+    PROMPT_TEXT,
+    REAL_RESPONSE,
+    data_texts,
+    load_raw_splits,
+    to_trl_dataset,
+    uses_chat_format,
+)
 from gan_rl.discriminator import (
     FrozenEncoder,
     Pair,
@@ -39,16 +44,27 @@ from gan_rl.discriminator import (
     check_encoder_layer,
     load_checkpoint_encoder,
 )
-from gan_rl.models import build_init_model, load_generator, load_tokenizer, lora_config, resolve_checkpoint
+from gan_rl.models import (
+    generator_checkpoint,
+    load_generator,
+    lora_config,
+    prepare_tokenizer,
+    resolve_checkpoint,
+)
+from gan_rl.outputs import (
+    RECIPE_FILE,
+    SUMMARY_FILE,
+    check_output_dir,
+    resolve_resume,
+)
+from gan_rl.plots import plot_training_curves
 from gan_rl.recipe import Recipe, RecipeError, build_trainer_config
 from gan_rl.reward import DiscriminatorReward
+from gan_rl.sft import RealResponseLoss, trainer_class, warm_start
 
 logger = logging.getLogger(__name__)
 
-SUMMARY_FILE = "run_summary.json"
 WORD = re.compile(r"\w+|[^\w\s]")
-RECIPE_FILE = "recipe.yaml"
-INITIAL_MODEL_DIR = "initial-model"
 
 
 @dataclass
@@ -60,6 +76,7 @@ class RunSummary:
     steps: int
     seconds: float
     disc_rounds: int
+    disc_skipped_rounds: int
     disc_stats: dict[str, float]
     warmup_stats: dict[str, float]
     reward_first: float | None
@@ -72,6 +89,7 @@ class RunSummary:
     judge_after: float | None = None
     # On resume: the checkpoint the discriminator came from and the fingerprint of the restored weights.
     restored: dict[str, str] = field(default_factory=dict)
+    plots: list[str] = field(default_factory=list)
     status: str = "completed"
 
 
@@ -87,59 +105,6 @@ def word_distance(generated: list[str], real: list[str]) -> float:
     if ng == 0 or nr == 0:
         return 1.0
     return 0.5 * sum(abs(g[w] / ng - r[w] / nr) for w in set(g) | set(r))
-
-
-def check_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix a new run into a finished or unfinished one unless asked to.
-
-    Every process looks at the directory before the main process deletes anything, so all of them take
-    the same decision (and raise the same error), and all meet at the same barriers.
-    """
-    state = PartialState()
-    used = out.exists() and any(out.iterdir())
-    finished = (out / SUMMARY_FILE).is_file()
-    is_ours = (out / RECIPE_FILE).is_file()
-    has_checkpoints = used and get_last_checkpoint(str(out)) is not None
-    state.wait_for_everyone()
-    if not used:
-        return
-    if overwrite:
-        if not is_ours:
-            raise RecipeError(
-                f"--overwrite: {out} is not a gan-rl output directory (no {RECIPE_FILE}); not deleting it."
-            )
-        if state.is_main_process:
-            shutil.rmtree(out)
-        state.wait_for_everyone()
-        return
-    if resume:
-        if finished:
-            raise RecipeError(f"--resume: {out} holds a finished run ({SUMMARY_FILE}); nothing to resume.")
-        return
-    if finished:
-        raise RecipeError(
-            f"trainer.output_dir: {out} already holds a finished run; choose another output_dir or pass --overwrite."
-        )
-    if has_checkpoints:
-        raise RecipeError(
-            f"trainer.output_dir: {out} holds checkpoints of an unfinished run; pass --resume to continue it "
-            "or --overwrite to start again."
-        )
-
-
-def resolve_resume(out: Path, resume: str | bool | None) -> str | None:
-    """``--resume`` (latest checkpoint in the output directory) or ``--resume PATH``."""
-    if not resume:
-        return None
-    if resume is True or resume == "latest":
-        last = get_last_checkpoint(str(out)) if out.is_dir() else None
-        if last is None:
-            raise RecipeError(f"--resume: no checkpoint-* directory in {out} to resume from.")
-        return last
-    path = Path(str(resume))
-    if not (path / "trainer_state.json").is_file():
-        raise RecipeError(f"--resume: {path} is not a trainer checkpoint (no trainer_state.json).")
-    return str(path)
 
 
 def bind_generator_encoder(encoder: FrozenEncoder, trainer: Any, checkpoint: str, settings: Any) -> str:
@@ -168,7 +133,6 @@ def run(
 ) -> RunSummary:
     """Train a generator adversarially with ``algorithm`` (``ppo`` or ``reinforce``)."""
     from transformers import PrinterCallback, ProgressCallback
-    from trl import GRPOTrainer, RLOOTrainer
     from trl.trainer.callbacks import RichProgressCallback
 
     # 1. Everything that can be checked without a model.
@@ -178,13 +142,10 @@ def run(
     check_output_dir(out, bool(resume), overwrite)
     resume_path = resolve_resume(out, resume)
     raw = load_raw_splits(recipe)
+    recipe = warm_start(recipe)  # model.warm_start: sft -> the generator is the SFT result (run it first)
     cfg = recipe.discriminator
     # Checkpoint names resolve now (a local path must exist), so a typo stops the run before any loading.
-    checkpoint = (
-        str(out / INITIAL_MODEL_DIR)
-        if recipe.model.init_config is not None
-        else resolve_checkpoint(recipe.model.name_or_path, recipe.resolve_path)
-    )
+    checkpoint = generator_checkpoint(recipe.model, recipe.resolve_path, out)
     encoder_checkpoint = classifier_checkpoint = None
     if cfg.kind == "head" and cfg.encoder != "generator":
         encoder_checkpoint = resolve_checkpoint(cfg.encoder, recipe.resolve_path, "discriminator.encoder")
@@ -195,16 +156,7 @@ def run(
             else resolve_checkpoint(cfg.model, recipe.resolve_path, "discriminator.model")
         )
     state = PartialState()
-    tokenizer = load_tokenizer(
-        recipe.model,
-        recipe.resolve_path,
-        texts=[
-            t
-            for ds in raw.values()
-            for col in (recipe.data.prompt_column, recipe.data.response_column)
-            for t in ds[col]
-        ],
-    )
+    tokenizer = prepare_tokenizer(recipe.model, recipe.resolve_path, out, data_texts(raw, recipe.data))
     chat = uses_chat_format(recipe.data, tokenizer)
     train_ds = to_trl_dataset(raw["train"], recipe.data, chat)
     eval_ds = to_trl_dataset(raw["test"], recipe.data, chat) if "test" in raw else train_ds
@@ -215,10 +167,6 @@ def run(
         )
 
     # 2. The generator.
-    if recipe.model.init_config is not None:
-        with state.main_process_first():
-            if state.is_main_process and not (out / INITIAL_MODEL_DIR / "config.json").is_file():
-                build_init_model(recipe.model, tokenizer, out / INITIAL_MODEL_DIR)
     model = load_generator(recipe.model, checkpoint)
 
     # 3. The discriminator, its reward and its callback.
@@ -252,8 +200,7 @@ def run(
     )
 
     # 4. TRL's trainer.
-    trainer_cls = GRPOTrainer if algorithm == "ppo" else RLOOTrainer
-    trainer = trainer_cls(
+    trainer = trainer_class(algorithm)(
         model=model,
         reward_funcs=[reward],
         args=args,
@@ -275,6 +222,16 @@ def run(
         )
     callback.attach(trainer)
     reward.recording = lambda: trainer.model.training  # TRL's own test for "train" versus "eval"
+    if recipe.sft_loss.coef > 0:
+        trainer.real_response_loss = RealResponseLoss(
+            tokenizer,
+            prompts,
+            recipe.sft_loss.coef,
+            batch_size=recipe.sft_loss.batch_size,
+            max_length=recipe.sft_loss.max_length,
+            seed=args.seed,
+            chat_template_kwargs=callback.chat_template_kwargs,
+        )
 
     # Samples before training, from held-out prompts, for the summary.
     policy = trainer.accelerator.unwrap_model(trainer.model)
@@ -304,6 +261,7 @@ def run(
         steps=trainer.state.global_step,
         seconds=round(seconds, 1),
         disc_rounds=disc_trainer.rounds,
+        disc_skipped_rounds=disc_trainer.skipped_rounds,
         disc_stats=disc_trainer.last_stats.as_logs() if disc_trainer.last_stats else {},
         warmup_stats=callback.warmup_stats,
         reward_first=rewards[0] if rewards else None,
@@ -331,6 +289,7 @@ def run(
                 round(torch.sigmoid(judge.score(f)).mean().item(), 4) for f in feats
             )
         save_discriminator(out / DISCRIMINATOR_DIR, disc_trainer, reward)
+        summary.plots = [str(p) for p in plot_training_curves(trainer.state.log_history, out)]
         (out / SUMMARY_FILE).write_text(json.dumps(summary.__dict__, indent=2))
     state.wait_for_everyone()
     return summary

@@ -1,0 +1,210 @@
+"""PNG plots of a run's training curves and of an evaluation, readable without tensorboard.
+
+Uses matplotlib's object API with the Agg canvas (no pyplot, no global state), so it is safe on headless
+machines and inside a training process. Panels whose metrics are absent are left out, and None/NaN values
+are skipped, so partial logs (beta=0: no KL; no SFT mixing: no ``sft/loss``) still give a clean figure.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+TRAINING_FILE = "training_curves.png"
+EVAL_METRICS_FILE = "evaluation_metrics.png"
+EVAL_LENGTHS_FILE = "evaluation_lengths.png"
+REAL = "real"
+
+# (metric key, title, fixed reference line or None). Order = panel order.
+EVAL_METRICS: list[tuple[str, str, float | None]] = [
+    ("two_sample_acc", "two-sample accuracy (0.5 = indistinguishable)", 0.5),
+    ("two_sample_acc_ngram", "two-sample accuracy, n-gram (0.5 ideal)", 0.5),
+    ("frechet", "Fréchet distance to real (lower is better)", None),
+    ("length_wasserstein", "length Wasserstein to real (lower is better)", None),
+    ("distinct_1", "distinct-1", None),
+    ("distinct_2", "distinct-2", None),
+    ("self_bleu", "self-BLEU (lower = more diverse)", None),
+    ("judge_prob_target", "judge P(target)", None),
+    ("judge_shift", "judge shift", 0.0),
+]
+
+
+def _num(value: Any) -> float | None:
+    """A finite float, or None for missing/None/NaN/inf/non-numeric values (which are skipped)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _series(log_history: Iterable[dict], key: str) -> dict[float, float]:
+    """``step -> value`` for one metric; entries without a step or a usable value are ignored."""
+    out: dict[float, float] = {}
+    for entry in log_history:
+        step, value = _num(entry.get("step")), _num(entry.get(key))
+        if step is not None and value is not None:
+            out[step] = value
+    return out
+
+
+def _band(
+    ax: Axes, line: dict[float, float], low: dict[float, float], high: dict[float, float], color
+) -> None:
+    steps = [s for s in line if s in low and s in high]
+    if steps:
+        ax.fill_between(steps, [low[s] for s in steps], [high[s] for s in steps], color=color, alpha=0.2)
+
+
+def _plot(ax: Axes, series: dict[float, float], label: str | None = None, **kw) -> None:
+    ax.plot(list(series), list(series.values()), label=label, marker="." if len(series) < 30 else None, **kw)
+
+
+def _grid(n: int, width: float, height: float) -> tuple[Figure, list[Axes]]:
+    """A figure with exactly ``n`` panels (no empty ones), up to three per row."""
+    ncols = min(3, n)
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, [fig.add_subplot(nrows, ncols, i + 1) for i in range(n)]
+
+
+def plot_training_curves(log_history: list[dict], out_dir: str | Path) -> list[Path]:
+    """Plot trainer.state.log_history (TRL + discriminator callback) to ``training_curves.png``.
+
+    Returns the files written: an empty list (and no file) when the history holds nothing to plot.
+    """
+    cache: dict[str, dict[float, float]] = {}
+
+    def get(key: str) -> dict[float, float]:
+        if key not in cache:
+            cache[key] = _series(log_history, key)
+        return cache[key]
+
+    reward_key = "reward" if get("reward") else "rewards/discriminator/mean"
+    std_key = "reward_std" if reward_key == "reward" else "rewards/discriminator/std"
+    acc_keys = [("disc/acc_real", "real"), ("disc/acc_generated", "generated"), ("disc/accuracy", "mean")]
+
+    def reward(ax: Axes) -> None:
+        r, std = get(reward_key), get(std_key)
+        _plot(ax, r, color="C0")
+        _band(
+            ax, r, {k: r[k] - std[k] for k in std if k in r}, {k: r[k] + std[k] for k in std if k in r}, "C0"
+        )
+        ax.set_title("reward (± std)" if std else "reward")
+
+    def disc_acc(ax: Axes) -> None:
+        for i, (key, label) in enumerate(acc_keys):
+            if get(key):
+                _plot(ax, get(key), label=label, color=f"C{i}")
+        ax.axhline(0.5, ls="--", color="grey", lw=1)
+        skipped = [step for step, v in get("disc/skipped").items() if v >= 0.5]
+        for i, step in enumerate(skipped):
+            ax.axvline(step, color="red", alpha=0.3, lw=1, label="round skipped" if i == 0 else None)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title("discriminator accuracy")
+        ax.legend(fontsize=8)
+
+    def length(ax: Axes) -> None:
+        mean = get("completions/mean_length")
+        _plot(ax, mean, color="C0")
+        _band(ax, mean, get("completions/min_length"), get("completions/max_length"), "C0")
+        ax.set_title(
+            "completion length (mean, min-max)" if get("completions/min_length") else "completion length"
+        )
+
+    def simple(key: str, title: str):
+        def draw(ax: Axes) -> None:
+            _plot(ax, get(key), color="C0")
+            ax.set_title(title)
+
+        return draw
+
+    panels = [
+        (bool(get(reward_key)), reward),
+        (bool(get("disc/loss")), simple("disc/loss", "discriminator loss")),
+        (any(get(k) for k, _ in acc_keys), disc_acc),
+        (
+            bool(get("disc/prob_generated_real")),
+            simple("disc/prob_generated_real", "disc. P(real) on generated"),
+        ),
+        (bool(get("kl")), simple("kl", "KL to reference")),
+        (bool(get("completions/mean_length")), length),
+        (bool(get("entropy")), simple("entropy", "policy entropy")),
+        (bool(get("sft/loss")), simple("sft/loss", "SFT loss")),
+    ]
+    panels = [draw for present, draw in panels if present]
+    if not panels:
+        return []
+    fig, axes = _grid(len(panels), 4.5, 3.2)
+    for ax, draw in zip(axes, panels, strict=True):
+        draw(ax)
+        ax.set_xlabel("policy step")
+        ax.grid(alpha=0.3)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / TRAINING_FILE, dpi=100)
+    return [out / TRAINING_FILE]
+
+
+def plot_evaluation(results: dict[str, dict], out_dir: str | Path) -> list[Path]:
+    """Bar charts of evaluation metrics per model (real as dashed reference) and a length histogram."""
+    models = [m for m in results if m != REAL]
+    colors = {m: f"C{i % 10}" for i, m in enumerate(models)}
+    real = results.get(REAL) or {}
+    out = Path(out_dir)
+    written: list[Path] = []
+
+    metrics = [
+        (k, t, r) for k, t, r in EVAL_METRICS if any(_num(results[m].get(k)) is not None for m in models)
+    ]
+    if metrics:
+        fig, axes = _grid(len(metrics), 4.2, 3.2)
+        for ax, (key, title, ref) in zip(axes, metrics, strict=True):
+            for x, m in enumerate(models):
+                value = _num(results[m].get(key))
+                if value is None:  # missing, not zero
+                    ax.annotate("n/a", (x, 0), ha="center", va="bottom", fontsize=8, color="grey")
+                else:
+                    bars = ax.bar(x, value, color=colors[m], width=0.6)
+                    ax.bar_label(bars, fmt="%.3g", fontsize=8)
+            if ref is not None:
+                ax.axhline(ref, ls="--", color="grey", lw=1, label="chance" if ref == 0.5 else None)
+            if _num(real.get(key)) is not None:
+                ax.axhline(_num(real.get(key)), ls="--", color="black", lw=1.2, label="real")
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=8)
+            ax.set_xticks(range(len(models)), models, rotation=20 if len(models) > 4 else 0)
+            ax.set_xlim(-0.6, len(models) - 0.4)
+            ax.margins(y=0.15)
+            ax.set_title(title, fontsize=10)
+        out.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out / EVAL_METRICS_FILE, dpi=100)
+        written.append(out / EVAL_METRICS_FILE)
+
+    lengths = {m: [v for v in (results[m].get("lengths") or []) if _num(v) is not None] for m in results}
+    lengths = {m: v for m, v in lengths.items() if v}
+    if lengths:
+        bins = np.histogram_bin_edges(
+            np.concatenate([np.asarray(v, float) for v in lengths.values()]), bins="auto"
+        )
+        if len(bins) > 41:
+            bins = np.linspace(bins[0], bins[-1], 41)
+        fig, (ax,) = _grid(1, 7, 4)
+        for m, v in lengths.items():
+            style = {"color": "black", "ls": "--", "lw": 2} if m == REAL else {"color": colors[m], "lw": 1.5}
+            ax.hist(v, bins=bins, density=True, histtype="step", label=f"{m} (n={len(v)})", **style)
+        ax.set(xlabel="response length (words)", ylabel="density", title="generation lengths")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        out.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out / EVAL_LENGTHS_FILE, dpi=100)
+        written.append(out / EVAL_LENGTHS_FILE)
+    return written

@@ -69,6 +69,10 @@ class SampleBuffer:
 
     replay_size: int = 0
     seed: int = 0
+    # Real pairs are stationary: past ones are as good as fresh ones. Each round draws its real half from
+    # a pool of up to this many distinct real pairs seen so far, not only from the few real responses of
+    # this step's prompts (a step with 4 prompts would otherwise give 4 real samples against 32 generated).
+    real_pool_size: int = 0
     fresh_generated: list[Any] = field(default_factory=list)
     fresh_real: list[Any] = field(default_factory=list)
     replay: list[Any] = field(default_factory=list)
@@ -77,9 +81,12 @@ class SampleBuffer:
     fresh_generated_pairs: list[Pair | None] = field(default_factory=list)
     fresh_real_pairs: list[Pair | None] = field(default_factory=list)
     replay_pairs: list[Pair | None] = field(default_factory=list)
+    real_pool: list[Any] = field(default_factory=list)
+    real_pool_pairs: list[Pair | None] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+        self._pool_keys = {p.key for p in self.real_pool_pairs if p is not None}
 
     def add(
         self,
@@ -96,7 +103,7 @@ class SampleBuffer:
     def take_fresh(self) -> tuple[list[Any], list[Any]]:
         """Hand out the fresh samples and move the generated ones into the replay reservoir."""
         generated, real = self.fresh_generated, self.fresh_real
-        pairs = self.fresh_generated_pairs
+        pairs, real_pairs = self.fresh_generated_pairs, self.fresh_real_pairs
         self.fresh_generated, self.fresh_real = [], []
         self.fresh_generated_pairs, self.fresh_real_pairs = [], []
         for sample, pair in zip(generated, pairs, strict=True):
@@ -110,7 +117,29 @@ class SampleBuffer:
                 if j < self.replay_size:
                     self.replay[j] = sample
                     self.replay_pairs[j] = pair
+        for sample, pair in zip(real, real_pairs, strict=True):
+            self._add_to_pool(sample, pair)
         return generated, real
+
+    def _add_to_pool(self, sample: Any, pair: Pair | None) -> None:
+        """Distinct real pairs, up to ``real_pool_size``; once full, a new one replaces a random one."""
+        if self.real_pool_size == 0 or (pair is not None and pair.key in self._pool_keys):
+            return
+        if len(self.real_pool) < self.real_pool_size:
+            self.real_pool.append(sample)
+            self.real_pool_pairs.append(pair)
+        else:
+            j = self.rng.randrange(self.real_pool_size)
+            old = self.real_pool_pairs[j]
+            if old is not None:
+                self._pool_keys.discard(old.key)
+            self.real_pool[j], self.real_pool_pairs[j] = sample, pair
+        if pair is not None:
+            self._pool_keys.add(pair.key)
+
+    def real_for_round(self, fresh_real: list[Any]) -> list[Any]:
+        """The real samples a round draws from: the pool when there is one, else this round's own."""
+        return self.real_pool if self.real_pool else fresh_real
 
     # -- checkpointing ------------------------------------------------------------------------------
 
@@ -120,6 +149,7 @@ class SampleBuffer:
             "replay": self.replay_pairs,
             "fresh_generated": self.fresh_generated_pairs,
             "fresh_real": self.fresh_real_pairs,
+            "real_pool": self.real_pool_pairs,
         }
         complete = all(p is not None for group in pairs.values() for p in group)
         return {
@@ -137,8 +167,12 @@ class SampleBuffer:
             self.replay, self.replay_pairs = [], []
             self.fresh_generated, self.fresh_real = [], []
             self.fresh_generated_pairs, self.fresh_real_pairs = [], []
+            self.real_pool, self.real_pool_pairs, self._pool_keys = [], [], set()
             return
         pairs = {k: [Pair(**p) for p in v] for k, v in groups.items()}
+        self.real_pool_pairs = pairs.get("real_pool", [])
+        self._pool_keys = {p.key for p in self.real_pool_pairs}
+        self.real_pool = featurize(self.real_pool_pairs, cache=True)
         self.replay_pairs = pairs["replay"]
         self.fresh_generated_pairs = pairs["fresh_generated"]
         self.fresh_real_pairs = pairs["fresh_real"]
@@ -294,6 +328,7 @@ class DiscriminatorTrainer:
         self.rng.seed(f"{self.config.seed}/{rank()}/{self.rounds}")
         n = self.config.batch_size // 2 or 1
         totals = torch.zeros(3, dtype=torch.float64)
+        real = buffer.real_for_round(real)
         for _ in range(updates):
             stats = self.update(self._draw(real, n), self._generated_batch(generated, replay, n))
             totals += torch.tensor(stats, dtype=torch.float64)

@@ -89,6 +89,9 @@ class DiscriminatorConfig:
     # Past generations kept for replay (0: none) and the share of each generated batch drawn from them.
     replay_size: int = 0
     replay_fraction: float = 0.5
+    # Distinct real pairs kept for the rounds to draw from (real data does not go stale); 0: only the
+    # real responses of the current step's prompts.
+    real_pool_size: int = 1024
     # The guard against a discriminator that wins: before each round, its accuracy on the fresh samples
     # (real and generated, before any update) is measured; above this it skips the round's updates, so
     # the policy can catch up while the reward still carries signal. 1.0 turns the guard off.
@@ -121,6 +124,7 @@ class DiscriminatorConfig:
             ("update_every", self.update_every >= 1, "1 or more"),
             ("label_smoothing", 0.0 <= self.label_smoothing < 0.5, "in [0, 0.5)"),
             ("replay_size", self.replay_size >= 0, "0 or more"),
+            ("real_pool_size", self.real_pool_size >= 0, "0 or more"),
             ("replay_fraction", 0.0 <= self.replay_fraction < 1.0, "in [0, 1)"),
             ("max_accuracy", 0.5 < self.max_accuracy <= 1.0, "in (0.5, 1] (1.0: no guard)"),
             ("warmup_samples", self.warmup_samples >= 0, "0 or more"),

@@ -83,7 +83,7 @@ class DataSource:
     hub: str | None = None
     split: str = "train"
     config: str | None = None
-    synthetic: Literal["quickstart"] | None = None
+    synthetic: Literal["quickstart", "polarity-positive", "polarity-negative", "polarity-mixed"] | None = None
     rows: int = 512
     seed: int = 0
 

@@ -34,4 +34,46 @@ def quickstart_rows(rows: int, seed: int = 0) -> list[dict[str, str]]:
     return out
 
 
-SYNTHETIC = {"quickstart": quickstart_rows}
+# ``polarity-*``: the controlled task. Every post says one thing about a topic with one adjective; in
+# ``polarity-positive`` the adjective is always positive, in ``polarity-negative`` always negative, in
+# ``polarity-mixed`` either, half and half. A generator fine-tuned on the mixed set writes a positive post
+# about half of the time; trained against a discriminator on the positive set, it should write positive
+# posts nearly always without collapsing onto one adjective or one sentence. The property is known to
+# the tests (:func:`polarity_of`), never to training.
+POSITIVE = ["great", "amazing", "wonderful", "lovely", "fantastic", "brilliant"]
+NEGATIVE = ["awful", "terrible", "boring", "dreadful", "horrible", "dismal"]
+POLARITY_TEMPLATES = [
+    "{topic} is {adj} .",
+    "{topic} {when} was {adj} .",
+    "i think {topic} is {adj} .",
+    "wow , {adj} {topic} !",
+]
+
+
+def polarity_rows(side: str, rows: int, seed: int = 0) -> list[dict[str, str]]:
+    rng = random.Random(f"polarity/{side}/{seed}")
+    out = []
+    for _ in range(rows):
+        topic, place, when = rng.choice(TOPICS), rng.choice(PLACES), rng.choice(WHEN)
+        pick = side if side != "mixed" else rng.choice(["positive", "negative"])
+        adj = rng.choice(POSITIVE if pick == "positive" else NEGATIVE)
+        prompt = f"people in {place} talk about {topic} {when}"
+        out.append(
+            {"topic": prompt, "post": rng.choice(POLARITY_TEMPLATES).format(topic=topic, adj=adj, when=when)}
+        )
+    return out
+
+
+def polarity_of(text: str) -> str | None:
+    """``positive`` / ``negative`` when the text holds adjectives of only that side, else None."""
+    words = set(text.lower().split())
+    pos, neg = bool(words & set(POSITIVE)), bool(words & set(NEGATIVE))
+    return "positive" if pos and not neg else "negative" if neg and not pos else None
+
+
+SYNTHETIC = {
+    "quickstart": quickstart_rows,
+    "polarity-positive": lambda rows, seed=0: polarity_rows("positive", rows, seed),
+    "polarity-negative": lambda rows, seed=0: polarity_rows("negative", rows, seed),
+    "polarity-mixed": lambda rows, seed=0: polarity_rows("mixed", rows, seed),
+}

@@ -186,7 +186,7 @@ def run(
             ("encoder", encoder_checkpoint) if cfg.kind == "head" else ("model", classifier_checkpoint)
         )
         raise RecipeError(f"discriminator.{field}: cannot load {name!r}: {exc}") from None
-    buffer = SampleBuffer(cfg.replay_size, seed=cfg.seed)
+    buffer = SampleBuffer(cfg.replay_size, seed=cfg.seed, real_pool_size=cfg.real_pool_size)
     disc_trainer = DiscriminatorTrainer(disc, cfg)
     reward = DiscriminatorReward(disc, buffer, cfg.reward)
     prompts = [Pair(r["prompt"], r[PROMPT_TEXT], r[REAL_RESPONSE]) for r in train_ds]

@@ -1,0 +1,326 @@
+"""Held-out evaluation: ``gan-rl generate`` and ``gan-rl evaluate``.
+
+Every generator (base, SFT, GAN-trained) answers the same held-out prompts with the same sampling
+settings; its responses are compared with the real ones by metrics that no part of training sees
+(:mod:`gan_rl.metrics`). A reference row does the same for real responses of the training split, so each
+number comes with the value that "as real as the data itself" would get (two-sample accuracy ~0.5, the
+Fréchet distance of two real samples, the real data's own diversity).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gan_rl.data import format_prompt, load_raw_splits, load_source, uses_chat_format
+from gan_rl.metrics import (
+    DomainJudge,
+    TextEncoder,
+    distinct_n,
+    frechet_distance,
+    judge_shift,
+    length_stats,
+    ngram_features,
+    self_bleu,
+    two_sample_accuracy,
+    word_tokens,
+)
+from gan_rl.models import load_for_generation, resolve_checkpoint
+from gan_rl.recipe import EvaluateSettings, Recipe, RecipeError
+
+REAL_LABEL = "real"  # the reference row: real responses of the training split
+METRICS_FILE, REPORT_FILE = "metrics.json", "report.md"
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def held_out(recipe: Recipe) -> tuple[list[str], list[str], list[str]]:
+    """(test prompts, test real responses, training responses), shuffled with ``evaluate.seed``; at most
+    ``evaluate.max_samples`` test rows. The first training responses (as many as test rows) are the
+    reference row, "as real as the data"; the domain judge trains on more of them."""
+    if recipe.data.test is None:
+        raise RecipeError("data.test: evaluation needs a held-out split; add a 'test' source to 'data'.")
+    raw = load_raw_splits(recipe)
+    settings, data = recipe.evaluate, recipe.data
+    test = raw["test"].shuffle(seed=settings.seed).select(range(min(settings.max_samples, len(raw["test"]))))
+    train = raw["train"].shuffle(seed=settings.seed)
+    return list(test[data.prompt_column]), list(test[data.response_column]), list(train[data.response_column])
+
+
+@torch.no_grad()
+def sample_responses(
+    model: Any, tokenizer: Any, recipe: Recipe, prompts: list[str], settings: EvaluateSettings
+) -> list[str]:
+    """One sampled response per prompt, with the prompt formatted as in training (chat or plain)."""
+    chat = uses_chat_format(recipe.data, tokenizer)
+    device = next(model.parameters()).device
+    torch.manual_seed(settings.seed)
+    out: list[str] = []
+    for start in range(0, len(prompts), settings.batch_size):
+        texts = []
+        for prompt in prompts[start : start + settings.batch_size]:
+            formatted = format_prompt(prompt, recipe.data, chat)
+            if chat:
+                formatted = tokenizer.apply_chat_template(
+                    formatted, tokenize=False, add_generation_prompt=True
+                )
+            texts.append(formatted)
+        inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        ids = model.generate(
+            **inputs,
+            do_sample=True,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            max_new_tokens=settings.max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        out.extend(
+            t.strip()
+            for t in tokenizer.batch_decode(ids[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        )
+    return out
+
+
+def write_jsonl(path: Path, prompts: list[str], reals: list[str], generated: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for p, r, g in zip(prompts, reals, generated, strict=True):
+            f.write(json.dumps({"prompt": p, "real": r, "generated": g}) + "\n")
+    return path
+
+
+def read_jsonl(path: Path, prompts: list[str]) -> list[str]:
+    """Responses written by ``gan-rl generate``; they must answer the same held-out prompts."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    by_prompt = [r.get("prompt") for r in rows]
+    if by_prompt[: len(prompts)] != prompts:
+        raise RecipeError(
+            f"--model {path}: its prompts are not this recipe's held-out prompts (same data.test, "
+            "evaluate.max_samples and evaluate.seed are needed); generate it again."
+        )
+    return [str(r["generated"]) for r in rows[: len(prompts)]]
+
+
+def generations_for(recipe: Recipe, source: str, prompts: list[str]) -> list[str]:
+    """Responses of a generator directory (sampled now) or of a JSONL file from ``gan-rl generate``."""
+    path = Path(source)
+    if path.suffix == ".jsonl":
+        if not path.is_file():
+            raise RecipeError(f"--model: no such file: {path}")
+        return read_jsonl(path, prompts)
+    model, tokenizer = load_for_generation(path, _device(), recipe.model.trust_remote_code)
+    try:
+        return sample_responses(model, tokenizer, recipe, prompts, recipe.evaluate)
+    finally:
+        del model
+        gc.collect()
+
+
+def generate(recipe: Recipe, model_path: str, output: str | Path | None = None) -> Path:
+    """``gan-rl generate``: sample the held-out prompts with ``model_path`` into a JSONL file."""
+    prompts, reals, _ = held_out(recipe)
+    generated = generations_for(recipe, model_path, prompts)
+    output = Path(output) if output else Path(model_path) / "generations.jsonl"
+    return write_jsonl(output, prompts, reals, generated)
+
+
+def parse_models(specs: list[str]) -> dict[str, str]:
+    """``--model [LABEL=]PATH`` options as {label: path}; labels default to the directory name."""
+    models: dict[str, str] = {}
+    for spec in specs:
+        label, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        label = label or Path(path.rstrip("/")).name.removesuffix(".jsonl") or path
+        if label == REAL_LABEL or label in models:
+            raise RecipeError(f"--model {spec!r}: label {label!r} is taken; name it with LABEL=PATH.")
+        if not Path(path).exists():
+            raise RecipeError(f"--model {spec!r}: no such file or directory: {path}")
+        models[label] = path
+    if not models:
+        raise RecipeError("--model: give at least one generator to evaluate.")
+    return models
+
+
+def text_metrics(texts: list[str], seed: int) -> dict[str, Any]:
+    """Diversity and length of one set of texts (generated or real)."""
+    return {
+        "distinct_1": distinct_n(texts, 1),
+        "distinct_2": distinct_n(texts, 2),
+        "self_bleu": self_bleu(texts, seed=seed),
+        "mean_length": float(np.mean([len(word_tokens(t)) for t in texts])) if texts else 0.0,
+        "lengths": [len(word_tokens(t)) for t in texts],
+    }
+
+
+def compare(real: list[str], real_emb: np.ndarray, texts: list[str], emb: np.ndarray, settings) -> dict:
+    """How far ``texts`` sit from the real responses: two-sample tests, Fréchet distance, lengths."""
+    real_ng, gen_ng = ngram_features(real, texts)
+    lengths = length_stats(texts, real)
+    return {
+        "two_sample_acc": two_sample_accuracy(real_emb, emb, folds=settings.folds, seed=settings.seed),
+        "two_sample_acc_ngram": two_sample_accuracy(
+            real_ng, gen_ng, folds=settings.folds, seed=settings.seed
+        ),
+        "frechet": frechet_distance(real_emb, emb),
+        "length_wasserstein": lengths["wasserstein"],
+        "length_ks": lengths["ks"],
+    }
+
+
+def domain_judge(
+    recipe: Recipe, encoder: TextEncoder, target_train: list[str], target_test: list[str]
+) -> tuple[DomainJudge, dict[str, float]] | None:
+    """A judge of target side (the recipe's data) versus contrast side, trained on real training data and
+    checked on real held-out data of both sides."""
+    contrast = recipe.evaluate.contrast
+    if contrast is None:
+        return None
+    settings, data = recipe.evaluate, recipe.data
+    target_train = target_train[: 4 * settings.max_samples]
+    sides = {}
+    for name, source in (("train", contrast.train), ("test", contrast.test)):
+        if source is None:
+            continue
+        ds = load_source(source, recipe, f"evaluate.contrast.{name}")
+        if data.response_column not in ds.column_names:
+            raise RecipeError(
+                f"evaluate.contrast.{name}: column '{data.response_column}' (data.response_column) not found; "
+                f"available: {', '.join(ds.column_names)}."
+            )
+        texts = [t for t in ds.shuffle(seed=settings.seed)[data.response_column] if isinstance(t, str)]
+        sides[name] = texts[: (4 if name == "train" else 1) * settings.max_samples]
+    judge = DomainJudge(seed=settings.seed).fit(encoder.encode(target_train), encoder.encode(sides["train"]))
+    facts: dict[str, float] = {}
+    if "test" in sides:
+        target_emb, contrast_emb = encoder.encode(target_test), encoder.encode(sides["test"])
+        facts = {
+            "judge_accuracy": judge.accuracy(target_emb, contrast_emb),
+            "p_target_real": float(judge.prob_target(target_emb).mean()),
+            "p_contrast_real": float(judge.prob_target(contrast_emb).mean()),
+        }
+    return judge, facts
+
+
+def evaluate(recipe: Recipe, model_specs: list[str], out_dir: str | Path) -> dict[str, Any]:
+    """``gan-rl evaluate``: every generator on the held-out prompts; metrics.json, report.md, plots."""
+    from gan_rl.plots import plot_evaluation
+
+    settings = recipe.evaluate
+    models = parse_models(model_specs)
+    out = Path(out_dir)
+    start = time.time()
+    prompts, reals, train_all = held_out(recipe)
+    train_reals = train_all[: len(reals)]
+    encoder_name = resolve_checkpoint(settings.encoder, recipe.resolve_path, "evaluate.encoder")
+    try:
+        encoder = TextEncoder(
+            encoder_name, device=_device(), trust_remote_code=recipe.model.trust_remote_code
+        )
+    except ValueError as exc:
+        raise RecipeError(f"evaluate.encoder: {exc}") from None
+    generated = {label: generations_for(recipe, path, prompts) for label, path in models.items()}
+    for label, texts in generated.items():
+        write_jsonl(out / "generations" / f"{label}.jsonl", prompts, reals, texts)
+
+    real_emb = encoder.encode(reals)
+    judged = domain_judge(recipe, encoder, train_all[len(reals) :] or train_all, reals)
+
+    results: dict[str, dict[str, Any]] = {}
+    for label, texts in {REAL_LABEL: train_reals, **generated}.items():
+        emb = encoder.encode(texts)
+        row = {**text_metrics(texts, settings.seed), **compare(reals, real_emb, texts, emb, settings)}
+        if judged is not None:
+            judge, facts = judged
+            row["judge_prob_target"] = float(judge.prob_target(emb).mean())
+            if facts:
+                row["judge_shift"] = judge_shift(
+                    row["judge_prob_target"], facts["p_target_real"], facts["p_contrast_real"]
+                )
+        results[label] = row
+    report = {
+        "models": models,
+        "settings": asdict(settings),
+        "held_out_prompts": len(prompts),
+        "test_real": text_metrics(reals, settings.seed),
+        "judge": judged[1] if judged is not None else None,
+        "results": results,
+        "seconds": round(time.time() - start, 1),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / METRICS_FILE).write_text(json.dumps(report, indent=2, default=_json_default))
+    report["plots"] = [str(p) for p in plot_evaluation(results, out)]
+    (out / REPORT_FILE).write_text(markdown_report(report, prompts, reals, generated))
+    (out / METRICS_FILE).write_text(json.dumps(report, indent=2, default=_json_default))
+    return report
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+COLUMNS = [
+    ("two_sample_acc", "two-sample acc (emb.)", "0.5 = indistinguishable"),
+    ("two_sample_acc_ngram", "two-sample acc (n-gram)", "0.5 = indistinguishable"),
+    ("frechet", "Fréchet dist.", "lower = closer"),
+    ("distinct_1", "distinct-1", "real's value"),
+    ("distinct_2", "distinct-2", "real's value"),
+    ("self_bleu", "self-BLEU", "real's value; higher = less diverse"),
+    ("mean_length", "mean length", "words"),
+    ("length_wasserstein", "length W1", "lower = closer"),
+    ("judge_prob_target", "judge P(target)", "real target's value"),
+    ("judge_shift", "judge shift", "0 = contrast side, 1 = target side"),
+]
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def markdown_report(report: dict[str, Any], prompts: list[str], reals: list[str], generated: dict) -> str:
+    results = report["results"]
+    columns = [c for c in COLUMNS if any(c[0] in r for r in results.values())]
+    lines = [
+        "# gan-rl evaluation",
+        "",
+        f"{report['held_out_prompts']} held-out prompts, one sampled response each "
+        f"(temperature {report['settings']['temperature']}, top-p {report['settings']['top_p']}, "
+        f"at most {report['settings']['max_new_tokens']} new tokens); sentence encoder "
+        f"`{report['settings']['encoder']}`. Every metric compares with the real held-out responses. "
+        f"Row `{REAL_LABEL}`: real responses of the training split, the value a generator as real as the "
+        "data would get.",
+        "",
+        "| model | " + " | ".join(c[1] for c in columns) + " |",
+        "| --- | " + " | ".join("---:" for _ in columns) + " |",
+    ]
+    for label, row in results.items():
+        lines.append(f"| {label} | " + " | ".join(_fmt(row.get(c[0])) for c in columns) + " |")
+    lines += ["", "Reading: " + "; ".join(f"{c[1]}: {c[2]}" for c in columns) + "."]
+    if report["judge"]:
+        j = report["judge"]
+        lines += [
+            "",
+            f"Domain judge (trained on real training responses of both sides): held-out accuracy "
+            f"{j['judge_accuracy']:.3f}; mean P(target) of real target posts {j['p_target_real']:.3f}, of "
+            f"real contrast posts {j['p_contrast_real']:.3f}.",
+        ]
+    for plot in report.get("plots", []):
+        lines += ["", f"![{Path(plot).stem}]({Path(plot).name})"]
+    lines += ["", "## Samples", ""]
+    for i in range(min(5, len(prompts))):
+        lines += [f"**prompt** {prompts[i]}", "", f"- real: {reals[i]}"]
+        lines += [f"- {label}: {texts[i]}" for label, texts in generated.items()]
+        lines.append("")
+    return "\n".join(lines) + "\n"

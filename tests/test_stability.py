@@ -1,0 +1,157 @@
+"""The controls that keep the adversarial game balanced: each one changes what the loop does."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from gan_rl.adversary import DiscriminatorTrainer, SampleBuffer
+from gan_rl.callback import DiscriminatorCallback
+from gan_rl.discriminator_config import DiscriminatorConfig
+from gan_rl.recipe import RecipeError, parse_recipe
+from gan_rl.reward import DiscriminatorReward
+from gan_rl.sft import RealResponseLoss
+
+from .test_discriminator import FAKE, REAL, generator, make_head  # noqa: F401 - fixture
+
+
+def weights(disc) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in disc.state_dict().items()}
+
+
+def changed(before, disc) -> bool:
+    return any(not torch.equal(before[k], v) for k, v in disc.state_dict().items())
+
+
+def fill(buffer, disc, n=16, offset=0):
+    gen, real = FAKE[offset : offset + n], REAL[offset : offset + n]
+    buffer.add(disc.featurize(gen), disc.featurize(real, cache=True), gen, real)
+
+
+# -- the "discriminator too strong" guard -----------------------------------------------------------
+
+
+def test_guard_skips_rounds_while_the_discriminator_wins(generator):  # noqa: F811
+    disc = make_head(generator, max_accuracy=0.8)
+    trainer, buffer = DiscriminatorTrainer(disc, disc.config), SampleBuffer()
+    fill(buffer, disc)
+    first = trainer.train_round(buffer, updates=60)  # starts near chance: trains, and learns to win
+    assert not first.skipped and first.updates == 60 and trainer.skipped_rounds == 0
+    before = weights(disc)
+    fill(buffer, disc, offset=16)
+    second = trainer.train_round(buffer, updates=5)
+    assert second.skipped and second.updates == 0 and second.accuracy > 0.8
+    assert trainer.skipped_rounds == 1 and not changed(before, disc)
+    assert buffer.fresh_generated == []  # the skipped samples were consumed all the same
+    assert second.as_logs()["disc/skipped"] == 1.0
+
+
+def test_guard_off_trains_every_round(generator):  # noqa: F811
+    disc = make_head(generator, max_accuracy=1.0)
+    trainer, buffer = DiscriminatorTrainer(disc, disc.config), SampleBuffer()
+    for offset in (0, 16):
+        fill(buffer, disc, offset=offset)
+        before = weights(disc)
+        stats = trainer.train_round(buffer, updates=60)
+        assert not stats.skipped and changed(before, disc)
+
+
+def test_guard_threshold_is_validated():
+    with pytest.raises(ValueError, match="max_accuracy"):
+        DiscriminatorConfig(max_accuracy=0.4).validate()
+
+
+# -- real pool -------------------------------------------------------------------------------------
+
+
+def test_real_pool_keeps_distinct_real_pairs_for_later_rounds(generator):  # noqa: F811
+    disc = make_head(generator)
+    buffer = SampleBuffer(real_pool_size=20)
+    for offset in (0, 8, 0, 16):  # the third batch repeats the first: no duplicates enter
+        fill(buffer, disc, n=8, offset=offset)
+        buffer.take_fresh()
+    assert len(buffer.real_pool) == 20
+    assert len({p.key for p in buffer.real_pool_pairs}) == 20
+    # A round draws its real half from the pool, not only from this step's 2 real responses.
+    fill(buffer, disc, n=2, offset=40)
+    generated, real = buffer.take_fresh()
+    assert len(real) == 2 and len(buffer.real_for_round(real)) == 20
+
+
+def test_real_pool_travels_with_the_checkpoint(generator):  # noqa: F811
+    disc = make_head(generator)
+    buffer = SampleBuffer(real_pool_size=8)
+    fill(buffer, disc, n=12)
+    buffer.take_fresh()
+    restored = SampleBuffer(real_pool_size=8)
+    restored.load_state(json.loads(json.dumps(buffer.state())), disc.featurize)
+    assert restored.real_pool_pairs == buffer.real_pool_pairs
+    assert all(
+        torch.equal(a["hidden"], b["hidden"])
+        for a, b in zip(restored.real_pool, buffer.real_pool, strict=True)
+    )
+
+
+def test_without_a_pool_rounds_use_the_step_s_own_real_samples(generator):  # noqa: F811
+    disc = make_head(generator)
+    buffer = SampleBuffer(real_pool_size=0)
+    fill(buffer, disc, n=4)
+    _, real = buffer.take_fresh()
+    assert buffer.real_pool == [] and buffer.real_for_round(real) is real
+
+
+# -- update ratio ----------------------------------------------------------------------------------
+
+
+def test_update_every_spaces_the_rounds(generator):  # noqa: F811
+    disc = make_head(generator, update_every=3, max_accuracy=1.0)
+    trainer, buffer = DiscriminatorTrainer(disc, disc.config), SampleBuffer()
+    callback = DiscriminatorCallback(trainer, buffer, DiscriminatorReward(disc, buffer, disc.config.reward))
+    args = type("A", (), {"output_dir": "unused"})()
+    for step in range(1, 7):
+        fill(buffer, disc, n=4, offset=4 * step)
+        state = type("S", (), {"global_step": step})()
+        callback.on_step_end(args, state, None)
+    assert trainer.rounds == 2  # after policy steps 3 and 6 only
+
+
+# -- SFT loss term ---------------------------------------------------------------------------------
+
+
+def test_real_response_loss_scores_only_response_tokens(generator):  # noqa: F811
+    model, tok = generator
+    term = RealResponseLoss(tok, REAL[:8], coef=1.0, batch_size=4, seed=0)
+    batch = term.batch(torch.device("cpu"))
+    for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"], strict=True):
+        scored = labels != -100
+        assert scored.any() and (ids[scored] == labels[scored]).all()
+        assert not scored[: int(mask.sum())][0]  # the prompt's first token is never scored
+        assert labels[scored][-1] == tok.eos_token_id  # the response ends with end-of-sequence
+        assert (labels[mask == 0] == -100).all()
+
+
+def test_real_response_loss_trains_toward_the_real_responses(generator):  # noqa: F811
+    import copy
+
+    model, tok = generator
+    model = copy.deepcopy(model).train()
+    term = RealResponseLoss(tok, REAL[:4], coef=1.0, batch_size=8, seed=0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(15):
+        loss = term.loss(model)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_sft_loss_settings_are_validated(tmp_path):
+    base = {"model": {"name_or_path": "org/model"}, "data": {"train": "x.jsonl"}}
+    with pytest.raises(RecipeError, match=r"sft_loss\.coef"):
+        parse_recipe({**base, "sft_loss": {"coef": -1}}, tmp_path)
+    with pytest.raises(RecipeError, match=r"sft_loss: unknown key 'cof'.*Did you mean 'coef'"):
+        parse_recipe({**base, "sft_loss": {"cof": 0.1}}, tmp_path)

@@ -1,0 +1,147 @@
+"""Evidence that the adversarial loop moves a generator toward the real data (a controlled task).
+
+The task (``gan_rl.synthetic``, ``polarity-*``): topic -> short post with one adjective. The starting
+generator is a tiny model fine-tuned on *mixed* posts (positive and negative adjectives, half and half),
+so it writes a positive post at chance level. The adversarial run sees only *positive* real posts. The
+property "the post is positive" is known to this test (``polarity_of``), never to training: the
+discriminator has to discover it, and the policy has to follow it. No SFT loss term is used, so the
+movement comes from the discriminator's reward alone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from gan_rl.cli import main
+from gan_rl.metrics import distinct_n
+from gan_rl.synthetic import POSITIVE, polarity_of
+
+pytestmark = pytest.mark.slow
+
+TARGET = 0.8  # fraction of positive posts the trained generator must reach
+DIVERSITY_FLOOR = 0.6  # distinct-2 at least this share of the real posts' own (~0.2 on 128 posts)
+MIN_ADJECTIVES = 4  # of the 6 positive adjectives, in 128 samples: no collapse onto one word
+
+TINY = {
+    "model_type": "llama",
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "max_position_embeddings": 64,
+}
+DATA = {"prompt_column": "topic", "response_column": "post"}
+EVALUATE = {"max_samples": 128, "max_new_tokens": 12, "seed": 0}
+
+
+def cli(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def write(path: Path, recipe: dict) -> Path:
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def sampled(recipe: Path, model: Path, out: Path) -> list[str]:
+    cli("generate", str(recipe), "--model", str(model), "--output", str(out))
+    return [json.loads(line)["generated"] for line in out.read_text().splitlines()]
+
+
+def positive_fraction(texts: list[str]) -> float:
+    return sum(polarity_of(t) == "positive" for t in texts) / len(texts)
+
+
+@pytest.fixture(scope="module")
+def mixed_base(tmp_path_factory) -> Path:
+    """A tiny generator fine-tuned (``gan-rl sft``) on mixed positive/negative posts."""
+    work = tmp_path_factory.mktemp("controlled")
+    recipe = {
+        "model": {"init_config": TINY, "word_tokenizer_from_data": True, "gradient_checkpointing": False},
+        "data": {
+            "train": {"synthetic": "polarity-mixed", "rows": 1024, "seed": 0},
+            "test": {"synthetic": "polarity-mixed", "rows": 64, "seed": 1},
+            **DATA,
+        },
+        "trainer": {"output_dir": str(work / "unused"), "bf16": False, "report_to": "none", "seed": 0},
+        "sft": {
+            "output_dir": str(work / "base"),
+            "max_steps": 200,
+            "learning_rate": 3e-3,
+            "lr_scheduler_type": "constant",
+            "per_device_train_batch_size": 32,
+            "logging_steps": 50,
+            "save_strategy": "no",
+        },
+    }
+    cli("sft", str(write(work / "base.yaml", recipe)))
+    return work / "base"
+
+
+def gan_recipe(base: Path, out: Path) -> dict:
+    return {
+        "model": {"name_or_path": str(base), "gradient_checkpointing": False},
+        "data": {
+            "train": {"synthetic": "polarity-positive", "rows": 512, "seed": 0},
+            "test": {"synthetic": "polarity-positive", "rows": 128, "seed": 7},
+            **DATA,
+        },
+        "discriminator": {
+            "kind": "head",
+            "encoder_layer": 0,
+            "d_model": 64,
+            "num_layers": 1,
+            "num_heads": 4,
+            "max_length": 48,
+            "learning_rate": 1e-3,
+            "batch_size": 64,
+            "updates_per_round": 2,
+            "replay_size": 256,
+            "reward": {"form": "logit", "clip": [-5.0, 5.0]},
+        },
+        "evaluate": EVALUATE,
+        "trainer": {
+            "output_dir": str(out),
+            "max_steps": 300,
+            "learning_rate": 3e-4,
+            "per_device_train_batch_size": 32,
+            "num_generations": 8,
+            "max_completion_length": 12,
+            "beta": 0.0,
+            "logging_steps": 25,
+            "save_strategy": "no",
+            "bf16": False,
+            "report_to": "none",
+            "seed": 0,
+        },
+    }
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "reinforce"])
+def test_adversarial_training_moves_the_generator_to_the_real_property(algorithm, mixed_base, tmp_path):
+    recipe = write(tmp_path / "gan.yaml", gan_recipe(mixed_base, tmp_path / algorithm))
+    before = sampled(recipe, mixed_base, tmp_path / "before.jsonl")
+    assert 0.3 <= positive_fraction(before) <= 0.7  # the starting generator: chance level
+
+    cli(algorithm, str(recipe), "--samples", "0")
+    after = sampled(recipe, tmp_path / algorithm, tmp_path / "after.jsonl")
+    fraction = positive_fraction(after)
+    adjectives = {w for t in after for w in t.split() if w in POSITIVE}
+    real = [json.loads(line)["real"] for line in (tmp_path / "after.jsonl").read_text().splitlines()]
+    print(f"{algorithm}: positive {positive_fraction(before):.2f} -> {fraction:.2f}, "
+          f"distinct-2 {distinct_n(after, 2):.3f} (real {distinct_n(real, 2):.3f}), adjectives {len(adjectives)}")  # fmt: skip
+    assert fraction >= TARGET
+    assert distinct_n(after, 2) >= DIVERSITY_FLOOR * distinct_n(real, 2)
+    assert len(adjectives) >= MIN_ADJECTIVES
+    # The discriminator did the work: it kept training between policy updates (the guard may skip some).
+    summary = json.loads((tmp_path / algorithm / "run_summary.json").read_text())
+    assert summary["disc_rounds"] + summary["disc_skipped_rounds"] >= 300
+    assert summary["disc_rounds"] >= 100

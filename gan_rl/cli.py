@@ -257,17 +257,26 @@ def _print_evaluation(report: dict) -> None:
 @main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
-@click.option("--algorithm", type=click.Choice(["ppo", "reinforce"]), default="ppo", show_default=True)
+@click.option("--algorithm", type=click.Choice(["ppo", "reinforce", "sft"]), default="ppo", show_default=True)
 def check(recipe: str, overrides: tuple[str, ...], algorithm: str) -> None:
     """Validate RECIPE (sections, TRL config, data files and columns) without loading a model."""
     try:
         parsed = load_recipe(recipe, list(overrides))
         _quiet_libraries()
-        from gan_rl.data import load_raw_splits
-        from gan_rl.recipe import build_trainer_config
+        from gan_rl.data import load_raw_splits, load_source
+        from gan_rl.recipe import build_sft_config, build_trainer_config
 
-        build_trainer_config(parsed, algorithm, remove_unused_columns=False)
+        if algorithm != "sft":
+            build_trainer_config(parsed, algorithm, remove_unused_columns=False)
+        if algorithm == "sft" or parsed.sft or parsed.model.warm_start == "sft":
+            build_sft_config(parsed)
         splits = load_raw_splits(parsed)
+        contrast = parsed.evaluate.contrast
+        if contrast is not None:
+            for name in ("train", "test"):
+                source = getattr(contrast, name)
+                if source is not None:
+                    splits[f"contrast {name}"] = load_source(source, parsed, f"evaluate.contrast.{name}")
     except RecipeError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import time
 from collections import Counter
@@ -44,6 +43,7 @@ from gan_rl.discriminator import (
     check_encoder_layer,
     load_checkpoint_encoder,
 )
+from gan_rl.metrics import word_tokens
 from gan_rl.models import (
     generator_checkpoint,
     load_generator,
@@ -63,8 +63,6 @@ from gan_rl.reward import DiscriminatorReward
 from gan_rl.sft import RealResponseLoss, trainer_class, warm_start
 
 logger = logging.getLogger(__name__)
-
-WORD = re.compile(r"\w+|[^\w\s]")
 
 
 @dataclass
@@ -99,8 +97,8 @@ def word_distance(generated: list[str], real: list[str]) -> float:
     0 means the same word frequencies, 1 no word in common. Crude, but independent of the discriminator
     and of training, so it shows whether samples moved toward the real data.
     """
-    g = Counter(w for t in generated for w in WORD.findall(t.lower()))
-    r = Counter(w for t in real for w in WORD.findall(t.lower()))
+    g = Counter(w for t in generated for w in word_tokens(t))
+    r = Counter(w for t in real for w in word_tokens(t))
     ng, nr = sum(g.values()), sum(r.values())
     if ng == 0 or nr == 0:
         return 1.0

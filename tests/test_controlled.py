@@ -115,7 +115,7 @@ def gan_recipe(base: Path, out: Path) -> dict:
             "per_device_train_batch_size": 32,
             "num_generations": 8,
             "max_completion_length": 12,
-            "beta": 0.0,
+            "beta": 0.02,  # a little KL to the starting generator keeps the posts varied
             "logging_steps": 25,
             "save_strategy": "no",
             "bf16": False,

@@ -265,6 +265,7 @@ def test_twon_recipe_runs_with_a_tiny_chat_model_in_place_of_qwen(tmp_path, tiny
         "data.max_test_samples": "4",
         "discriminator.warmup_samples": "8",
         "discriminator.warmup_updates": "2",
+        "discriminator.encoder_layer": "1",  # the tiny model has 2 layers, Qwen2.5-0.5B 24
         "trainer.max_steps": "2",
         "trainer.per_device_train_batch_size": "8",
         "trainer.num_generations": "4",

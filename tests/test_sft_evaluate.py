@@ -66,11 +66,13 @@ def test_warm_start_runs_sft_once_then_trains_from_it(tmp_path, recipe_factory):
     assert (sft_dir / "run_summary.json").stat().st_mtime_ns == stamp  # reused, not run again
 
 
-def test_sft_loss_term_is_logged_and_curves_are_plotted(tmp_path, recipe_factory):
-    cli("ppo", str(recipe_factory(sft_loss={"coef": 0.5, "batch_size": 4})), "--samples", "0")
+def test_sft_loss_term_and_kl_are_logged_and_curves_are_plotted(tmp_path, recipe_factory):
+    path = recipe_factory(sft_loss={"coef": 0.5, "batch_size": 4}, trainer={"beta": 0.1})
+    cli("ppo", str(path), "--samples", "0")
     state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
     sft_losses = [h["sft/loss"] for h in state["log_history"] if "sft/loss" in h]
     assert sft_losses and all(v > 0 for v in sft_losses)
+    assert any("kl" in h for h in state["log_history"])  # beta > 0: TRL's KL to the reference
     assert (tmp_path / "out" / "training_curves.png").is_file()
 
 

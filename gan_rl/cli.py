@@ -12,6 +12,17 @@ import click
 
 from gan_rl.recipe import RecipeError, load_recipe
 
+RESUME_OPTION = click.option(
+    "--resume",
+    is_flag=False,
+    flag_value="latest",
+    default=None,
+    metavar="[CHECKPOINT]",
+    help="Resume from the latest checkpoint in the output directory, or from CHECKPOINT.",
+)
+OVERWRITE_OPTION = click.option(
+    "--overwrite", is_flag=True, help="Delete an earlier run in the output directory first."
+)
 SET_HELP = "Override a recipe field, e.g. --set trainer.max_steps=10 (repeatable; the value is read as YAML)."
 
 
@@ -100,15 +111,8 @@ def _train_command(algorithm: str, doc: str):
     @click.argument("recipe", type=click.Path(dir_okay=False))
     @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
     @click.option("--output-dir", default=None, help="Shortcut for --set trainer.output_dir=DIR.")
-    @click.option(
-        "--resume",
-        is_flag=False,
-        flag_value="latest",
-        default=None,
-        metavar="[CHECKPOINT]",
-        help="Resume from the latest checkpoint in the output directory, or from CHECKPOINT.",
-    )
-    @click.option("--overwrite", is_flag=True, help="Delete an earlier run in the output directory first.")
+    @RESUME_OPTION
+    @OVERWRITE_OPTION
     @click.option(
         "--samples",
         default=16,
@@ -147,15 +151,8 @@ main.add_command(
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 @click.option("--output-dir", default=None, help="Shortcut for --set sft.output_dir=DIR.")
-@click.option(
-    "--resume",
-    is_flag=False,
-    flag_value="latest",
-    default=None,
-    metavar="[CHECKPOINT]",
-    help="Resume from the latest checkpoint in the output directory, or from CHECKPOINT.",
-)
-@click.option("--overwrite", is_flag=True, help="Delete an earlier run in the output directory first.")
+@RESUME_OPTION
+@OVERWRITE_OPTION
 def sft(recipe: str, overrides: tuple[str, ...], output_dir: str | None, resume, overwrite: bool) -> None:
     """Supervised fine-tuning on the real responses (TRL SFTTrainer): the baseline, and the warm start
     of 'model.warm_start: sft'. Writes to sft.output_dir (default: trainer.output_dir + '-sft')."""

@@ -541,11 +541,16 @@ def build_trainer_config(recipe: Recipe, algorithm: str, **forced: Any) -> Any:
             )
         kwargs["gradient_checkpointing"] = recipe.model.gradient_checkpointing
     kwargs.update(forced)
+    return _instantiate(cls, kwargs, "trainer")
+
+
+def _instantiate(cls: type, kwargs: dict[str, Any], section: str) -> Any:
+    """Build a TRL config, turning TRL's own validation errors into a RecipeError naming the section."""
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:
-        hint = " (on a machine without a GPU set trainer.bf16: false)" if "bf16" in str(exc) else ""
-        raise RecipeError(f"trainer: {cls.__name__} rejected the settings: {exc}{hint}") from None
+        hint = f" (on a machine without a GPU set {section}.bf16: false)" if "bf16" in str(exc) else ""
+        raise RecipeError(f"{section}: {cls.__name__} rejected the settings: {exc}{hint}") from None
 
 
 def _coerce_trl(value: Any, tp: Any, where: str) -> Any:
@@ -587,8 +592,4 @@ def build_sft_config(recipe: Recipe, **forced: Any) -> Any:
     if recipe.model.gradient_checkpointing is not None:
         kwargs["gradient_checkpointing"] = recipe.model.gradient_checkpointing
     kwargs.update(forced)
-    try:
-        return SFTConfig(**kwargs)
-    except (ValueError, TypeError) as exc:
-        hint = " (on a machine without a GPU set bf16: false)" if "bf16" in str(exc) else ""
-        raise RecipeError(f"sft: SFTConfig rejected the settings: {exc}{hint}") from None
+    return _instantiate(SFTConfig, kwargs, "sft")

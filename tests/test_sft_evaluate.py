@@ -139,3 +139,16 @@ def test_evaluate_errors_name_the_problem(tmp_path, recipe_factory, tiny_model_d
     )
     output = cli("evaluate", str(ok), "--model", str(tmp_path / "other.jsonl"), code=2)
     assert "not this recipe's held-out prompts" in output
+
+
+def test_sft_resumes_an_interrupted_run_and_warm_start_finishes_it(tmp_path, recipe_factory):
+    sft = {**SFT, "max_steps": 4, "save_strategy": "steps", "save_steps": 4}
+    path = recipe_factory(sft=sft, model={"warm_start": "sft"})
+    cli("sft", str(path))
+    out = tmp_path / "out-sft"
+    (out / "run_summary.json").unlink()  # as if killed after its checkpoint
+    assert "--resume" in cli("sft", str(path), code=2)
+    # The warm start resumes the unfinished SFT run (to its new max_steps) before training adversarially.
+    cli("ppo", str(path), "--samples", "0", "--set", "sft.max_steps=6")
+    assert json.loads((out / "run_summary.json").read_text())["steps"] == 6
+    assert (tmp_path / "out" / "run_summary.json").is_file()

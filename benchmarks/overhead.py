@@ -1,10 +1,11 @@
 """Step-time overhead of the adversary, measured side by side in one process.
 
-Four runs on the same tiny generator, data, batch and TRL GRPOConfig:
+Five runs on the same tiny generator, data, batch and TRL GRPOConfig:
 
 * ``constant`` — plain TRL GRPOTrainer with a constant reward function (no adversary at all);
 * ``head``     — ``gan-rl ppo`` with the ``head`` discriminator (frozen generator encoder + small head),
-  reading the last layer (the default) and, as a fourth run, the middle layer (``encoder_layer``);
+  reading the last layer (the default), the middle layer and the embeddings (``encoder_layer`` -1,
+  layers // 2, 0);
 * ``classifier`` — ``gan-rl ppo`` with a ``classifier`` discriminator of the generator's own size
   (a sequence-classification copy of the generator, fully trained).
 
@@ -234,6 +235,9 @@ def main() -> None:
             "head (middle layer)": lambda: run_gan(
                 model_dir, tmp / "head-mid", args, encoder_layer=args.layers // 2
             ),
+            # Reading the embeddings (layer 0): no frozen transformer layer runs at all; what the
+            # controlled test and the tiny-model recipes use.
+            "head (embeddings)": lambda: run_gan(model_dir, tmp / "head-emb", args, encoder_layer=0),
             "classifier": lambda: run_gan(
                 model_dir, tmp / "classifier", args, kind="classifier", model="generator", learning_rate=1e-5
             ),

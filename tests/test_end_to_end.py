@@ -202,6 +202,8 @@ def test_two_processes_keep_identical_discriminators(tmp_path, tiny_model_dir):
             "save_steps": 2,
         },
         discriminator={"replay_size": 8},
+        # The SFT term's extra forward pass must also work under DDP (gradients averaged with the policy's).
+        sft_loss={"coef": 0.1, "batch_size": 2},
     )
     path = write_recipe(tmp_path / "r.yaml", recipe)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -232,6 +234,8 @@ def test_two_processes_keep_identical_discriminators(tmp_path, tiny_model_dir):
     assert summary["fingerprints"][0] == summary["fingerprints"][1]
     assert summary["disc_rounds"] >= 3
     assert proc.stdout.count("finished") == 1  # only the main process reports
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert any("sft/loss" in h for h in history)
     # Each process's buffer travels with the checkpoint (written by the main process).
     checkpoint = out / "checkpoint-2" / "discriminator"
     assert sorted(p.name for p in checkpoint.glob("buffer.rank*.json")) == [

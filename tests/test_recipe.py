@@ -253,6 +253,21 @@ def test_shipped_recipes_parse():
         ("data", {"prompt_template": "Write a post.\n"}, "does not contain '{prompt}'"),
         ("data", {"max_train_samples": 0}, "data.max_train_samples: expected a positive number"),
         ("model", {"word_tokenizer_from_data": True}, "model.word_tokenizer_from_data: only for a model"),
+        (
+            "model",
+            {"warm_start": "rlhf"},
+            "model.warm_start: 'rlhf' is not a valid choice; valid: 'none', 'sft'",
+        ),
+        ("discriminator", {"max_accuracy": 0.5}, "discriminator.max_accuracy: expected in (0.5, 1]"),
+        ("discriminator", {"real_pool_size": -1}, "discriminator.real_pool_size: expected 0 or more"),
+        ("sft_loss", {"batch_size": 0}, "sft_loss.batch_size: expected a positive number"),
+        ("evaluate", {"folds": 1}, "evaluate.folds: expected at least 2"),
+        ("evaluate", {"encoderr": "x"}, "evaluate: unknown key 'encoderr'. Did you mean 'encoder'?"),
+        (
+            "evaluate",
+            {"contrast": {"train": {"path": "a.csv", "hub": "b"}}},
+            "evaluate.contrast.train: give exactly one",
+        ),
     ],
 )
 def test_section_checks_name_the_field(section, fields, expected):
@@ -288,3 +303,13 @@ def test_yaml_no_is_a_string_and_true_false_are_booleans(tmp_path):
     assert recipe.discriminator.lstm is True
     with pytest.raises(RecipeError, match="discriminator.lstm: expected true or false, got 'yes'"):
         load_recipe(path, ["discriminator.lstm=yes"])
+
+
+def test_cli_check_validates_sft_and_contrast_sections(tmp_path, recipe_factory):
+    code, out = run_cli("check", str(recipe_factory(sft={"learning_rat": 1e-4})), "--algorithm", "sft")
+    assert code == 2 and "sft: unknown key 'learning_rat'" in out and "learning_rate" in out
+    missing = recipe_factory(name="c.yaml", evaluate={"contrast": {"train": "left.parquet"}})
+    code, out = run_cli("check", str(missing))
+    assert code == 2 and "evaluate.contrast.train.path: file not found" in out
+    code, out = run_cli("check", str(recipe_factory(name="ok.yaml")), "--algorithm", "sft")
+    assert code == 0 and "valid for sft" in out

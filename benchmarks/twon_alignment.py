@@ -16,8 +16,8 @@ directory outside the repository:
    n-grams), Fréchet distance, diversity, length, and the left/right domain judge (trained on left.train
    vs right.train, applied to generations for right.test prompts).
 
-    python benchmarks/twon_alignment.py                 # about 20-25 minutes on 2 CPU cores
-    python benchmarks/twon_alignment.py --quick         # a few minutes: pipeline check, tiny budgets
+    python benchmarks/twon_alignment.py                 # about 18 minutes on 2 (busy) CPU cores
+    python benchmarks/twon_alignment.py --quick         # about 7 minutes: pipeline check, tiny budgets
     python benchmarks/twon_alignment.py --steps 400 --sft-loss-coef 0.2
 
 The data (``../shared/data/twon`` beside the checkout, or ``--data-dir``) is read by path, never copied
@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--base-epochs", type=float, default=2.0)
     # right
     p.add_argument("--right-rows", type=int, default=4000, help="TWON right train subsample")
-    p.add_argument("--steps", type=int, default=150, help="optimizer steps of sft, ppo and reinforce")
+    p.add_argument("--steps", type=int, default=100, help="optimizer steps of sft, ppo and reinforce")
     p.add_argument("--batch", type=int, default=32, help="completions per step (ppo/reinforce), pairs (sft)")
     p.add_argument("--generations", type=int, default=8, help="completions per prompt")
     p.add_argument("--max-len", type=int, default=48, help="max completion tokens (training and evaluation)")
@@ -227,6 +227,7 @@ def gan_rl(*cli: str, log: Path) -> float:
         assert proc.stdout is not None
         for line in proc.stdout:
             fh.write(line)
+            fh.flush()
             if not line.startswith(("{", " ")) or "loss" in line:
                 sys.stdout.write(line)
         code = proc.wait()

@@ -19,6 +19,7 @@ directory outside the repository:
     python benchmarks/twon_alignment.py                 # about 18 minutes on 2 (busy) CPU cores
     python benchmarks/twon_alignment.py --quick         # about 7 minutes: pipeline check, tiny budgets
     python benchmarks/twon_alignment.py --steps 400 --sft-loss-coef 0.2
+    python benchmarks/twon_alignment.py --refine        # + sft for 2x the steps vs sft then ppo
 
 The data (``../shared/data/twon`` beside the checkout, or ``--data-dir``) is read by path, never copied
 into the repository; without it the script says so and exits with status 0 (skipped).
@@ -67,6 +68,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--beta", type=float, default=0.04, help="KL weight to the reference (base)")
     p.add_argument("--disc-lr", type=float, default=1e-3)
     p.add_argument("--sft-loss-coef", type=float, default=0.0, help="> 0: also run ppo+sft_loss")
+    p.add_argument(
+        "--refine",
+        action="store_true",
+        help="also compare, at equal budgets again, SFT for twice the steps ('sft-2x') with SFT followed by "
+        "ppo from the SFT model ('sft+ppo': KL to the SFT model, the head reading it)",
+    )
     p.add_argument("--eval-samples", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -284,6 +291,12 @@ def main(argv: list[str] | None = None) -> int:
             f"sft_loss.batch_size={args.batch // args.generations}",
         )
         models.append("ppo+sft_loss")
+    if args.refine:
+        train("sft-2x", "sft", str(right_recipe), "--output-dir", str(work / "sft-2x"),
+              "--set", f"sft.max_steps={2 * args.steps}")  # fmt: skip
+        train("sft+ppo", "ppo", str(right_recipe), "--output-dir", str(work / "sft+ppo"),
+              "--set", f"model.name_or_path={work / 'sft'}")  # fmt: skip
+        models += ["sft-2x", "sft+ppo"]
     eval_dir = work / "eval"
     times["evaluate"] = gan_rl(
         "evaluate",

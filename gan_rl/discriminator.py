@@ -91,11 +91,12 @@ class FrozenEncoder:
             model = model.get_base_model()
         return getattr(model, "base_model", model)  # skip the LM head: only hidden states are needed
 
-    def _stop_after(self, backbone: nn.Module) -> nn.Module | None:
-        """The decoder layer whose output is hidden state ``layer``, to stop the forward there.
+    def _stop_hook(self, backbone: nn.Module) -> Any:
+        """A hook that ends the forward as soon as hidden state ``layer`` exists (None: run it all).
 
         ``hidden_states`` holds the embeddings and then one entry per layer (n + 1 in all), the last one
-        after the final norm; so entry k (k in 1..n-1) is the raw output of decoder layer k - 1.
+        after the final norm; so entry k (k in 1..n-1) is the raw output of decoder layer k - 1, and entry
+        0 (the embeddings) is the input of decoder layer 0: reading it runs no layer at all.
         """
         if self.layer == -1:
             return None
@@ -103,7 +104,10 @@ class FrozenEncoder:
         for module in backbone.modules():
             if isinstance(module, nn.ModuleList) and len(module) == n_layers:
                 index = self.layer if self.layer >= 0 else n_layers + 1 + self.layer
-                return module[index - 1] if 0 < index < n_layers else None
+                if index == 0:
+                    return module[0].register_forward_pre_hook(_stop_before, with_kwargs=True)
+                if index < n_layers:
+                    return module[index - 1].register_forward_hook(_stop_forward)
         return None
 
     @torch.no_grad()
@@ -115,8 +119,7 @@ class FrozenEncoder:
         adapters_off = self.model.disable_adapter() if self.disable_adapters else contextlib.nullcontext()
         backbone = self._backbone()
         # An intermediate layer needs no later layers: stop the forward once it is computed.
-        stop_at = self._stop_after(backbone)
-        handle = stop_at.register_forward_hook(_stop_forward) if stop_at is not None else None
+        handle = self._stop_hook(backbone)
         try:
             with adapters_off:
                 out = backbone(
@@ -151,6 +154,10 @@ class _StopForward(Exception):
 
 def _stop_forward(module: nn.Module, inputs: Any, output: Any) -> None:
     raise _StopForward(output[0] if isinstance(output, tuple) else output)
+
+
+def _stop_before(module: nn.Module, args: tuple, kwargs: dict) -> None:
+    raise _StopForward(args[0] if args else kwargs["hidden_states"])
 
 
 # --------------------------------------------------------------------------------------------------

@@ -253,10 +253,11 @@ class DiscriminatorTrainer:
             offset += n
 
     @torch.no_grad()
-    def evaluate(self, real: list[Any], generated: list[Any], batch_size: int = 256) -> RoundStats:
+    def evaluate(self, real: list[Any], generated: list[Any]) -> RoundStats:
         """Loss and accuracies on the given samples without training (eval mode, no dropout), averaged
         over every process's samples; a collective."""
         disc = self.discriminator
+        batch_size = self.config.batch_size  # a classifier's forward is an LLM's: no bigger than training
         was_training = disc.training
         disc.eval()
         totals = torch.zeros(5, dtype=torch.float64)  # loss sum, correct real, n real, correct gen, n gen
@@ -316,7 +317,8 @@ class DiscriminatorTrainer:
         replay = list(buffer.replay)  # past generations only: not this round's fresh ones
         generated, real = buffer.take_fresh()
         if self.config.max_accuracy < 1.0:
-            # The guard: judged on samples it has not trained on yet, is the discriminator already winning?
+            # The guard: is the discriminator already winning on this step's samples (generated ones it has
+            # not trained on; real ones it may have met before, the real pool being reused)?
             before = self.evaluate(real, generated)
             if before.accuracy > self.config.max_accuracy:
                 self.skipped_rounds += 1

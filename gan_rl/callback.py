@@ -21,6 +21,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from gan_rl.adversary import DiscriminatorTrainer, SampleBuffer, gather_to_main, rank, world_size
+from gan_rl.data import tokenize_prompts
 from gan_rl.discriminator import Pair
 from gan_rl.recipe import RecipeError
 from gan_rl.reward import DiscriminatorReward
@@ -158,17 +159,8 @@ class DiscriminatorCallback(TrainerCallback):
         try:
             for start in range(0, len(pairs), batch_size):
                 chunk = pairs[start : start + batch_size]
-                texts = [
-                    tokenizer.apply_chat_template(
-                        p.prompt, tokenize=False, add_generation_prompt=True, **self.chat_template_kwargs
-                    )
-                    if isinstance(p.prompt, list)
-                    else p.prompt
-                    for p in chunk
-                ]
-                inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
-                    device
-                )
+                prompts = [p.prompt for p in chunk]
+                inputs = tokenize_prompts(tokenizer, prompts, self.chat_template_kwargs).to(device)
                 settings = {
                     "do_sample": True,
                     "pad_token_id": tokenizer.pad_token_id,

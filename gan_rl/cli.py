@@ -169,7 +169,8 @@ def sft(recipe: str, overrides: tuple[str, ...], output_dir: str | None, resume,
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     if PartialState().is_main_process:
-        losses = f"{summary.train_loss_first:.3f} -> {summary.train_loss_last:.3f}" if summary.steps else "-"
+        first, last = summary.train_loss_first, summary.train_loss_last
+        losses = f"{first:.3f} -> {last:.3f}" if first is not None and last is not None else "-"
         click.echo(
             f"gan-rl sft: finished {summary.steps} steps in {summary.seconds:.1f} s; train loss {losses}"
         )
@@ -260,7 +261,8 @@ def check(recipe: str, overrides: tuple[str, ...], algorithm: str) -> None:
     try:
         parsed = load_recipe(recipe, list(overrides))
         _quiet_libraries()
-        from gan_rl.data import load_raw_splits, load_source
+        from gan_rl.data import load_raw_splits
+        from gan_rl.evaluate import load_contrast
         from gan_rl.recipe import build_sft_config, build_trainer_config
 
         if algorithm != "sft":
@@ -273,7 +275,7 @@ def check(recipe: str, overrides: tuple[str, ...], algorithm: str) -> None:
             for name in ("train", "test"):
                 source = getattr(contrast, name)
                 if source is not None:
-                    splits[f"contrast {name}"] = load_source(source, parsed, f"evaluate.contrast.{name}")
+                    splits[f"contrast {name}"] = load_contrast(parsed, name, source)
     except RecipeError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -121,3 +121,19 @@ def to_trl_dataset(ds: Dataset, data: DataSettings, chat: bool) -> Dataset:
 def data_texts(raw: dict[str, Dataset], data: DataSettings) -> list[str]:
     """Every prompt and response of every split (what a word-level tokenizer is built from)."""
     return [t for ds in raw.values() for col in (data.prompt_column, data.response_column) for t in ds[col]]
+
+
+def tokenize_prompts(tokenizer: Any, prompts: list[Any], chat_template_kwargs: dict[str, Any] | None = None):
+    """A left-padded batch of prompts for ``generate``, tokenized as TRL does: chat messages through the
+    chat template (which brings its own special tokens), plain text with the tokenizer's special tokens."""
+    chat = bool(prompts) and isinstance(prompts[0], list)
+    if chat:
+        texts = [
+            tokenizer.apply_chat_template(
+                p, tokenize=False, add_generation_prompt=True, **(chat_template_kwargs or {})
+            )
+            for p in prompts
+        ]
+    else:
+        texts = list(prompts)
+    return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not chat)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gan_rl.data import format_prompt, load_raw_splits, load_source, uses_chat_format
+from gan_rl.data import format_prompt, load_raw_splits, load_source, tokenize_prompts, uses_chat_format
 from gan_rl.metrics import (
     TOKEN_PATTERN,
     DomainJudge,
@@ -55,6 +55,12 @@ def held_out(recipe: Recipe) -> tuple[list[str], list[str], list[str]]:
     settings, data = recipe.evaluate, recipe.data
     test = raw["test"].shuffle(seed=settings.seed).select(range(min(settings.max_samples, len(raw["test"]))))
     train = raw["train"].shuffle(seed=settings.seed)
+    needed = max(settings.folds, 2)  # the two-sample test's folds need that many rows of each side
+    if len(test) < needed or len(train) < len(test):
+        raise RecipeError(
+            f"data.test: evaluation needs at least {needed} held-out rows (evaluate.folds) and at least as "
+            f"many training rows; got {len(test)} test and {len(train)} training rows."
+        )
     return list(test[data.prompt_column]), list(test[data.response_column]), list(train[data.response_column])
 
 
@@ -65,18 +71,14 @@ def sample_responses(
     """One sampled response per prompt, with the prompt formatted as in training (chat or plain)."""
     chat = uses_chat_format(recipe.data, tokenizer)
     device = next(model.parameters()).device
+    template_kwargs = recipe.trainer.get("chat_template_kwargs") or {}  # as in training
     torch.manual_seed(settings.seed)
     out: list[str] = []
     for start in range(0, len(prompts), settings.batch_size):
-        texts = []
-        for prompt in prompts[start : start + settings.batch_size]:
-            formatted = format_prompt(prompt, recipe.data, chat)
-            if chat:
-                formatted = tokenizer.apply_chat_template(
-                    formatted, tokenize=False, add_generation_prompt=True
-                )
-            texts.append(formatted)
-        inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        formatted = [
+            format_prompt(p, recipe.data, chat) for p in prompts[start : start + settings.batch_size]
+        ]
+        inputs = tokenize_prompts(tokenizer, formatted, template_kwargs).to(device)
         ids = model.generate(
             **inputs,
             do_sample=True,
@@ -102,8 +104,20 @@ def write_jsonl(path: Path, prompts: list[str], reals: list[str], generated: lis
 
 def read_jsonl(path: Path, prompts: list[str]) -> list[str]:
     """Responses written by ``gan-rl generate``; they must answer the same held-out prompts."""
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    by_prompt = [r.get("prompt") for r in rows]
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RecipeError(f"--model {path}: line {number} is not JSON ({exc.msg}).") from None
+        if not isinstance(row, dict) or "prompt" not in row or "generated" not in row:
+            raise RecipeError(
+                f"--model {path}: line {number} lacks 'prompt' and 'generated' (write it with gan-rl generate)."
+            )
+        rows.append(row)
+    by_prompt = [r["prompt"] for r in rows]
     if by_prompt[: len(prompts)] != prompts:
         raise RecipeError(
             f"--model {path}: its prompts are not this recipe's held-out prompts (same data.test, "
@@ -129,6 +143,10 @@ def generations_for(recipe: Recipe, source: str, prompts: list[str]) -> list[str
 
 def generate(recipe: Recipe, model_path: str, output: str | Path | None = None) -> Path:
     """``gan-rl generate``: sample the held-out prompts with ``model_path`` into a JSONL file."""
+    if Path(model_path).suffix == ".jsonl":
+        raise RecipeError(
+            f"--model {model_path}: 'generate' samples from a generator directory, not a JSONL file."
+        )
     prompts, reals, _ = held_out(recipe)
     generated = generations_for(recipe, model_path, prompts)
     output = Path(output) if output else Path(model_path) / "generations.jsonl"
@@ -139,8 +157,11 @@ def parse_models(specs: list[str]) -> dict[str, str]:
     """``--model [LABEL=]PATH`` options as {label: path}; labels default to the directory name."""
     models: dict[str, str] = {}
     for spec in specs:
-        label, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        # A path may itself hold '=' (lr=1e-3): an existing path is taken whole, else LABEL=PATH.
+        label, _, path = ("", "", spec) if Path(spec).exists() or "=" not in spec else spec.partition("=")
         label = label or Path(path.rstrip("/")).name.removesuffix(".jsonl") or path
+        if "/" in label or label.startswith(".") or not label:
+            raise RecipeError(f"--model {spec!r}: label {label!r} must be a plain name (it names a file).")
         if label == REAL_LABEL or label in models:
             raise RecipeError(f"--model {spec!r}: label {label!r} is taken; name it with LABEL=PATH.")
         if not Path(path).exists():
@@ -175,6 +196,18 @@ def compare(real: list[str], real_emb: np.ndarray, texts: list[str], emb: np.nda
         "length_wasserstein": lengths["wasserstein"],
         "length_ks": lengths["ks"],
     }
+
+
+def load_contrast(recipe: Recipe, name: str, source: Any) -> Any:
+    """One contrast split, checked for the recipe's response column."""
+    ds = load_source(source, recipe, f"evaluate.contrast.{name}")
+    column = recipe.data.response_column
+    if column not in ds.column_names:
+        raise RecipeError(
+            f"evaluate.contrast.{name}: column '{column}' (data.response_column) not found; "
+            f"available: {', '.join(ds.column_names)}."
+        )
+    return ds
 
 
 class SideJudge:
@@ -216,14 +249,12 @@ def domain_judge(
     for name, source in (("train", contrast.train), ("test", contrast.test)):
         if source is None:
             continue
-        ds = load_source(source, recipe, f"evaluate.contrast.{name}")
-        if data.response_column not in ds.column_names:
-            raise RecipeError(
-                f"evaluate.contrast.{name}: column '{data.response_column}' (data.response_column) not found; "
-                f"available: {', '.join(ds.column_names)}."
-            )
+        ds = load_contrast(recipe, name, source)
         texts = [t for t in ds.shuffle(seed=settings.seed)[data.response_column] if isinstance(t, str)]
         sides[name] = texts[: (4 if name == "train" else 1) * settings.max_samples]
+    if len(sides["train"]) < 2 or ("test" in sides and not sides["test"]):
+        raise RecipeError("evaluate.contrast: the contrast side needs at least 2 training responses (and a "
+                          "non-empty test split when one is given).")  # fmt: skip
     judge = SideJudge(encoder, target_train, sides["train"], settings.seed)
     facts: dict[str, float] = {}
     if "test" in sides:

@@ -19,7 +19,7 @@ def is_finished(out: str | Path) -> bool:
     return (Path(out) / SUMMARY_FILE).is_file()
 
 
-def check_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
+def check_output_dir(out: Path, resume: bool, overwrite: bool, field: str = "trainer.output_dir") -> None:
     """Refuse to mix a new run into a finished or unfinished one unless asked to.
 
     Every process looks at the directory before the main process deletes anything, so all of them take
@@ -48,11 +48,11 @@ def check_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
         return
     if finished:
         raise RecipeError(
-            f"trainer.output_dir: {out} already holds a finished run; choose another output_dir or pass --overwrite."
+            f"{field}: {out} already holds a finished run; choose another output_dir or pass --overwrite."
         )
     if has_checkpoints:
         raise RecipeError(
-            f"trainer.output_dir: {out} holds checkpoints of an unfinished run; pass --resume to continue it "
+            f"{field}: {out} holds checkpoints of an unfinished run; pass --resume to continue it "
             "or --overwrite to start again."
         )
 

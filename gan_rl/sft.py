@@ -13,6 +13,7 @@ Three uses of the same supervised signal (the negative log-likelihood of real re
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import random
@@ -84,7 +85,7 @@ def run_sft(
         )
     args = build_sft_config(recipe)
     out = Path(args.output_dir)
-    check_output_dir(out, bool(resume), overwrite)
+    check_output_dir(out, bool(resume), overwrite, field="sft.output_dir")
     resume_path = resolve_resume(out, resume)
     raw = load_raw_splits(recipe)
     checkpoint = generator_checkpoint(recipe.model, recipe.resolve_path, out)
@@ -125,7 +126,10 @@ def run_sft(
     else:
         trainer.save_model(str(out))
     trainer.save_state()
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    # Logged losses (every logging_steps); a run shorter than that has only the final average.
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h] or [
+        h["train_loss"] for h in trainer.state.log_history if "train_loss" in h
+    ]
     summary = SFTSummary(
         output_dir=str(out),
         steps=trainer.state.global_step,
@@ -139,6 +143,11 @@ def run_sft(
         summary.plots = [str(p) for p in plot_training_curves(trainer.state.log_history, out)]
         (out / SUMMARY_FILE).write_text(json.dumps(dataclasses.asdict(summary), indent=2))
     state.wait_for_everyone()
+    # A warm start trains the adversarial run next in this process: give the SFT model's memory back.
+    del trainer, model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     return summary
 
 
@@ -151,6 +160,8 @@ def warm_start(recipe: Recipe) -> Recipe:
     if recipe.model.warm_start != "sft":
         return recipe
     out = Path(sft_output_dir(recipe))
+    if is_finished(out):
+        check_same_sft_recipe(out, recipe)
     if not is_finished(out):
         logger.info("model.warm_start: running SFT into %s first.", out)
         from transformers.trainer_utils import get_last_checkpoint
@@ -168,6 +179,24 @@ def warm_start(recipe: Recipe) -> Recipe:
         warm_start="none",
     )
     return dataclasses.replace(recipe, model=model)
+
+
+def check_same_sft_recipe(out: Path, recipe: Recipe) -> None:
+    """A finished SFT run is reused only if it was trained from the same model, data and settings."""
+    try:
+        saved = yaml.safe_load((out / RECIPE_FILE).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        saved = {}
+    current = recipe.to_dict()
+    for sections in (saved, current):  # whether the recipe asks for the warm start changes no weights
+        if isinstance(sections.get("model"), dict):
+            sections["model"] = {k: v for k, v in sections["model"].items() if k != "warm_start"}
+    changed = [name for name in ("model", "data", "sft") if saved.get(name) != current[name]]
+    if changed:
+        raise RecipeError(
+            f"model.warm_start: the finished SFT run in {out} was trained with other "
+            f"{', '.join(changed)} settings than this recipe's; delete it, or point sft.output_dir elsewhere."
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -203,20 +232,22 @@ class RealResponseLoss:
         self.chat_template_kwargs = chat_template_kwargs or {}
 
     def _encode(self, pair: Pair) -> tuple[list[int], list[int]]:
+        """(input ids, labels); over ``max_length``, the prompt loses its start (the response keeps at
+        least half of the budget), so every pair has response tokens to score."""
         tok = self.tokenizer
-        if isinstance(pair.prompt, list):
+        if isinstance(pair.prompt, list):  # the chat template brings its own special tokens
             prompt_text = tok.apply_chat_template(
                 pair.prompt, tokenize=False, add_generation_prompt=True, **self.chat_template_kwargs
             )
-        else:
-            prompt_text = pair.prompt
-        prompt_ids = tok(prompt_text, add_special_tokens=False)["input_ids"]
+            prompt_ids = tok(prompt_text, add_special_tokens=False)["input_ids"]
+        else:  # as TRL tokenizes plain prompts: with the tokenizer's special tokens (BOS)
+            prompt_ids = tok(pair.prompt)["input_ids"]
         response_ids = tok(pair.response, add_special_tokens=False)["input_ids"]
         if tok.eos_token_id is not None:
             response_ids = [*response_ids, tok.eos_token_id]
-        ids = (prompt_ids + response_ids)[: self.max_length]
-        labels = ([-100] * len(prompt_ids) + response_ids)[: self.max_length]
-        return ids, labels
+        response_ids = response_ids[: max(self.max_length - len(prompt_ids), self.max_length // 2)]
+        prompt_ids = prompt_ids[max(len(prompt_ids) - (self.max_length - len(response_ids)), 0) :]
+        return prompt_ids + response_ids, [-100] * len(prompt_ids) + response_ids
 
     def batch(self, device: torch.device) -> dict[str, torch.Tensor]:
         """A random batch, right-padded, with prompt and padding positions masked out of the labels."""
@@ -259,8 +290,11 @@ class RealResponseLossMixin:
         self._metrics["train"]["sft/loss"].append(
             self.accelerator.gather(sft.detach().reshape(1)).mean().item()
         )
-        # TRL divides its policy loss by the gradient-accumulation steps; the term is scaled alike.
-        return loss + term.coef * sft / getattr(self, "current_gradient_accumulation_steps", 1)
+        # GRPOTrainer scales its loss for gradient accumulation itself (``loss_is_scaled_for_ga``); for
+        # RLOOTrainer transformers divides the whole returned loss afterwards. Scale the term alike.
+        if getattr(self, "loss_is_scaled_for_ga", False):
+            sft = sft / self.current_gradient_accumulation_steps
+        return loss + term.coef * sft
 
 
 def trainer_class(algorithm: str) -> type:

@@ -139,6 +139,51 @@ def test_evaluate_errors_name_the_problem(tmp_path, recipe_factory, tiny_model_d
     )
     output = cli("evaluate", str(ok), "--model", str(tmp_path / "other.jsonl"), code=2)
     assert "not this recipe's held-out prompts" in output
+    Path(tmp_path / "broken.jsonl").write_text('{"prompt": "x"}\nnot json\n')
+    output = cli("evaluate", str(ok), "--model", str(tmp_path / "broken.jsonl"), code=2)
+    assert "broken.jsonl: line 1 lacks 'prompt' and 'generated'" in output
+    assert "evaluate.folds" in cli(
+        "evaluate", str(ok), "--set", "evaluate.folds=9", "--model", str(tiny_model_dir), code=2
+    )
+    assert "not a JSONL file" in cli("generate", str(ok), "--model", str(tmp_path / "other.jsonl"), code=2)
+    assert "plain name" in cli("evaluate", str(ok), "--model", f"../up={tiny_model_dir}", code=2)
+
+
+def test_model_paths_may_hold_an_equals_sign(tmp_path, recipe_factory, tiny_model_dir):
+    import shutil
+
+    odd = tmp_path / "lr=1e-3"
+    shutil.copytree(tiny_model_dir, odd)
+    path = recipe_factory(evaluate={"max_new_tokens": 3, "encoder": str(tiny_model_dir)})
+    cli("generate", str(path), "--model", str(odd), "--output", str(tmp_path / "g.jsonl"))
+    cli(
+        "evaluate",
+        str(path),
+        "--model",
+        str(odd),
+        "--model",
+        f"named={odd}",
+        "--output-dir",
+        str(tmp_path / "e"),
+    )
+    results = json.loads((tmp_path / "e" / "metrics.json").read_text())["results"]
+    assert set(results) == {"real", "lr=1e-3", "named"}
+
+
+def test_sft_shorter_than_its_logging_interval_reports_its_loss(tmp_path, recipe_factory):
+    output = cli("sft", str(recipe_factory(sft={**SFT, "max_steps": 3, "logging_steps": 10})))
+    assert "finished 3 steps" in output and "train loss" in output
+    summary = json.loads((tmp_path / "out-sft" / "run_summary.json").read_text())
+    assert summary["train_loss_first"] is not None
+
+
+def test_warm_start_refuses_a_finished_sft_run_of_another_recipe(tmp_path, recipe_factory):
+    cli("sft", str(recipe_factory(sft=SFT)))
+    changed = recipe_factory(
+        name="changed.yaml", model={"warm_start": "sft"}, sft={**SFT, "learning_rate": 1e-4}
+    )
+    output = cli("ppo", str(changed), "--samples", "0", code=2)
+    assert "model.warm_start" in output and "sft settings" in output
 
 
 def test_sft_resumes_an_interrupted_run_and_warm_start_finishes_it(tmp_path, recipe_factory):

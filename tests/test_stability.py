@@ -88,6 +88,11 @@ def test_real_pool_travels_with_the_checkpoint(generator):  # noqa: F811
     restored = SampleBuffer(real_pool_size=8)
     restored.load_state(json.loads(json.dumps(buffer.state())), disc.featurize)
     assert restored.real_pool_pairs == buffer.real_pool_pairs
+    # The pool's index of pairs came back too: a pair it holds does not enter twice.
+    held = restored.real_pool_pairs[:4]
+    restored.add([], disc.featurize(held, cache=True), [], held)
+    restored.take_fresh()
+    assert restored.real_pool_pairs == buffer.real_pool_pairs
     assert all(
         torch.equal(a["hidden"], b["hidden"])
         for a, b in zip(restored.real_pool, buffer.real_pool, strict=True)
@@ -155,3 +160,44 @@ def test_sft_loss_settings_are_validated(tmp_path):
         parse_recipe({**base, "sft_loss": {"coef": -1}}, tmp_path)
     with pytest.raises(RecipeError, match=r"sft_loss: unknown key 'cof'.*Did you mean 'coef'"):
         parse_recipe({**base, "sft_loss": {"cof": 0.1}}, tmp_path)
+
+
+def test_real_response_loss_keeps_response_tokens_when_the_prompt_is_long(generator):  # noqa: F811
+    model, tok = generator
+    long_prompt = " ".join([REAL[0].prompt_text] * 20) + "\n"
+    pair = REAL[0].__class__(long_prompt, REAL[0].prompt_text, REAL[0].response)
+    term = RealResponseLoss(tok, [pair], coef=1.0, batch_size=2, max_length=16)
+    batch = term.batch(torch.device("cpu"))
+    assert batch["input_ids"].shape[1] == 16
+    assert (batch["labels"] != -100).sum(dim=1).min() > 0  # never a batch without scored tokens (NaN)
+    assert torch.isfinite(term.loss(model))
+
+
+@pytest.mark.parametrize("scaled_by_trainer", [True, False])
+def test_sft_term_is_scaled_for_gradient_accumulation_like_the_policy_loss(generator, scaled_by_trainer):  # noqa: F811
+    from collections import defaultdict
+
+    from gan_rl.sft import RealResponseLossMixin
+
+    model, tok = generator
+
+    class PolicyTrainer:  # stands in for GRPOTrainer (scales its own loss) or RLOOTrainer (does not)
+        loss_is_scaled_for_ga = scaled_by_trainer
+        current_gradient_accumulation_steps = 4
+        accelerator = type(
+            "Acc", (), {"unwrap_model": staticmethod(lambda m: m), "gather": staticmethod(lambda t: t)}
+        )()
+
+        def __init__(self):
+            self._metrics = defaultdict(lambda: defaultdict(list))
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            return torch.tensor(1.0)
+
+    trainer = type("Trainer", (RealResponseLossMixin, PolicyTrainer), {})()
+    trainer.real_response_loss = RealResponseLoss(tok, REAL[:1], coef=0.5, batch_size=2, seed=0)
+    model.train()
+    total = trainer.compute_loss(model, {})
+    sft = trainer._metrics["train"]["sft/loss"][0]
+    expected = 1.0 + 0.5 * sft / (4 if scaled_by_trainer else 1)
+    assert total.item() == pytest.approx(expected, rel=1e-5)

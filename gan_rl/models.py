@@ -209,6 +209,11 @@ def load_for_generation(
     path = Path(path)
     if not path.is_dir():
         raise RecipeError(f"--model: no such directory: {path}")
+    if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+        raise RecipeError(
+            f"--model: {path} has no tokenizer (tokenizer.json / tokenizer_config.json); gan-rl's outputs "
+            "hold one: point --model at a run's output directory."
+        )
     try:
         if (path / "adapter_config.json").is_file():
             from peft import AutoPeftModelForCausalLM

@@ -147,6 +147,9 @@ def test_evaluate_errors_name_the_problem(tmp_path, recipe_factory, tiny_model_d
     )
     assert "not a JSONL file" in cli("generate", str(ok), "--model", str(tmp_path / "other.jsonl"), code=2)
     assert "plain name" in cli("evaluate", str(ok), "--model", f"../up={tiny_model_dir}", code=2)
+    (tmp_path / "weights-only").mkdir()
+    (tmp_path / "weights-only" / "config.json").write_text("{}")
+    assert "has no tokenizer" in cli("generate", str(ok), "--model", str(tmp_path / "weights-only"), code=2)
 
 
 def test_model_paths_may_hold_an_equals_sign(tmp_path, recipe_factory, tiny_model_dir):

@@ -162,14 +162,13 @@ def warm_start(recipe: Recipe) -> Recipe:
     out = Path(sft_output_dir(recipe))
     if is_finished(out):
         check_same_sft_recipe(out, recipe)
-    if not is_finished(out):
+        logger.info("model.warm_start: starting from the finished SFT run in %s.", out)
+    else:
         logger.info("model.warm_start: running SFT into %s first.", out)
         from transformers.trainer_utils import get_last_checkpoint
 
         resume = "latest" if out.is_dir() and get_last_checkpoint(str(out)) is not None else None
         run_sft(recipe, resume=resume)
-    else:
-        logger.info("model.warm_start: starting from the finished SFT run in %s.", out)
     model = dataclasses.replace(
         recipe.model,
         name_or_path=str(out.resolve()),

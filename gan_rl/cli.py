@@ -182,7 +182,10 @@ def sft(recipe: str, overrides: tuple[str, ...], output_dir: str | None, resume,
 @main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option(
-    "--model", "model_path", required=True, help="A generator directory (full model or LoRA adapter)."
+    "--model",
+    "model_path",
+    required=True,
+    help="A generator directory (full model or LoRA adapter), or a .gguf file (e.g. the untrained base model).",
 )
 @click.option("--output", default=None, help="JSONL file to write (default: MODEL/generations.jsonl).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
@@ -208,7 +211,7 @@ def generate(recipe: str, model_path: str, output: str | None, overrides: tuple[
     multiple=True,
     required=True,
     metavar="[LABEL=]PATH",
-    help="A generator directory, or a JSONL file from 'gan-rl generate' (repeatable).",
+    help="A generator directory, a .gguf file, or a JSONL file from 'gan-rl generate' (repeatable).",
 )
 @click.option(
     "--output-dir", default=None, help="Where the report goes (default: trainer.output_dir + '-eval')."
@@ -263,8 +266,12 @@ def check(recipe: str, overrides: tuple[str, ...], algorithm: str) -> None:
         _quiet_libraries()
         from gan_rl.data import load_raw_splits
         from gan_rl.evaluate import load_contrast
+        from gan_rl.models import check_gguf_file, resolve_checkpoint
         from gan_rl.recipe import build_sft_config, build_trainer_config
 
+        if parsed.model.name_or_path is not None:  # a local path must exist, with its GGUF file
+            checkpoint = resolve_checkpoint(parsed.model.name_or_path, parsed.resolve_path)
+            check_gguf_file(checkpoint, parsed.model.gguf_file, "model.gguf_file")
         if algorithm != "sft":
             build_trainer_config(parsed, algorithm, remove_unused_columns=False)
         if algorithm == "sft" or parsed.sft or parsed.model.warm_start == "sft":

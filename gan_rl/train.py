@@ -45,6 +45,7 @@ from gan_rl.discriminator import (
 )
 from gan_rl.metrics import word_tokens
 from gan_rl.models import (
+    check_gguf_file,
     generator_checkpoint,
     load_generator,
     lora_config,
@@ -147,12 +148,14 @@ def run(
     encoder_checkpoint = classifier_checkpoint = None
     if cfg.kind == "head" and cfg.encoder != "generator":
         encoder_checkpoint = resolve_checkpoint(cfg.encoder, recipe.resolve_path, "discriminator.encoder")
+        check_gguf_file(encoder_checkpoint, cfg.gguf_file, "discriminator.gguf_file")
     if cfg.kind == "classifier":
         classifier_checkpoint = (
             checkpoint
             if cfg.model == "generator"
             else resolve_checkpoint(cfg.model, recipe.resolve_path, "discriminator.model")
         )
+        check_gguf_file(classifier_checkpoint, cfg.gguf_file, "discriminator.gguf_file")
     state = PartialState()
     tokenizer = prepare_tokenizer(recipe.model, recipe.resolve_path, out, data_texts(raw, recipe.data))
     chat = uses_chat_format(recipe.data, tokenizer)

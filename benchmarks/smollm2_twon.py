@@ -161,10 +161,10 @@ def main(argv: list[str] | None = None) -> None:
             generate(f"sft-s{seed}", str(sft_dir))
             generate(f"sft-2x-s{seed}", str(sft(f"sft-2x-s{seed}", 2 * n, seed)))
             generate(f"sft+ppo-s{seed}", str(gan("ppo", f"sft+ppo-s{seed}", sft_dir, seed)))
-            if seed in reinforce_seeds:
-                generate(
-                    f"sft+reinforce-s{seed}", str(gan("reinforce", f"sft+reinforce-s{seed}", sft_dir, seed))
-                )
+            evaluate(args, work, generations, common)
+        for seed in reinforce_seeds:  # after the key comparison (sft-2x against sft+ppo) for every seed
+            start = sft(f"sft-s{seed}", n, seed)
+            generate(f"sft+reinforce-s{seed}", str(gan("reinforce", f"sft+reinforce-s{seed}", start, seed)))
             evaluate(args, work, generations, common)
     evaluate(args, work, generations, common)
 

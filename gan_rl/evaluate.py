@@ -134,7 +134,9 @@ def generations_for(recipe: Recipe, source: str, prompts: list[str]) -> list[str
         if not path.is_file():
             raise RecipeError(f"--model: no such file: {path}")
         return read_jsonl(path, prompts)
-    model, tokenizer = load_for_generation(path, _device(), recipe.model.trust_remote_code)
+    model, tokenizer = load_for_generation(
+        path, _device(), recipe.model.trust_remote_code, dtype=recipe.model.dtype
+    )
     try:
         return sample_responses(model, tokenizer, recipe, prompts, recipe.evaluate)
     finally:

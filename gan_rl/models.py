@@ -79,6 +79,10 @@ def check_gguf_file(checkpoint: str, gguf_file: str | None, where: str) -> None:
     hub it is looked up at load time)."""
     if gguf_file is None:
         return
+    import importlib.util
+
+    if importlib.util.find_spec("gguf") is None:
+        raise RecipeError(f"{where}: reading {gguf_file!r} needs the gguf package: pip install gguf")
     if not gguf_file.endswith(".gguf"):
         raise RecipeError(f"{where}: expected the name of a .gguf file, got {gguf_file!r}.")
     folder = Path(checkpoint)
@@ -320,12 +324,22 @@ def prepare_tokenizer(settings: ModelSettings, recipe_resolve, out: Path, texts:
 
 
 def load_for_generation(
-    path: str | Path, device: str | torch.device = "cpu", trust_remote_code: bool = False
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    trust_remote_code: bool = False,
+    dtype: str = "auto",
 ):
     """A trained generator for sampling: a full checkpoint, a LoRA adapter directory (merged into its
-    base model), or a ``.gguf`` file (dequantized; e.g. the untrained base model). Returns (model,
-    tokenizer); left padding for batched generation."""
-    path = Path(path)
+    base model), or a ``.gguf`` file (dequantized; e.g. the untrained base model), in ``dtype`` (the
+    recipe's ``model.dtype``; ``auto``: as saved). Returns (model, tokenizer); left padding for batched
+    generation."""
+    model, tokenizer = _load_for_generation(Path(path), device, trust_remote_code)
+    if dtype != "auto":
+        model = model.to(DTYPES[dtype])
+    return model, tokenizer
+
+
+def _load_for_generation(path: Path, device: str | torch.device, trust_remote_code: bool):
     if path.suffix == ".gguf":
         if not path.is_file():
             raise RecipeError(f"--model: no such file: {path}")

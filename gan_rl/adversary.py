@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from gan_rl.discriminator import Discriminator, Pair, bce_loss
+from gan_rl.discriminator import Discriminator, Pair, bce_loss, bradley_terry_loss
 from gan_rl.discriminator_config import DiscriminatorConfig
 
 
@@ -189,6 +190,10 @@ def _tuples(value: Any) -> Any:
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
+# Prompts whose real features are kept as partners for loss bradley_terry.
+PARTNER_CAPACITY = 65536
+
+
 @dataclass
 class RoundStats:
     """What one discriminator round saw (averaged over its updates and over all processes)."""
@@ -227,6 +232,8 @@ class DiscriminatorTrainer:
         self.rounds = 0
         self.skipped_rounds = 0
         self.last_stats: RoundStats | None = None
+        # loss bradley_terry: the latest real response's features for each prompt (a generation's partner).
+        self._real_by_prompt: OrderedDict[str, Any] = OrderedDict()
         if world_size() > 1:
             for tensor in discriminator.state_dict().values():
                 dist.broadcast(tensor, src=0)
@@ -239,6 +246,29 @@ class DiscriminatorTrainer:
     def _generated_batch(self, fresh: list[Any], replay: list[Any], n: int) -> list[Any]:
         n_replay = int(round(n * self.config.replay_fraction)) if replay else 0
         return self._draw(fresh, n - n_replay) + (self._draw(replay, n_replay) if n_replay else [])
+
+    @property
+    def paired(self) -> bool:
+        """Whether the loss compares each generation with a real response to the same prompt."""
+        return self.config.loss == "bradley_terry"
+
+    def _remember_real(self, features: list[Any], pairs: list[Pair | None]) -> None:
+        for feature, pair in zip(features, pairs, strict=True):
+            if pair is not None:
+                self._real_by_prompt[pair.prompt_text] = feature
+                self._real_by_prompt.move_to_end(pair.prompt_text)
+        while len(self._real_by_prompt) > PARTNER_CAPACITY:
+            self._real_by_prompt.popitem(last=False)
+
+    def _with_partners(self, generated: list[Any], pairs: list[Pair | None]) -> list[tuple[Any, Any]]:
+        """(generated, real) feature pairs for the same prompt; generations without a known real partner
+        (pairs not recorded, prompt not seen) are left out."""
+        known = self._real_by_prompt
+        return [
+            (feature, known[pair.prompt_text])
+            for feature, pair in zip(generated, pairs, strict=True)
+            if pair is not None and pair.prompt_text in known
+        ]
 
     def _sync_gradients(self, params: list[torch.nn.Parameter]) -> None:
         if world_size() == 1:
@@ -262,7 +292,16 @@ class DiscriminatorTrainer:
         disc.eval()
         totals = torch.zeros(5, dtype=torch.float64)  # loss sum, correct real, n real, correct gen, n gen
         try:
-            for samples, label in ((real, 1.0), (generated, 0.0)):
+            if self.paired:  # real[i] and generated[i] answer the same prompt: is the real one ranked higher?
+                for start in range(0, len(real), batch_size):
+                    r = disc(disc.collate(real[start : start + batch_size])).float()
+                    g = disc(disc.collate(generated[start : start + batch_size])).float()
+                    totals[0] += bradley_terry_loss(r, g).item() * 2 * len(r)
+                    totals[1] += (r > g).sum().item()
+                    totals[3] += (r > g).sum().item()
+                    totals[2] += len(r)
+                    totals[4] += len(r)
+            for samples, label in ((real, 1.0), (generated, 0.0)) if not self.paired else ():
                 for start in range(0, len(samples), batch_size):
                     chunk = samples[start : start + batch_size]
                     logits = disc(disc.collate(chunk)).float()
@@ -288,8 +327,11 @@ class DiscriminatorTrainer:
         disc = self.discriminator
         disc.train()
         logits = disc(disc.collate(real + generated))
-        is_real = torch.cat([torch.ones(len(real)), torch.zeros(len(generated))]).to(logits.device)
-        loss = bce_loss(logits, is_real, self.config.label_smoothing)
+        if self.paired:  # real[i] and generated[i] answer the same prompt
+            loss = bradley_terry_loss(logits[: len(real)], logits[len(real) :])
+        else:
+            is_real = torch.cat([torch.ones(len(real)), torch.zeros(len(generated))]).to(logits.device)
+            loss = bce_loss(logits, is_real, self.config.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = disc.trainable_parameters()
@@ -298,8 +340,11 @@ class DiscriminatorTrainer:
             torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
         self.optimizer.step()
         with torch.no_grad():
-            acc_real = (logits[: len(real)] > 0).float().mean().item()
-            acc_gen = (logits[len(real) :] <= 0).float().mean().item()
+            if self.paired:  # ranking accuracy: the real response above the generation
+                acc_real = acc_gen = (logits[: len(real)] > logits[len(real) :]).float().mean().item()
+            else:
+                acc_real = (logits[: len(real)] > 0).float().mean().item()
+                acc_gen = (logits[len(real) :] <= 0).float().mean().item()
         return loss.item(), acc_real, acc_gen
 
     def train_round(self, buffer: SampleBuffer, updates: int) -> RoundStats | None:
@@ -315,7 +360,21 @@ class DiscriminatorTrainer:
         if have.min().item() == 0 or updates == 0:
             return None
         replay = list(buffer.replay)  # past generations only: not this round's fresh ones
+        replay_pairs = list(buffer.replay_pairs)
+        generated_pairs, real_pairs = list(buffer.fresh_generated_pairs), list(buffer.fresh_real_pairs)
         generated, real = buffer.take_fresh()
+        if self.paired:
+            # Each generation with a real response to its own prompt (the pool first: after a resume it
+            # holds the prompts of earlier rounds' replayed generations).
+            self._remember_real(buffer.real_pool, buffer.real_pool_pairs)
+            self._remember_real(real, real_pairs)
+            fresh, past = (
+                self._with_partners(generated, generated_pairs),
+                self._with_partners(replay, replay_pairs),
+            )
+            if all_reduce_(torch.tensor([len(fresh)]), "min").item() == 0:
+                return None
+            generated, real = [g for g, _ in fresh], [r for _, r in fresh]
         if self.config.max_accuracy < 1.0:
             # The guard: is the discriminator already winning on this step's samples (generated ones it has
             # not trained on; real ones it may have met before, the real pool being reused)?
@@ -330,9 +389,14 @@ class DiscriminatorTrainer:
         self.rng.seed(f"{self.config.seed}/{rank()}/{self.rounds}")
         n = self.config.batch_size // 2 or 1
         totals = torch.zeros(3, dtype=torch.float64)
-        real = buffer.real_for_round(real)
+        if not self.paired:
+            real = buffer.real_for_round(real)
         for _ in range(updates):
-            stats = self.update(self._draw(real, n), self._generated_batch(generated, replay, n))
+            if self.paired:
+                batch = self._generated_batch(fresh, past, n)
+                stats = self.update([r for _, r in batch], [g for g, _ in batch])
+            else:
+                stats = self.update(self._draw(real, n), self._generated_batch(generated, replay, n))
             totals += torch.tensor(stats, dtype=torch.float64)
         totals = all_reduce_(totals / updates) / world_size()
         self.rounds += 1

@@ -80,6 +80,10 @@ class DiscriminatorConfig:
     trust_remote_code: bool = False
 
     # --- training rounds ---
+    # ``bce``: real and generated samples each labelled (the GAN loss). ``bradley_terry``: each generation
+    # paired with a real response to the same prompt, -log sigmoid(D(real) - D(generated)), as GAD
+    # (arXiv 2511.10643); accuracies are then the share of pairs ranked right.
+    loss: Literal["bce", "bradley_terry"] = "bce"
     learning_rate: float = 1e-4
     weight_decay: float = 0.0
     batch_size: int = 32
@@ -135,6 +139,8 @@ class DiscriminatorConfig:
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"{name}: expected {expected}, got {getattr(self, name)!r}.")
+        if self.loss == "bradley_terry" and self.label_smoothing > 0:
+            raise ValueError("label_smoothing: applies to loss 'bce' only (bradley_terry compares pairs).")
         if self.kind == "classifier" and self.model is None:
             raise ValueError(
                 "model: kind 'classifier' needs a sequence-classification checkpoint "

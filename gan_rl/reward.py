@@ -92,6 +92,8 @@ class DiscriminatorReward:
         # rewards but never reach the buffer or the running statistics, so test data cannot train the
         # discriminator. run() points it at the policy's train/eval mode, as TRL itself decides.
         self.recording: Callable[[], bool] = lambda: True
+        # Token ids that end a completion (TRL's test: the end-of-sequence and padding tokens).
+        self.end_token_ids: set[int] = set()
 
     def transform(self, logits: torch.Tensor, update_stats: bool = True) -> torch.Tensor:
         """Reward form, then clipping, then normalisation."""
@@ -117,8 +119,11 @@ class DiscriminatorReward:
                 "gan_rl.data.to_trl_dataset (and keep remove_unused_columns false)."
             )
         prompt_texts, reals = columns[PROMPT_TEXT], columns[REAL_RESPONSE]
+        ids = columns.get("completion_ids")  # TRL's token ids: a completion ended if its last is an end token
+        ended = [bool(c) and c[-1] in self.end_token_ids for c in ids] if ids else [True] * len(completions)
         generated = [
-            Pair(p, t, completion_text(c)) for p, t, c in zip(prompts, prompt_texts, completions, strict=True)
+            Pair(p, t, completion_text(c), e)
+            for p, t, c, e in zip(prompts, prompt_texts, completions, ended, strict=True)
         ]
         unique_real = {(t, r): Pair(p, t, r) for p, t, r in zip(prompts, prompt_texts, reals, strict=True)}
         return generated, list(unique_real.values())

@@ -190,6 +190,7 @@ def run(
     buffer = SampleBuffer(cfg.replay_size, seed=cfg.seed, real_pool_size=cfg.real_pool_size)
     disc_trainer = DiscriminatorTrainer(disc, cfg)
     reward = DiscriminatorReward(disc, buffer, cfg.reward)
+    reward.end_token_ids = {t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None}
     prompts = [Pair(r["prompt"], r[PROMPT_TEXT], r[REAL_RESPONSE]) for r in train_ds]
     callback = DiscriminatorCallback(
         disc_trainer,

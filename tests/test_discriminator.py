@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -362,3 +363,38 @@ def test_save_and_load_round_trip(generator, tmp_path):
     assert fresh_trainer.fingerprint() == trainer.fingerprint()
     assert fresh_trainer.rounds == 5 and fresh_reward.running.mean == 0.7
     assert fresh_trainer.optimizer.state_dict()["state"]  # the optimizer moments came back too
+
+
+def test_mark_end_lets_the_discriminator_see_a_response_cut_at_the_length_limit(generator):
+    model, tok = generator
+    plain, marked = make_head(generator), make_head(generator, mark_end=True)
+    pair = REAL[0]
+    cut = Pair(pair.prompt, pair.prompt_text, pair.response, ended=False)
+    assert len(marked._tokenize(pair)[0]) == len(marked._tokenize(cut)[0]) + 1  # the end token, only if ended
+    assert marked._tokenize(pair)[0][-1] == tok.eos_token_id
+    assert plain._tokenize(pair) == plain._tokenize(cut)  # off: the text alone
+    # The reward learns from TRL's completion ids which generations ended (last id an end token).
+    reward = DiscriminatorReward(marked, SampleBuffer(), RewardConfig())
+    reward.end_token_ids = {tok.eos_token_id}
+    generated, _ = reward.pairs(
+        [p.prompt for p in FAKE[:2]],
+        [p.response for p in FAKE[:2]],
+        prompt_text=[p.prompt_text for p in FAKE[:2]],
+        real_response=[p.response for p in REAL[:2]],
+        completion_ids=[[5, 6, tok.eos_token_id], [5, 6, 7]],
+    )
+    assert [g.ended for g in generated] == [True, False]
+    # A buffer checkpoint keeps the flag (text only), and older states without it read as ended.
+    assert json.loads(json.dumps(dataclasses.asdict(generated[1])))["ended"] is False
+    assert Pair(**{k: v for k, v in dataclasses.asdict(generated[1]).items() if k != "ended"}).ended
+
+
+def test_warmup_samples_know_whether_they_ended(generator):
+    model, tok = generator
+    disc = make_head(generator, mark_end=True)
+    callback = DiscriminatorCallback(DiscriminatorTrainer(disc, disc.config), SampleBuffer(), None)
+    callback.generation_kwargs = {"max_new_tokens": 2, "min_new_tokens": 2}
+    torch.manual_seed(0)
+    samples = callback.sample(model, tok, REAL[:4])
+    assert [s.prompt_text for s in samples] == [p.prompt_text for p in REAL[:4]]
+    assert not any(s.ended for s in samples)  # 2 tokens, no end token allowed before the limit

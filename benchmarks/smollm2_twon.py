@@ -60,6 +60,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=30, help="N: optimizer steps of sft and of the GAN phase")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--reinforce-seeds", type=int, nargs="*", default=None, help="default: the first seed")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=KEY=VALUE[,KEY=VALUE]",
+        help="an extra sft+ppo row with recipe overrides, e.g. 'sft+ppo+mark_end=discriminator.mark_end=true' "
+        "(run for the first seed, after everything else)",
+    )
     p.add_argument("--evaluate-only", action="store_true")
     p.add_argument("--set", dest="extra", action="append", default=[], help="extra --set for every run")
     return p.parse_args(argv)
@@ -128,10 +136,11 @@ def main(argv: list[str] | None = None) -> None:
             timed(label, cmd, label)
         return out
 
-    def gan(algorithm: str, label: str, start: Path, seed: int) -> Path:
+    def gan(algorithm: str, label: str, start: Path, seed: int, extra: list[str] | None = None) -> Path:
         out = work / label
         if not (out / "run_summary.json").is_file():
             overrides = [
+                *(extra or []),
                 f"model.name_or_path={start}",
                 "model.warm_start=none",
                 f"trainer.max_steps={n}",
@@ -165,6 +174,13 @@ def main(argv: list[str] | None = None) -> None:
         for seed in reinforce_seeds:  # after the key comparison (sft-2x against sft+ppo) for every seed
             start = sft(f"sft-s{seed}", n, seed)
             generate(f"sft+reinforce-s{seed}", str(gan("reinforce", f"sft+reinforce-s{seed}", start, seed)))
+            evaluate(args, work, generations, common)
+        for variant in args.variant:
+            name, _, overrides = variant.partition("=")
+            seed = args.seeds[0]
+            start = sft(f"sft-s{seed}", n, seed)
+            label = f"{name}-s{seed}"
+            generate(label, str(gan("ppo", label, start, seed, overrides.split(","))))
             evaluate(args, work, generations, common)
     evaluate(args, work, generations, common)
 

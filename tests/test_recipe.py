@@ -229,6 +229,10 @@ def test_relative_data_paths_resolve_against_the_recipe(tmp_path, data_files):
     sub.mkdir()
     raw = base_recipe(tmp_path / "m", tmp_path / "out", data={"train": "../data.jsonl", "test": None})
     path = write_recipe(sub / "r.yaml", raw)
+    # check resolves the generator checkpoint as run does: a local path that does not exist is an error.
+    code, out = run_cli("check", str(path))
+    assert code == 2 and "model.name_or_path" in out and "no such file or directory" in out
+    (tmp_path / "m").mkdir()
     code, out = run_cli("check", str(path))
     assert code == 0, out
 

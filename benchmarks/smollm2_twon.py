@@ -187,8 +187,9 @@ def main(argv: list[str] | None = None) -> None:
 
 def evaluate(args: argparse.Namespace, work: Path, generations: Path, common: list[str]) -> None:
     files = sorted(generations.glob("*.jsonl"))
-    if not files:
-        return
+    report = args.results / "metrics.json"
+    if not files or (report.is_file() and all(f.stat().st_mtime < report.stat().st_mtime for f in files)):
+        return  # nothing generated since the last evaluation
     out = work / "eval"
     models = [item for f in files for item in ("--model", f"{f.stem}={f}")]
     try:  # the sentence encoder offline (the eval extra), else the recipe's hub id

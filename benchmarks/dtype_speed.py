@@ -39,11 +39,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load(model_dir: str, gguf_file: str | None, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from gan_rl.models import gguf_load_kwargs
+    from gan_rl.models import load_gguf
 
-    kwargs = gguf_load_kwargs(gguf_file)
-    tok = AutoTokenizer.from_pretrained(model_dir, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs).to(dtype)
+    if gguf_file:
+        model, tok = load_gguf(model_dir, gguf_file)
+    else:
+        model, tok = AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
+    model = model.to(dtype)
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

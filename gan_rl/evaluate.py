@@ -150,10 +150,10 @@ def generate(recipe: Recipe, model_path: str, output: str | Path | None = None) 
         raise RecipeError(
             f"--model {model_path}: 'generate' samples from a generator directory, not a JSONL file."
         )
-    prompts, reals, _ = held_out(recipe)
-    generated = generations_for(recipe, model_path, prompts)
     if output is None and Path(model_path).suffix == ".gguf":
         raise RecipeError(f"--model {model_path}: a .gguf file has no output directory; give --output FILE.")
+    prompts, reals, _ = held_out(recipe)
+    generated = generations_for(recipe, model_path, prompts)
     output = Path(output) if output else Path(model_path) / "generations.jsonl"
     return write_jsonl(output, prompts, reals, generated)
 

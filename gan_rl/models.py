@@ -74,6 +74,17 @@ def gguf_load_kwargs(gguf_file: str | None) -> dict[str, Any]:
     return {"gguf_file": gguf_file, "quantization_config": GgufConfig(dequantize=True)}
 
 
+def load_gguf(folder: str, gguf_file: str, trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """(model, tokenizer) from a GGUF file inside ``folder`` (a directory or hub repo), dequantized."""
+    tokenizer = AutoTokenizer.from_pretrained(
+        folder, gguf_file=gguf_file, trust_remote_code=trust_remote_code
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, trust_remote_code=trust_remote_code, **gguf_load_kwargs(gguf_file)
+    )
+    return model, tokenizer
+
+
 def check_gguf_file(checkpoint: str, gguf_file: str | None, where: str) -> None:
     """A GGUF file named in a recipe must be a ``.gguf`` file inside a local checkpoint directory (on the
     hub it is looked up at load time)."""
@@ -83,8 +94,6 @@ def check_gguf_file(checkpoint: str, gguf_file: str | None, where: str) -> None:
 
     if importlib.util.find_spec("gguf") is None:
         raise RecipeError(f"{where}: reading {gguf_file!r} needs the gguf package: pip install gguf")
-    if not gguf_file.endswith(".gguf"):
-        raise RecipeError(f"{where}: expected the name of a .gguf file, got {gguf_file!r}.")
     folder = Path(checkpoint)
     if not folder.exists():  # a hub id: the file is fetched (and checked) at load time
         return
@@ -110,11 +119,8 @@ def load_tokenizer(settings: ModelSettings, recipe_resolve, texts: Iterable[str]
     source = resolve_checkpoint(
         source, recipe_resolve, "model.tokenizer" if settings.tokenizer else "model.name_or_path"
     )
-    gguf = {"gguf_file": settings.gguf_file} if settings.gguf_file and not settings.tokenizer else {}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            source, trust_remote_code=settings.trust_remote_code, **gguf
-        )
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=settings.trust_remote_code)
     except (OSError, ValueError) as exc:
         raise RecipeError(f"model.tokenizer: cannot load a tokenizer from {source!r}: {exc}") from None
     return _for_generation(tokenizer)
@@ -276,14 +282,8 @@ def materialize_gguf(settings: ModelSettings, recipe_resolve, out_dir: Path) -> 
         except (OSError, ValueError):
             pass
     logger.info("Dequantizing %s / %s into %s (once per run).", checkpoint, settings.gguf_file, out_dir)
-    kwargs = gguf_load_kwargs(settings.gguf_file)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            checkpoint, gguf_file=settings.gguf_file, trust_remote_code=settings.trust_remote_code
-        )
-        model = AutoModelForCausalLM.from_pretrained(
-            checkpoint, trust_remote_code=settings.trust_remote_code, **kwargs
-        )
+        model, tokenizer = load_gguf(checkpoint, settings.gguf_file, settings.trust_remote_code)
     except (OSError, ValueError) as exc:
         raise RecipeError(
             f"model.gguf_file: cannot load {settings.gguf_file!r} from {checkpoint!r}: {exc}"
@@ -344,12 +344,7 @@ def _load_for_generation(path: Path, device: str | torch.device, trust_remote_co
         if not path.is_file():
             raise RecipeError(f"--model: no such file: {path}")
         try:
-            tokenizer = AutoTokenizer.from_pretrained(
-                str(path.parent), gguf_file=path.name, trust_remote_code=trust_remote_code
-            )
-            model = AutoModelForCausalLM.from_pretrained(
-                str(path.parent), trust_remote_code=trust_remote_code, **gguf_load_kwargs(path.name)
-            )
+            model, tokenizer = load_gguf(str(path.parent), path.name, trust_remote_code)
         except (OSError, ValueError) as exc:
             raise RecipeError(f"--model: cannot load a generator from {path}: {exc}") from None
         return model.to(device).eval(), _for_generation(tokenizer)

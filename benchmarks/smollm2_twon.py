@@ -66,8 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="LABEL=KEY=VALUE[,KEY=VALUE]",
         help="an extra sft+ppo row with recipe overrides, e.g. 'sft+ppo+mark_end=discriminator.mark_end=true' "
-        "(run for the first seed, after everything else)",
+        "(run after everything else, for --variant-seeds)",
     )
+    p.add_argument("--variant-seeds", type=int, nargs="*", default=None, help="default: the first seed")
     p.add_argument("--evaluate-only", action="store_true")
     p.add_argument("--set", dest="extra", action="append", default=[], help="extra --set for every run")
     return p.parse_args(argv)
@@ -175,13 +176,14 @@ def main(argv: list[str] | None = None) -> None:
             start = sft(f"sft-s{seed}", n, seed)
             generate(f"sft+reinforce-s{seed}", str(gan("reinforce", f"sft+reinforce-s{seed}", start, seed)))
             evaluate(args, work, generations, common)
+        variant_seeds = args.seeds[:1] if args.variant_seeds is None else args.variant_seeds
         for variant in args.variant:
             name, _, overrides = variant.partition("=")
-            seed = args.seeds[0]
-            start = sft(f"sft-s{seed}", n, seed)
-            label = f"{name}-s{seed}"
-            generate(label, str(gan("ppo", label, start, seed, overrides.split(","))))
-            evaluate(args, work, generations, common)
+            for seed in variant_seeds:
+                start = sft(f"sft-s{seed}", n, seed)
+                label = f"{name}-s{seed}"
+                generate(label, str(gan("ppo", label, start, seed, overrides.split(","))))
+                evaluate(args, work, generations, common)
     evaluate(args, work, generations, common)
 
 

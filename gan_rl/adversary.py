@@ -21,6 +21,7 @@ import torch.distributed as dist
 
 from gan_rl.discriminator import Discriminator, Pair, bce_loss, bradley_terry_loss
 from gan_rl.discriminator_config import DiscriminatorConfig
+from gan_rl.errors import TrainingError, first_non_finite
 
 
 def world_size() -> int:
@@ -384,6 +385,7 @@ class DiscriminatorTrainer:
                 self.last_stats = RoundStats(
                     before.loss, before.acc_real, before.acc_generated, updates=0, skipped=True
                 )
+                self.check_finite(self.last_stats)
                 return self.last_stats
         # Each process draws its own batches; seeding by round makes a resumed run draw the same ones.
         self.rng.seed(f"{self.config.seed}/{rank()}/{self.rounds}")
@@ -401,7 +403,29 @@ class DiscriminatorTrainer:
         totals = all_reduce_(totals / updates) / world_size()
         self.rounds += 1
         self.last_stats = RoundStats(*totals.tolist(), updates=updates)
+        self.check_finite(self.last_stats)
         return self.last_stats
+
+    def check_finite(self, stats: RoundStats) -> None:
+        """Stop the run when the round's loss (averaged over every process) or a weight is not finite.
+
+        A NaN discriminator gives NaN rewards: the policy would stop learning while the run went on to
+        report itself completed. Every process reaches the same verdict: the loss is all-reduced and the
+        weights are equal on every rank after a round.
+        """
+        bad = first_non_finite([("loss", stats.loss)])
+        if bad is None:
+            with torch.no_grad():
+                for name, param in self.discriminator.named_parameters():
+                    if param.requires_grad and not bool(torch.isfinite(param).all()):
+                        bad = (f"weight {name}", float("nan"))
+                        break
+        if bad is not None:
+            raise TrainingError(
+                f"discriminator round {self.rounds}: {bad[0]} is {bad[1]} (not finite); likely cause: "
+                f"discriminator.learning_rate {self.config.learning_rate:g} too high, or an encoder whose "
+                "features overflow (float16); earlier checkpoints are untouched."
+            )
 
     def in_sync(self) -> bool:
         """Whether every process holds the same trainable weights (a collective).

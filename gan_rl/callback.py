@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -23,12 +24,17 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from gan_rl.adversary import DiscriminatorTrainer, SampleBuffer, gather_to_main, rank, world_size
 from gan_rl.data import tokenize_prompts
 from gan_rl.discriminator import Pair
+from gan_rl.errors import TrainingError, first_non_finite
 from gan_rl.recipe import RecipeError
 from gan_rl.reward import DiscriminatorReward
 
 logger = logging.getLogger(__name__)
 
 DISCRIMINATOR_DIR = "discriminator"
+# Written first, renamed to DISCRIMINATOR_DIR when complete: a checkpoint's discriminator/ is whole or absent.
+PARTIAL_SUFFIX = ".partial"
+# Logged values that must stay finite; anything else (e.g. TRL's clip ratios) may legitimately be NaN.
+WATCHED_LOGS = ("loss", "reward")
 
 
 def save_discriminator(
@@ -115,6 +121,7 @@ class DiscriminatorCallback(TrainerCallback):
         warmup_prompts: list[Pair] | None = None,
         generation_kwargs: dict[str, Any] | None = None,
         resume_dir: str | Path | None = None,
+        fresh_discriminator: bool = False,
     ) -> None:
         self.disc_trainer = disc_trainer
         self.buffer = buffer
@@ -124,6 +131,8 @@ class DiscriminatorCallback(TrainerCallback):
         self.generation_kwargs = generation_kwargs or {}
         self.chat_template_kwargs: dict[str, Any] = {}
         self.resume_dir = Path(resume_dir) if resume_dir else None
+        # Resuming from a checkpoint without a discriminator is an error unless the user asked for this.
+        self.fresh_discriminator = fresh_discriminator
         self.log_metric: Callable[[str, float], None] | None = None
         self.warmup_stats: dict[str, float] = {}
         # Set when a checkpoint's discriminator was restored: where from, and its weights' fingerprint.
@@ -214,6 +223,11 @@ class DiscriminatorCallback(TrainerCallback):
                     "Restored the discriminator from %s (round %d).", directory, self.disc_trainer.rounds
                 )
                 return
+            if not self.fresh_discriminator:
+                raise RecipeError(
+                    f"--resume: {resume} has no complete {DISCRIMINATOR_DIR}/; pass --fresh-discriminator to "
+                    "continue it with a new discriminator trained from a warm-up."
+                )
             logger.warning("%s has no discriminator; training a fresh one from a warm-up.", resume)
         self.warmup_stats = self.warmup(model, processing_class)
         self._record(self.warmup_stats)
@@ -233,12 +247,27 @@ class DiscriminatorCallback(TrainerCallback):
         self._record({**stats.as_logs(), "disc/rounds": float(self.disc_trainer.rounds)})
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is not None:  # the policy's loss and reward (means over every process: all ranks agree)
+            watched = [(k, float(v)) for k, v in logs.items() if k in WATCHED_LOGS or k.startswith("disc/")]
+            bad = first_non_finite(watched)
+            if bad is not None:
+                raise TrainingError(
+                    f"step {state.global_step}: logged {bad[0]} is {bad[1]} (not finite); likely cause: "
+                    "trainer.learning_rate too high or a non-finite reward; earlier checkpoints are untouched."
+                )
         if logs is not None and self._pending_logs:  # only without a TRL trainer to log through
             logs.update(self._pending_logs)
             self._pending_logs = {}
 
     def on_save(self, args, state, control, **kwargs):
-        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}" / DISCRIMINATOR_DIR
-        save_buffers(folder, self.buffer)
+        """After TRL's own files: the discriminator, written aside and renamed into place when whole, so
+        a kill part-way leaves a checkpoint without ``discriminator/`` (incomplete), never a partial one."""
+        checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        staging = checkpoint / f"{DISCRIMINATOR_DIR}{PARTIAL_SUFFIX}"
+        save_buffers(staging, self.buffer)
         if state.is_world_process_zero:
-            save_discriminator(folder, self.disc_trainer, self.reward)
+            save_discriminator(staging, self.disc_trainer, self.reward)
+            final = checkpoint / DISCRIMINATOR_DIR
+            if final.exists():
+                shutil.rmtree(final)
+            staging.rename(final)

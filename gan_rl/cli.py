@@ -87,9 +87,12 @@ def _train(
     resume,
     overwrite: bool,
     samples: int,
+    fresh_discriminator: bool = False,
 ) -> None:
     from accelerate import PartialState
     from rich.console import Console
+
+    from gan_rl.errors import TrainingError
 
     console = Console(stderr=False)
     sets = list(overrides) + ([f"trainer.output_dir={output_dir}"] if output_dir else [])
@@ -98,10 +101,20 @@ def _train(
         _quiet_libraries()
         from gan_rl.train import run
 
-        summary = run(algorithm, recipe, resume=resume, overwrite=overwrite, num_samples=samples)
+        summary = run(
+            algorithm,
+            recipe,
+            resume=resume,
+            overwrite=overwrite,
+            num_samples=samples,
+            fresh_discriminator=fresh_discriminator,
+        )
     except RecipeError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except TrainingError as exc:  # the run failed: one line, no summary, exit 1 (not "completed")
+        click.echo(f"training failed: {exc}", err=True)
+        sys.exit(1)
     if PartialState().is_main_process:
         _print_summary(summary, console)
 
@@ -119,8 +132,13 @@ def _train_command(algorithm: str, doc: str):
         show_default=True,
         help="Held-out prompts sampled before and after training for the summary (0: none).",
     )
-    def command(recipe, overrides, output_dir, resume, overwrite, samples):
-        _train(algorithm, recipe, overrides, output_dir, resume, overwrite, samples)
+    @click.option(
+        "--fresh-discriminator",
+        is_flag=True,
+        help="With --resume: accept a checkpoint without a discriminator and warm up a new one.",
+    )
+    def command(recipe, overrides, output_dir, resume, overwrite, samples, fresh_discriminator):
+        _train(algorithm, recipe, overrides, output_dir, resume, overwrite, samples, fresh_discriminator)
 
     return command
 
@@ -260,20 +278,22 @@ def _print_evaluation(report: dict) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 @click.option("--algorithm", type=click.Choice(["ppo", "reinforce", "sft"]), default="ppo", show_default=True)
 def check(recipe: str, overrides: tuple[str, ...], algorithm: str) -> None:
-    """Validate RECIPE (sections, TRL config, data files and columns) without loading a model."""
+    """Validate RECIPE (sections, TRL config, checkpoint paths, data files and columns) without loading a
+    model."""
     try:
         parsed = load_recipe(recipe, list(overrides))
         _quiet_libraries()
         from gan_rl.data import load_raw_splits
         from gan_rl.evaluate import load_contrast
-        from gan_rl.models import check_gguf_file, resolve_checkpoint
-        from gan_rl.recipe import build_sft_config, build_trainer_config
+        from gan_rl.models import generator_checkpoint, preflight_checkpoints
+        from gan_rl.recipe import build_sft_config, build_trainer_config, sft_output_dir
 
-        if parsed.model.name_or_path is not None:  # a local path must exist, with its GGUF file
-            checkpoint = resolve_checkpoint(parsed.model.name_or_path, parsed.resolve_path)
-            check_gguf_file(checkpoint, parsed.model.gguf_file, "model.gguf_file")
-        if algorithm != "sft":
-            build_trainer_config(parsed, algorithm, remove_unused_columns=False)
+        # Every checkpoint resolves as the run resolves it: a local path must exist, with its GGUF file.
+        if algorithm == "sft":
+            generator_checkpoint(parsed.model, parsed.resolve_path, Path(sft_output_dir(parsed)))
+        else:
+            args = build_trainer_config(parsed, algorithm, remove_unused_columns=False)
+            preflight_checkpoints(parsed, args.output_dir)
         if algorithm == "sft" or parsed.sft or parsed.model.warm_start == "sft":
             build_sft_config(parsed)
         splits = load_raw_splits(parsed)

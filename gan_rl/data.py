@@ -8,6 +8,8 @@ response paired with each generated one.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, load_dataset
@@ -33,18 +35,64 @@ def load_source(source: DataSource, recipe: Recipe, where: str) -> Dataset:
             )
         if not path.is_file():
             raise RecipeError(f"{where}.path: file not found: {path}")
+        if is_blank_file(path):
+            raise RecipeError(f"{where}.path: {path} is empty (0 rows).")
         try:
             return load_dataset(builder, data_files=str(path), split="train")
         except Exception as exc:  # noqa: BLE001 - any parse failure is the file's fault
             if "corresponds to no data" in str(exc):  # a file with a header and no rows
                 raise RecipeError(f"{where}: the dataset is empty ({path}).") from None
-            raise RecipeError(f"{where}.path: cannot read {path} as {builder}: {exc}") from None
+            problem = json_problem(path) if builder == "json" else None
+            if problem is not None:
+                raise RecipeError(f"{where}.path: {problem}.") from None
+            reason = str(exc) or type(exc).__name__
+            raise RecipeError(f"{where}.path: cannot read {path} as {builder}: {reason}") from None
     try:
         return load_dataset(source.hub, source.config, split=source.split)
     except Exception as exc:  # noqa: BLE001 - network, missing dataset or split
         raise RecipeError(
             f"{where}.hub: cannot load {source.hub!r} (split {source.split!r}): {exc}"
         ) from None
+
+
+def is_blank_file(path: Path) -> bool:
+    """Empty, or whitespace only."""
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 16):
+            if chunk.strip():
+                return False
+    return True
+
+
+def json_problem(path: Path) -> str | None:
+    """The first problem of a ``.json`` / ``.jsonl`` file as ``FILE:LINE: reason`` (the datasets library
+    names a byte position, or nothing), or None when none is found. A ``.json`` file may hold one JSON
+    document or JSON Lines; a ``.jsonl`` file one JSON object per line."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        return f"{path}:{line}: not UTF-8 text (byte {exc.start})"
+    if path.suffix.lower() == ".json":
+        try:
+            json.loads(text)
+            return None
+        except json.JSONDecodeError as exc:
+            if exc.msg != "Extra data":  # "Extra data": more than one document, so read it as JSON Lines
+                return f"{path}:{exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})"
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            return (
+                f"{path}:{number}: not valid JSON ({exc.msg}, column {exc.colno}); one JSON object per line"
+            )
+        if not isinstance(row, dict):
+            return f"{path}:{number}: expected a JSON object (one row), got {type(row).__name__}"
+    return None
 
 
 def check_columns(ds: Dataset, data: DataSettings, where: str) -> None:
@@ -73,17 +121,39 @@ def load_raw_splits(recipe: Recipe) -> dict[str, Dataset]:
         check_columns(ds, data, where)
         if limit is not None:
             ds = ds.select(range(min(limit, len(ds))))
-        ds = ds.filter(
-            lambda row: (
-                isinstance(row[data.prompt_column], str) and isinstance(row[data.response_column], str)
-            )
-        )
-        if len(ds) == 0:
-            raise RecipeError(
-                f"{where}: no row has text in both '{data.prompt_column}' and '{data.response_column}'."
-            )
-        out[name] = ds
+        out[name] = drop_rows_without_text(ds, data, where, source_name(source, recipe))
     return out
+
+
+def source_name(source: DataSource, recipe: Recipe) -> str:
+    """The file, hub dataset or synthetic set a split comes from, for messages."""
+    if source.path is not None:
+        return str(recipe.resolve_path(source.path))
+    if source.hub is not None:
+        return f"hub dataset {source.hub!r} (split {source.split!r})"
+    return f"synthetic {source.synthetic!r}"
+
+
+def drop_rows_without_text(ds: Dataset, data: DataSettings, where: str, name: str) -> Dataset:
+    """Rows with a text prompt and a response that is not empty or blank; an error when none is left."""
+    prompt, response = data.prompt_column, data.response_column
+    kept = ds.filter(
+        lambda row: (
+            isinstance(row[prompt], str) and isinstance(row[response], str) and bool(row[response].strip())
+        )
+    )
+    if len(kept) == 0:
+        responses = [r for r in ds[response] if isinstance(r, str)]
+        if responses and not any(r.strip() for r in responses):
+            raise RecipeError(
+                f"{where}: every response in column '{response}' (data.response_column) of {name} is empty; "
+                "there is nothing to train on."
+            )
+        raise RecipeError(
+            f"{where}: no row of {name} has text in both column '{prompt}' (data.prompt_column) and "
+            f"column '{response}' (data.response_column)."
+        )
+    return kept
 
 
 def uses_chat_format(data: DataSettings, tokenizer: Any) -> bool:

@@ -238,7 +238,7 @@ class HeadDiscriminator(Discriminator):
     """
 
     def __init__(
-        self, config: DiscriminatorConfig, encoder: FrozenEncoder, encode_batch_size: int = 32
+        self, config: DiscriminatorConfig, encoder: FrozenEncoder, encode_batch_size: int = 1
     ) -> None:
         super().__init__(config)
         self.encoder = encoder  # a plain object: not a submodule, not in state_dict
@@ -440,7 +440,7 @@ def build_discriminator(
         if config.kind == "head":
             if encoder is None:
                 raise ValueError("kind 'head' needs a FrozenEncoder.")
-            disc: Discriminator = HeadDiscriminator(config, encoder)
+            disc: Discriminator = HeadDiscriminator(config, encoder, config.encode_batch_size)
         else:
             disc = ClassifierDiscriminator(config, checkpoint or str(config.model))
     return disc.to(device)

@@ -6,6 +6,7 @@ recipe can be validated without importing torch models.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -27,6 +28,8 @@ class RewardConfig:
     running_momentum: float = 0.99
 
     def validate(self) -> None:
+        if self.clip is not None and not all(math.isfinite(float(v)) for v in self.clip):
+            raise ValueError(f"clip: expected two finite numbers [low, high], got {self.clip}.")
         if self.clip is not None and (len(self.clip) != 2 or self.clip[0] >= self.clip[1]):
             raise ValueError(f"clip: expected [low, high] with low < high, got {self.clip}.")
         if not 0.0 <= self.running_momentum < 1.0:
@@ -74,6 +77,11 @@ class DiscriminatorConfig:
     mark_end: bool = False
     # Hidden states of real responses are cached (the encoder is frozen); at most this many pairs.
     cache_size: int = 4096
+    # Pairs per forward of the frozen encoder. 1: each pair alone, so its features depend on the pair only
+    # (not on which pairs shared its padded batch): a cached, replayed or restored feature is the same bits
+    # whenever it is computed, and a resumed run is the uninterrupted one bit for bit. More is faster on a
+    # GPU, at the price of float-rounding differences after a resume.
+    encode_batch_size: int = 1
 
     # --- classifier ---
     # A sequence-classification checkpoint (num_labels=1 is set), or "generator" for the generator's own.
@@ -127,7 +135,8 @@ class DiscriminatorConfig:
             ("dropout", 0.0 <= self.dropout < 1.0, "in [0, 1)"),
             ("lstm_hidden", self.lstm_hidden > 0, "positive"),
             ("cache_size", self.cache_size >= 0, "0 or more"),
-            ("learning_rate", self.learning_rate > 0, "positive"),
+            ("encode_batch_size", self.encode_batch_size >= 1, "1 or more"),
+            ("learning_rate", math.isfinite(self.learning_rate) and self.learning_rate > 0, "positive"),
             ("batch_size", self.batch_size > 0, "positive"),
             # 0 would freeze the discriminator (a constant judge) while its buffer grows without bound.
             ("updates_per_round", self.updates_per_round >= 1, "1 or more"),

@@ -284,9 +284,7 @@ def evaluate(recipe: Recipe, model_specs: list[str], out_dir: str | Path) -> dic
     train_reals = train_all[: len(reals)]
     encoder_name = resolve_checkpoint(settings.encoder, recipe.resolve_path, "evaluate.encoder")
     try:
-        encoder = TextEncoder(
-            encoder_name, device=_device(), trust_remote_code=recipe.model.trust_remote_code
-        )
+        encoder = TextEncoder(encoder_name, device=_device(), trust_remote_code=settings.trust_remote_code)
     except ValueError as exc:
         raise RecipeError(f"evaluate.encoder: {exc}") from None
     generated = {label: generations_for(recipe, path, prompts) for label, path in models.items()}

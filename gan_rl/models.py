@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import re
@@ -156,12 +157,44 @@ def resolve_checkpoint(name: str, recipe_resolve, where: str = "model.name_or_pa
     return name
 
 
+def init_model_source(settings: ModelSettings, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    """What an ``init_config`` model is built from: the config, the seed and the tokenizer (its source and
+    a hash of its vocabulary and special tokens, which decide the embedding size and the token ids)."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    special = {name: getattr(tokenizer, name) for name in ("pad_token_id", "bos_token_id", "eos_token_id")}
+    digest = hashlib.sha256(json.dumps([vocab, special], default=str).encode()).hexdigest()
+    source = {
+        "init_config": settings.init_config,
+        "init_seed": settings.init_seed,
+        "tokenizer": settings.tokenizer
+        or ("word_tokenizer_from_data" if settings.word_tokenizer_from_data else None),
+        "tokenizer_sha256": digest,
+    }
+    return json.loads(json.dumps(source, sort_keys=True, default=str))  # as the marker file reads back
+
+
+def _marker_matches(out_dir: Path, source: dict[str, Any]) -> bool:
+    """``out_dir`` is a complete materialised model built from ``source`` (its marker, written last, says so)."""
+    marker = out_dir / SOURCE_FILE
+    if not (marker.is_file() and (out_dir / "config.json").is_file()):
+        return False
+    try:
+        return json.loads(marker.read_text()) == source
+    except (OSError, ValueError):
+        return False
+
+
 def build_init_model(settings: ModelSettings, tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> str:
     """Build a randomly initialised model from ``init_config``, save it (with its tokenizer) and return the path.
 
     Saving makes the initial weights an ordinary checkpoint: TRL can build a reference model from it, and
-    a resumed or repeated run starts from the very same weights.
+    a resumed or repeated run starts from the very same weights. A folder built from the same config, seed
+    and tokenizer is reused; one built from anything else (an earlier run with another ``init_config`` that
+    failed in the same output directory, a GGUF file) is rebuilt.
     """
+    source = init_model_source(settings, tokenizer)
+    if _marker_matches(out_dir, source):
+        return str(out_dir)
     cfg = dict(settings.init_config or {})
     model_type = cfg.pop("model_type")
     cfg.setdefault("vocab_size", len(tokenizer))
@@ -173,9 +206,13 @@ def build_init_model(settings: ModelSettings, tokenizer: PreTrainedTokenizerBase
         raise RecipeError(f"model.init_config: {exc}") from None
     torch.manual_seed(settings.init_seed)
     model = AutoModelForCausalLM.from_config(config)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists():
+        logger.info("Rebuilding %s: it was built from another model.init_config or tokenizer.", out_dir)
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    (out_dir / SOURCE_FILE).write_text(json.dumps(source, sort_keys=True))  # last: the folder is complete
     return str(out_dir)
 
 
@@ -264,6 +301,47 @@ def generator_checkpoint(settings: ModelSettings, recipe_resolve, out: Path) -> 
     return checkpoint
 
 
+@dataclasses.dataclass(frozen=True)
+class Checkpoints:
+    """The checkpoints a run reads, resolved (local paths absolute, hub ids as given) before anything loads."""
+
+    # The generator's starting weights: a checkpoint, OUTPUT_DIR/initial-model (init_config, gguf_file), or
+    # with ``model.warm_start: sft`` the SFT output directory (which that run fills first).
+    generator: str
+    # ``discriminator.kind: head`` with its own encoder checkpoint (None: the generator's weights).
+    encoder: str | None = None
+    # ``discriminator.kind: classifier``: its checkpoint (the generator's for ``model: generator``).
+    classifier: str | None = None
+
+
+def preflight_checkpoints(recipe: Any, output_dir: str | Path) -> Checkpoints:
+    """Resolve every checkpoint a ``ppo``/``reinforce`` run of ``recipe`` reads into ``output_dir``, as the
+    run does: a local path must exist, with the GGUF file it names. One :class:`RecipeError` naming the
+    field otherwise, before any model loads (``gan-rl check``, and before a warm start's SFT run)."""
+    from gan_rl.recipe import sft_output_dir
+
+    model, cfg = recipe.model, recipe.discriminator
+    if model.warm_start == "sft":  # SFT starts from the recipe's model; the run from SFT's result
+        sft_out = Path(sft_output_dir(recipe))
+        generator_checkpoint(model, recipe.resolve_path, sft_out)
+        generator = str(sft_out.resolve())
+    else:
+        generator = generator_checkpoint(model, recipe.resolve_path, Path(output_dir))
+    if model.tokenizer is not None:
+        resolve_checkpoint(model.tokenizer, recipe.resolve_path, "model.tokenizer")
+    encoder = classifier = None
+    if cfg.kind == "head" and cfg.encoder != "generator":
+        encoder = resolve_checkpoint(cfg.encoder, recipe.resolve_path, "discriminator.encoder")
+        check_gguf_file(encoder, cfg.gguf_file, "discriminator.gguf_file")
+    if cfg.kind == "classifier":
+        if cfg.model == "generator":
+            classifier = generator
+        else:
+            classifier = resolve_checkpoint(cfg.model, recipe.resolve_path, "discriminator.model")
+            check_gguf_file(classifier, cfg.gguf_file, "discriminator.gguf_file")
+    return Checkpoints(generator=generator, encoder=encoder, classifier=classifier)
+
+
 def materialize_gguf(settings: ModelSettings, recipe_resolve, out_dir: Path) -> str:
     """Dequantize the recipe's GGUF checkpoint once into ``out_dir`` as an ordinary safetensors checkpoint
     (with its tokenizer and chat template) and return the path.
@@ -274,13 +352,8 @@ def materialize_gguf(settings: ModelSettings, recipe_resolve, out_dir: Path) -> 
     """
     checkpoint = resolve_checkpoint(settings.name_or_path, recipe_resolve)
     source = {"name_or_path": checkpoint, "gguf_file": settings.gguf_file}
-    marker = out_dir / SOURCE_FILE
-    if marker.is_file() and (out_dir / "config.json").is_file():
-        try:
-            if json.loads(marker.read_text()) == source:
-                return str(out_dir)
-        except (OSError, ValueError):
-            pass
+    if _marker_matches(out_dir, source):
+        return str(out_dir)
     logger.info("Dequantizing %s / %s into %s (once per run).", checkpoint, settings.gguf_file, out_dir)
     try:
         model, tokenizer = load_gguf(checkpoint, settings.gguf_file, settings.trust_remote_code)
@@ -294,7 +367,7 @@ def materialize_gguf(settings: ModelSettings, recipe_resolve, out_dir: Path) -> 
     model.config._name_or_path = str(out_dir)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    marker.write_text(json.dumps(source))  # last: the folder is complete
+    (out_dir / SOURCE_FILE).write_text(json.dumps(source))  # last: the folder is complete
     return str(out_dir)
 
 
@@ -318,7 +391,7 @@ def prepare_tokenizer(settings: ModelSettings, recipe_resolve, out: Path, texts:
     tokenizer = load_tokenizer(settings, recipe_resolve, texts=texts)
     if settings.init_config is not None:
         with state.main_process_first():
-            if state.is_main_process and not (out / INITIAL_MODEL_DIR / "config.json").is_file():
+            if state.is_main_process:
                 build_init_model(settings, tokenizer, out / INITIAL_MODEL_DIR)
     return tokenizer
 
@@ -368,3 +441,44 @@ def _load_for_generation(path: Path, device: str | torch.device, trust_remote_co
     except (OSError, ValueError) as exc:
         raise RecipeError(f"--model: cannot load a generator from {path}: {exc}") from None
     return model.to(device).eval(), _for_generation(tokenizer)
+
+
+def learned_position_limit(model: Any) -> int | None:
+    """How many positions a model with a learned position table takes (GPT-2's ``wpe``, BERT-like
+    ``position_embeddings``); None for rotary or ALiBi models, which have no table to index past."""
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Embedding) and name.rsplit(".", 1)[-1] in (
+            "wpe",
+            "position_embeddings",
+        ):
+            return int(module.num_embeddings)
+    return None
+
+
+def check_position_limit(
+    model: Any,
+    tokenizer: Any,
+    dataset: Any,
+    max_completion_length: int,
+    chat_template_kwargs: dict[str, Any] | None = None,
+) -> None:
+    """Refuse, before any sampling, prompts that with ``max_completion_length`` new tokens run past a
+    learned position table (an IndexError deep inside the warm-up otherwise)."""
+    from gan_rl.data import tokenize_prompts
+    from gan_rl.recipe import RecipeError
+
+    limit = learned_position_limit(model)
+    if limit is None or len(dataset) == 0:
+        return
+    prompts = dataset["prompt"]
+    longest = 0
+    for start in range(0, len(prompts), 256):
+        batch = tokenize_prompts(tokenizer, prompts[start : start + 256], chat_template_kwargs)
+        longest = max(longest, int(batch["attention_mask"].sum(dim=1).max()))
+    if longest + max_completion_length > limit:
+        raise RecipeError(
+            f"data: the longest prompt is {longest} tokens, plus trainer.max_completion_length "
+            f"{max_completion_length} makes {longest + max_completion_length} positions, more than the "
+            f"{limit} of the generator's learned position table; shorten the prompts or lower "
+            "trainer.max_completion_length."
+        )

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import re
 import shutil
 from pathlib import Path
 
 from accelerate import PartialState
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from gan_rl.recipe import RecipeError
 
 SUMMARY_FILE = "run_summary.json"  # written last: marks a run as finished
 RECIPE_FILE = "recipe.yaml"
 INITIAL_MODEL_DIR = "initial-model"
+DISCRIMINATOR_FILES = ("state.json", "model.safetensors", "optimizer.pt")
+GENERATOR_WEIGHTS = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "adapter_model.safetensors",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+logger = logging.getLogger(__name__)
 
 
 def is_finished(out: str | Path) -> bool:
@@ -26,6 +39,13 @@ def check_output_dir(out: Path, resume: bool, overwrite: bool, field: str = "tra
     the same decision (and raise the same error), and all meet at the same barriers.
     """
     state = PartialState()
+    if out.exists() and not out.is_dir():
+        raise RecipeError(f"{field}: {out} is a file, not a directory; choose a directory path.")
+    writable_parent = next((p for p in [out, *out.parents] if p.exists()), None)
+    if writable_parent is not None and not os.access(writable_parent, os.W_OK | os.X_OK):
+        raise RecipeError(
+            f"{field}: cannot write to {writable_parent} (permission denied); choose another path."
+        )
     used = out.exists() and any(out.iterdir())
     finished = (out / SUMMARY_FILE).is_file()
     is_ours = (out / RECIPE_FILE).is_file()
@@ -57,16 +77,80 @@ def check_output_dir(out: Path, resume: bool, overwrite: bool, field: str = "tra
         )
 
 
-def resolve_resume(out: Path, resume: str | bool | None) -> str | None:
-    """``--resume`` (latest checkpoint in the output directory) or ``--resume PATH``."""
+def checkpoint_problems(path: Path, discriminator: bool = True) -> list[str]:
+    """What a checkpoint lacks (empty: complete). TRL's part: ``trainer_state.json`` (written last by
+    transformers), the generator's weights and the optimizer; ours: ``discriminator/`` whole (it is
+    written aside and renamed into place, see :meth:`DiscriminatorCallback.on_save`)."""
+    problems = []
+    if not (path / "trainer_state.json").is_file():
+        problems.append("trainer_state.json")
+    if not any((path / name).is_file() for name in GENERATOR_WEIGHTS):
+        problems.append("generator weights")
+    if not (path / "optimizer.pt").is_file() and not any(
+        path.glob("global_step*")
+    ):  # DeepSpeed keeps its own
+        problems.append("optimizer.pt")
+    if discriminator:
+        folder = path / "discriminator"
+        if not all((folder / name).is_file() for name in DISCRIMINATOR_FILES):
+            problems.append("discriminator/")
+    return problems
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    """``checkpoint-N`` folders, newest first."""
+    pattern = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+    found = [(int(m.group(1)), p) for p in out.iterdir() if p.is_dir() and (m := pattern.match(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def resolve_resume(
+    out: Path, resume: str | bool | None, discriminator: bool = True, fresh_discriminator: bool = False
+) -> str | None:
+    """``--resume`` (the latest *complete* checkpoint in the output directory) or ``--resume PATH``.
+
+    A checkpoint counts only when complete (:func:`checkpoint_problems`): a kill while one was written
+    leaves it partial, and the run goes on from the one before, saying so. ``discriminator``: whether the
+    run needs one (``ppo``/``reinforce``; not ``sft``). A checkpoint with everything but its discriminator
+    is an error unless ``fresh_discriminator`` (then a new discriminator is warmed up from it).
+    """
     if not resume:
         return None
     if resume is True or resume == "latest":
-        last = get_last_checkpoint(str(out)) if out.is_dir() else None
-        if last is None:
+        candidates = _checkpoints(out) if out.is_dir() else []
+        if not candidates:
             raise RecipeError(f"--resume: no checkpoint-* directory in {out} to resume from.")
-        return last
+        skipped = []
+        for path in candidates:
+            problems = checkpoint_problems(path, discriminator and not fresh_discriminator)
+            if not problems:
+                if skipped:
+                    logger.warning(
+                        "Resuming from %s: later checkpoints are incomplete (%s).",
+                        path.name,
+                        "; ".join(skipped),
+                    )
+                else:
+                    logger.info("Resuming from %s.", path.name)
+                return str(path)
+            skipped.append(f"{path.name} lacks {', '.join(problems)}")
+        hint = (
+            "; pass --fresh-discriminator to continue with a new discriminator"
+            if any(
+                p == ["discriminator/"] for p in (checkpoint_problems(c, discriminator) for c in candidates)
+            )
+            else ""
+        )
+        raise RecipeError(f"--resume: no complete checkpoint in {out} ({'; '.join(skipped)}){hint}.")
     path = Path(str(resume))
     if not (path / "trainer_state.json").is_file():
         raise RecipeError(f"--resume: {path} is not a trainer checkpoint (no trainer_state.json).")
+    problems = checkpoint_problems(path, discriminator and not fresh_discriminator)
+    if problems:
+        hint = (
+            "; pass --fresh-discriminator to continue with a new discriminator"
+            if problems == ["discriminator/"]
+            else ""
+        )
+        raise RecipeError(f"--resume: {path} is incomplete (lacks {', '.join(problems)}){hint}.")
     return str(path)

@@ -163,6 +163,8 @@ class EvaluateSettings:
     folds: int = 5
     seed: int = 0
     contrast: ContrastSettings | None = None
+    # For ``encoder`` only (not inherited from ``model.trust_remote_code``): run that checkpoint's own code.
+    trust_remote_code: bool = False
 
     def validate(self) -> None:
         checks = [
@@ -488,7 +490,15 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if not path.is_file():
         raise RecipeError(f"recipe: file not found: {path}")
     try:
-        raw = load_yaml(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(
+            f"recipe {path}: not a text file (byte {exc.start} is not UTF-8); a recipe is a YAML file."
+        ) from None
+    except OSError as exc:
+        raise RecipeError(f"recipe {path}: cannot read it: {exc.strerror or exc}.") from None
+    try:
+        raw = load_yaml(text) or {}
     except yaml.YAMLError as exc:
         raise RecipeError(f"recipe {path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
@@ -553,7 +563,20 @@ def build_trainer_config(recipe: Recipe, algorithm: str, **forced: Any) -> Any:
             )
         kwargs["gradient_checkpointing"] = recipe.model.gradient_checkpointing
     kwargs.update(forced)
+    if kwargs.get("use_vllm"):
+        _check_vllm(algorithm if "use_vllm" in getattr(recipe, algorithm) else "trainer")
     return _instantiate(cls, kwargs, "trainer")
+
+
+def _check_vllm(section: str) -> None:
+    """``use_vllm: true`` needs vLLM installed; TRL would import it only after the model has loaded."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise RecipeError(
+            f"{section}.use_vllm: generation with vLLM needs the vllm package, which is not installed: "
+            "pip install vllm (or set use_vllm: false)."
+        )
 
 
 def _instantiate(cls: type, kwargs: dict[str, Any], section: str) -> Any:

@@ -20,6 +20,7 @@ from gan_rl.adversary import SampleBuffer, all_reduce_
 from gan_rl.data import PROMPT_TEXT, REAL_RESPONSE
 from gan_rl.discriminator import Discriminator, Pair
 from gan_rl.discriminator_config import RewardConfig
+from gan_rl.errors import TrainingError
 
 
 def reward_from_logits(logits: torch.Tensor, form: str) -> torch.Tensor:
@@ -101,7 +102,9 @@ class DiscriminatorReward:
         if self.config.clip is not None:
             rewards = rewards.clamp(*self.config.clip)
         if self.config.normalize == "batch" and rewards.numel() > 1:
-            rewards = (rewards - rewards.mean()) / (rewards.std() + 1e-8)
+            std = rewards.std()
+            # All equal (a saturated discriminator): no preference among the completions, so 0 for each.
+            rewards = torch.zeros_like(rewards) if std < 1e-6 else (rewards - rewards.mean()) / std
         elif self.config.normalize == "running":
             if update_stats:
                 self.running.update(rewards)
@@ -133,6 +136,7 @@ class DiscriminatorReward:
         generated, real = self.pairs(prompts, completions, **kwargs)
         gen_features, real_features = self.discriminator.featurize_round(generated, real)
         logits = self.discriminator.score(gen_features)
+        self.check_finite(logits)
         training = self.recording()
         if training:
             self.buffer.add(gen_features, real_features, generated, real)
@@ -141,6 +145,16 @@ class DiscriminatorReward:
         if log_metric is not None:
             log_metric("disc/prob_generated_real", torch.sigmoid(logits).mean().item())
         return rewards.tolist()
+
+    def check_finite(self, logits: torch.Tensor) -> None:
+        """Stop the run on a non-finite score anywhere (a collective: every process raises together)."""
+        bad = all_reduce_(torch.tensor([(~torch.isfinite(logits)).sum().item(), logits.numel()]))
+        if bad[0].item() > 0:
+            raise TrainingError(
+                f"reward call {self.calls + 1}: the discriminator scored {int(bad[0])} of {int(bad[1])} "
+                "completions as NaN or infinite; likely cause: non-finite encoder features (a float16 "
+                "encoder overflowing) or discriminator weights; earlier checkpoints are untouched."
+            )
 
     def state(self) -> dict[str, Any]:
         return {"running": self.running.state(), "calls": self.calls}

@@ -29,7 +29,13 @@ from datasets import Dataset
 
 from gan_rl.data import data_texts, format_prompt, load_raw_splits, uses_chat_format
 from gan_rl.discriminator import Pair
-from gan_rl.models import generator_checkpoint, load_generator, lora_config, prepare_tokenizer
+from gan_rl.models import (
+    generator_checkpoint,
+    load_generator,
+    lora_config,
+    preflight_checkpoints,
+    prepare_tokenizer,
+)
 from gan_rl.outputs import RECIPE_FILE, SUMMARY_FILE, check_output_dir, is_finished, resolve_resume
 from gan_rl.recipe import Recipe, RecipeError, build_sft_config, sft_output_dir
 
@@ -86,7 +92,7 @@ def run_sft(
     args = build_sft_config(recipe)
     out = Path(args.output_dir)
     check_output_dir(out, bool(resume), overwrite, field="sft.output_dir")
-    resume_path = resolve_resume(out, resume)
+    resume_path = resolve_resume(out, resume, discriminator=False)
     raw = load_raw_splits(recipe)
     checkpoint = generator_checkpoint(recipe.model, recipe.resolve_path, out)
     state = PartialState()
@@ -168,6 +174,8 @@ def warm_start(recipe: Recipe) -> Recipe:
         from transformers.trainer_utils import get_last_checkpoint
 
         resume = "latest" if out.is_dir() and get_last_checkpoint(str(out)) is not None else None
+        # The adversarial run's checkpoints (discriminator.model / encoder) resolve now, not after SFT.
+        preflight_checkpoints(recipe, out)
         run_sft(recipe, resume=resume)
     model = dataclasses.replace(
         recipe.model,
@@ -228,7 +236,10 @@ class RealResponseLoss:
         self.coef = coef
         self.batch_size = batch_size
         self.max_length = max_length
+        self.seed = seed
         self.rng = random.Random(f"sft-loss/{seed}/{PartialState().process_index}")
+        self._step: int | None = None
+        self._calls_this_step = 0
         self.chat_template_kwargs = chat_template_kwargs or {}
 
     def _encode(self, pair: Pair) -> tuple[list[int], list[int]]:
@@ -267,7 +278,14 @@ class RealResponseLoss:
             "labels": labels.to(device),
         }
 
-    def loss(self, model: torch.nn.Module) -> torch.Tensor:
+    def loss(self, model: torch.nn.Module, step: int | None = None) -> torch.Tensor:
+        """The term for one micro-batch. With ``step`` (the trainer's global step) the draw is seeded by
+        step and call within the step, so a resumed run draws the same real pairs as the uninterrupted one."""
+        if step is not None:
+            self._calls_this_step = self._calls_this_step + 1 if step == self._step else 0
+            self._step = step
+            process = PartialState().process_index
+            self.rng.seed(f"sft-loss/{self.seed}/{process}/{step}/{self._calls_this_step}")
         device = next(model.parameters()).device
         return model(**self.batch(device)).loss
 
@@ -286,7 +304,8 @@ class RealResponseLossMixin:
         term = self.real_response_loss
         if term is None or term.coef == 0 or not model.training:
             return loss
-        sft = term.loss(self.accelerator.unwrap_model(model))
+        step = getattr(getattr(self, "state", None), "global_step", None)
+        sft = term.loss(self.accelerator.unwrap_model(model), step=step)
         self._metrics["train"]["sft/loss"].append(
             self.accelerator.gather(sft.detach().reshape(1)).mean().item()
         )

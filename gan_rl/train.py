@@ -45,12 +45,11 @@ from gan_rl.discriminator import (
 )
 from gan_rl.metrics import word_tokens
 from gan_rl.models import (
-    check_gguf_file,
-    generator_checkpoint,
+    check_position_limit,
     load_generator,
     lora_config,
+    preflight_checkpoints,
     prepare_tokenizer,
-    resolve_checkpoint,
 )
 from gan_rl.outputs import (
     RECIPE_FILE,
@@ -129,8 +128,14 @@ def run(
     num_samples: int = 16,
     progress: bool = True,
     callbacks: list[Any] | None = None,
+    fresh_discriminator: bool = False,
 ) -> RunSummary:
-    """Train a generator adversarially with ``algorithm`` (``ppo`` or ``reinforce``)."""
+    """Train a generator adversarially with ``algorithm`` (``ppo`` or ``reinforce``).
+
+    ``fresh_discriminator``: resume from a checkpoint without a discriminator, warming up a new one (else
+    such a checkpoint is not complete and does not count). A :class:`gan_rl.errors.TrainingError` (a
+    non-finite loss, weight or reward) ends the run without a summary.
+    """
     from transformers import PrinterCallback, ProgressCallback
     from trl.trainer.callbacks import RichProgressCallback
 
@@ -139,23 +144,13 @@ def run(
     _ = args.device  # sets up the distributed state the trainer's way (use_cpu, backend) before we use it
     out = Path(args.output_dir)
     check_output_dir(out, bool(resume), overwrite)
-    resume_path = resolve_resume(out, resume)
+    resume_path = resolve_resume(out, resume, fresh_discriminator=fresh_discriminator)
     raw = load_raw_splits(recipe)
     recipe = warm_start(recipe)  # model.warm_start: sft -> the generator is the SFT result (run it first)
     cfg = recipe.discriminator
     # Checkpoint names resolve now (a local path must exist), so a typo stops the run before any loading.
-    checkpoint = generator_checkpoint(recipe.model, recipe.resolve_path, out)
-    encoder_checkpoint = classifier_checkpoint = None
-    if cfg.kind == "head" and cfg.encoder != "generator":
-        encoder_checkpoint = resolve_checkpoint(cfg.encoder, recipe.resolve_path, "discriminator.encoder")
-        check_gguf_file(encoder_checkpoint, cfg.gguf_file, "discriminator.gguf_file")
-    if cfg.kind == "classifier":
-        classifier_checkpoint = (
-            checkpoint
-            if cfg.model == "generator"
-            else resolve_checkpoint(cfg.model, recipe.resolve_path, "discriminator.model")
-        )
-        check_gguf_file(classifier_checkpoint, cfg.gguf_file, "discriminator.gguf_file")
+    found = preflight_checkpoints(recipe, out)
+    checkpoint, encoder_checkpoint, classifier_checkpoint = found.generator, found.encoder, found.classifier
     state = PartialState()
     tokenizer = prepare_tokenizer(recipe.model, recipe.resolve_path, out, data_texts(raw, recipe.data))
     chat = uses_chat_format(recipe.data, tokenizer)
@@ -169,6 +164,7 @@ def run(
 
     # 2. The generator.
     model = load_generator(recipe.model, checkpoint)
+    check_position_limit(model, tokenizer, train_ds, args.max_completion_length, args.chat_template_kwargs)
 
     # 3. The discriminator, its reward and its callback.
     encoder = None
@@ -199,6 +195,7 @@ def run(
         warmup_prompts=prompts,
         generation_kwargs={"max_new_tokens": args.max_completion_length},  # until attach() gives TRL's
         resume_dir=resume_path,
+        fresh_discriminator=fresh_discriminator,
     )
 
     # 4. TRL's trainer.

@@ -1,11 +1,11 @@
 """Step-time overhead of the adversary, measured side by side in one process.
 
-Five runs on the same tiny generator, data, batch and TRL GRPOConfig:
+Six runs on the same tiny generator, data, batch and TRL GRPOConfig:
 
 * ``constant`` — plain TRL GRPOTrainer with a constant reward function (no adversary at all);
 * ``head``     — ``gan-rl ppo`` with the ``head`` discriminator (frozen generator encoder + small head),
   reading the last layer (the default), the middle layer and the embeddings (``encoder_layer`` -1,
-  layers // 2, 0);
+  layers // 2, 0); and the last layer again with 32 pairs per encoder forward instead of 1;
 * ``classifier`` — ``gan-rl ppo`` with a ``classifier`` discriminator of the generator's own size
   (a sequence-classification copy of the generator, fully trained).
 
@@ -275,6 +275,11 @@ def main() -> None:
         runs = {
             "constant": lambda: run_constant(model_dir, tmp / "constant", args),
             "head": lambda: run_gan(model_dir, tmp / "head", args),
+            # The same with the frozen encoder reading 32 pairs per forward instead of one (the default,
+            # which makes every feature independent of its batch: bit-identical resume).
+            "head (encode_batch_size 32)": lambda: run_gan(
+                model_dir, tmp / "head-b32", args, encode_batch_size=32
+            ),
             # The same head reading the middle layer: the frozen forward stops there.
             "head (middle layer)": lambda: run_gan(
                 model_dir, tmp / "head-mid", args, encoder_layer=args.layers // 2

@@ -19,45 +19,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from gan_rl.discriminator import Discriminator, Pair, bce_loss, bradley_terry_loss
+from gan_rl.data import Pair
+from gan_rl.discriminator import Discriminator, bce_loss, bradley_terry_loss
 from gan_rl.discriminator_config import DiscriminatorConfig
+from gan_rl.distributed import all_reduce_, rank, world_size
 from gan_rl.errors import TrainingError, first_non_finite
-
-
-def world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
-    """In-place all-reduce across processes (a no-op in a single process).
-
-    NCCL reduces CUDA tensors only, so a CPU tensor makes a round trip to this process's GPU there.
-    """
-    if world_size() > 1:
-        reduce_op = {"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}[op]
-        device = (
-            torch.device("cuda", torch.cuda.current_device())
-            if dist.get_backend() == "nccl"
-            else tensor.device
-        )
-        work = tensor.to(device)
-        dist.all_reduce(work, op=reduce_op)
-        if work is not tensor:
-            tensor.copy_(work)
-    return tensor
-
-
-def gather_to_main(obj: Any) -> list[Any] | None:
-    """Every process's ``obj`` on the main process (rank order), None elsewhere; a collective."""
-    if world_size() == 1:
-        return [obj]
-    out: list[Any] | None = [None] * world_size() if rank() == 0 else None
-    dist.gather_object(obj, out, dst=0)
-    return out
 
 
 @dataclass

@@ -21,9 +21,9 @@ from safetensors.torch import load_model, save_model
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from gan_rl.adversary import DiscriminatorTrainer, SampleBuffer, gather_to_main, rank, world_size
-from gan_rl.data import tokenize_prompts
-from gan_rl.discriminator import Pair
+from gan_rl.adversary import DiscriminatorTrainer, SampleBuffer
+from gan_rl.data import Pair, tokenize_prompts
+from gan_rl.distributed import gather_to_main, rank, world_size
 from gan_rl.errors import TrainingError, first_non_finite
 from gan_rl.recipe import RecipeError
 from gan_rl.reward import DiscriminatorReward

@@ -9,6 +9,7 @@ response paired with each generated one.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,29 @@ from gan_rl.synthetic import SYNTHETIC
 
 FILE_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
 PROMPT_TEXT, REAL_RESPONSE = "prompt_text", "real_response"
+
+Prompt = str | list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One (prompt, response): ``prompt`` as the generator saw it, ``prompt_text`` as written.
+
+    The unit that the discriminator, its buffer, the reward and the SFT term pass around; it lives with
+    the data because a real pair is one row of a TRL dataset (:func:`real_pairs`).
+    """
+
+    prompt: Prompt
+    prompt_text: str
+    response: str
+    # Whether the response ended on its own (a real one always; a generation unless it was cut at
+    # max_completion_length). Read by the discriminator with ``mark_end``.
+    ended: bool = True
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """What makes two pairs the same text (the caches and the real pool hold each once)."""
+        return (self.prompt_text, self.response)
 
 
 def load_source(source: DataSource, recipe: Recipe, where: str) -> Dataset:
@@ -186,6 +210,11 @@ def to_trl_dataset(ds: Dataset, data: DataSettings, chat: bool) -> Dataset:
         for p, r in zip(ds[data.prompt_column], ds[data.response_column], strict=True)
     ]
     return Dataset.from_list(rows)
+
+
+def real_pairs(ds: Dataset) -> list[Pair]:
+    """The real (prompt, response) pairs of a dataset built by :func:`to_trl_dataset`."""
+    return [Pair(r["prompt"], r[PROMPT_TEXT], r[REAL_RESPONSE]) for r in ds]
 
 
 def data_texts(raw: dict[str, Dataset], data: DataSettings) -> list[str]:

@@ -16,36 +16,17 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gan_rl.data import Pair
 from gan_rl.discriminator_config import DiscriminatorConfig
 from gan_rl.recipe import RecipeError
 
 logger = logging.getLogger(__name__)
-
-Prompt = str | list[dict[str, str]]
-
-
-@dataclass(frozen=True)
-class Pair:
-    """One (prompt, response): ``prompt`` as the generator saw it, ``prompt_text`` as written."""
-
-    prompt: Prompt
-    prompt_text: str
-    response: str
-    # Whether the response ended on its own (a real one always; a generation unless it was cut at
-    # max_completion_length). Read by the discriminator with ``mark_end``.
-    ended: bool = True
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.prompt_text, self.response)
-
 
 # --------------------------------------------------------------------------------------------------
 # Frozen encoder (for the head)

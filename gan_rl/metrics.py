@@ -145,6 +145,20 @@ def distinct_n(texts: list[str], n: int) -> float:
     return len(counts) / total if total else 0.0
 
 
+def word_distance(generated: list[str], real: list[str]) -> float:
+    """Total-variation distance between the word (unigram) distributions of two sets of texts.
+
+    0 means the same word frequencies, 1 no word in common. Crude, but independent of the discriminator
+    and of training, so it shows whether samples moved toward the real data.
+    """
+    g = Counter(w for t in generated for w in word_tokens(t))
+    r = Counter(w for t in real for w in word_tokens(t))
+    ng, nr = sum(g.values()), sum(r.values())
+    if ng == 0 or nr == 0:
+        return 1.0
+    return 0.5 * sum(abs(g[w] / ng - r[w] / nr) for w in set(g) | set(r))
+
+
 def self_bleu(texts: list[str], max_n: int = 4, max_texts: int = 300, seed: int = 0) -> float:
     """Mean sentence BLEU of each text against all the others as references; higher = less diverse.
 

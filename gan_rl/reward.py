@@ -16,10 +16,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from gan_rl.adversary import SampleBuffer, all_reduce_
-from gan_rl.data import PROMPT_TEXT, REAL_RESPONSE
-from gan_rl.discriminator import Discriminator, Pair
+from gan_rl.adversary import SampleBuffer
+from gan_rl.data import PROMPT_TEXT, REAL_RESPONSE, Pair
+from gan_rl.discriminator import Discriminator
 from gan_rl.discriminator_config import RewardConfig
+from gan_rl.distributed import all_reduce_
 from gan_rl.errors import TrainingError
 
 

@@ -27,8 +27,7 @@ import yaml
 from accelerate import PartialState
 from datasets import Dataset
 
-from gan_rl.data import data_texts, format_prompt, load_raw_splits, uses_chat_format
-from gan_rl.discriminator import Pair
+from gan_rl.data import Pair, data_texts, format_prompt, load_raw_splits, uses_chat_format
 from gan_rl.models import (
     generator_checkpoint,
     load_generator,

@@ -17,7 +17,6 @@ import json
 import logging
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ from gan_rl.discriminator import (
     check_encoder_layer,
     load_checkpoint_encoder,
 )
-from gan_rl.metrics import word_tokens
+from gan_rl.metrics import word_distance
 from gan_rl.models import (
     check_position_limit,
     load_generator,
@@ -89,20 +88,6 @@ class RunSummary:
     restored: dict[str, str] = field(default_factory=dict)
     plots: list[str] = field(default_factory=list)
     status: str = "completed"
-
-
-def word_distance(generated: list[str], real: list[str]) -> float:
-    """Total-variation distance between the word (unigram) distributions of two sets of texts.
-
-    0 means the same word frequencies, 1 no word in common. Crude, but independent of the discriminator
-    and of training, so it shows whether samples moved toward the real data.
-    """
-    g = Counter(w for t in generated for w in word_tokens(t))
-    r = Counter(w for t in real for w in word_tokens(t))
-    ng, nr = sum(g.values()), sum(r.values())
-    if ng == 0 or nr == 0:
-        return 1.0
-    return 0.5 * sum(abs(g[w] / ng - r[w] / nr) for w in set(g) | set(r))
 
 
 def bind_generator_encoder(encoder: FrozenEncoder, trainer: Any, checkpoint: str, settings: Any) -> str:

@@ -12,7 +12,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from gan_rl.adversary import DiscriminatorTrainer, SampleBuffer
 from gan_rl.callback import DiscriminatorCallback, load_discriminator, save_discriminator
-from gan_rl.discriminator import FrozenEncoder, Pair, build_discriminator
+from gan_rl.data import Pair
+from gan_rl.discriminator import FrozenEncoder, build_discriminator
 from gan_rl.discriminator_config import DiscriminatorConfig, RewardConfig
 from gan_rl.recipe import RecipeError
 from gan_rl.reward import DiscriminatorReward, reward_from_logits

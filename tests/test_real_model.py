@@ -167,7 +167,8 @@ def test_reinforce_trains_a_real_chat_model(smollm2, tmp_path):
 
 
 def test_discriminators_load_their_own_gguf_checkpoint(smollm2):
-    from gan_rl.discriminator import Pair, build_discriminator, load_checkpoint_encoder
+    from gan_rl.data import Pair
+    from gan_rl.discriminator import build_discriminator, load_checkpoint_encoder
     from gan_rl.discriminator_config import DiscriminatorConfig
 
     folder, name = smollm2

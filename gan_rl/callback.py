@@ -22,6 +22,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from gan_rl.adversary import DiscriminatorTrainer, SampleBuffer
+from gan_rl.algorithms import metric_logger
 from gan_rl.data import Pair, tokenize_prompts
 from gan_rl.distributed import gather_to_main, rank, world_size
 from gan_rl.errors import TrainingError, first_non_finite
@@ -142,9 +143,7 @@ class DiscriminatorCallback(TrainerCallback):
     def attach(self, trainer: Any) -> None:
         """Log into a TRL trainer's own metrics (so they reach every ``report_to`` backend) and sample
         warm-up responses exactly as the trainer samples completions."""
-        metrics = getattr(trainer, "_metrics", None)
-        if metrics is not None:
-            self.log_metric = lambda name, value: metrics["train"][name].append(value)
+        self.log_metric = metric_logger(trainer)
         if getattr(trainer, "generation_kwargs", None):  # TRL's own sampling settings (absent with vLLM)
             self.generation_kwargs = dict(trainer.generation_kwargs)
         self.chat_template_kwargs = dict(getattr(trainer, "chat_template_kwargs", None) or {})

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from gan_rl.algorithms import ALGORITHMS
 from gan_rl.recipe import RecipeError, load_recipe
 
 RESUME_OPTION = click.option(
@@ -149,20 +150,8 @@ def main() -> None:
     """Adversarial RL for LLMs: a discriminator's judgement is the reward for TRL's trainers."""
 
 
-main.add_command(
-    _train_command(
-        "ppo",
-        "PPO-style clipped policy optimisation (TRL GRPOTrainer) with KL to the reference model, "
-        "rewarded by the discriminator. RECIPE is a YAML file.",
-    )
-)
-main.add_command(
-    _train_command(
-        "reinforce",
-        "REINFORCE with a leave-one-out baseline (TRL RLOOTrainer), rewarded by the discriminator. "
-        "RECIPE is a YAML file.",
-    )
-)
+for _algorithm in ALGORITHMS.values():  # one command per registered algorithm
+    main.add_command(_train_command(_algorithm.name, _algorithm.help))
 
 
 @main.command()
@@ -276,7 +265,7 @@ def _print_evaluation(report: dict) -> None:
 @main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
-@click.option("--algorithm", type=click.Choice(["ppo", "reinforce", "sft"]), default="ppo", show_default=True)
+@click.option("--algorithm", type=click.Choice([*ALGORITHMS, "sft"]), default="ppo", show_default=True)
 def check(recipe: str, overrides: tuple[str, ...], algorithm: str) -> None:
     """Validate RECIPE (sections, TRL config, checkpoint paths, data files and columns) without loading a
     model."""

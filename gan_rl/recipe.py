@@ -19,6 +19,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from gan_rl.algorithms import ALGORITHMS, get_algorithm
 from gan_rl.discriminator_config import DiscriminatorConfig
 
 
@@ -178,9 +179,6 @@ class EvaluateSettings:
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"{name}: expected {expected}, got {getattr(self, name)!r}.")
-
-
-ALGORITHMS = ("ppo", "reinforce")
 
 
 @dataclass
@@ -512,43 +510,37 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
 # --------------------------------------------------------------------------------------------------
 
 
-def trl_config_class(algorithm: str) -> type:
-    """TRL's config class for an algorithm: GRPOConfig (``ppo``) or RLOOConfig (``reinforce``)."""
-    from trl import GRPOConfig, RLOOConfig
-
-    if algorithm == "ppo":
-        return GRPOConfig
-    if algorithm == "reinforce":
-        return RLOOConfig
-    raise RecipeError(f"algorithm: {algorithm!r} is not valid; valid: {', '.join(ALGORITHMS)}.")
-
-
 def build_trainer_config(recipe: Recipe, algorithm: str, **forced: Any) -> Any:
-    """Build TRL's config for ``algorithm`` from the recipe, turning TRL's complaints into RecipeErrors."""
-    cls = trl_config_class(algorithm)
-    other = ALGORITHMS[1 - ALGORITHMS.index(algorithm)]
+    """Build TRL's config for ``algorithm`` from the recipe, turning TRL's complaints into RecipeErrors.
+
+    A ``trainer`` field that only another algorithm's config has is an error that says where it belongs,
+    so that one recipe serves every algorithm.
+    """
+    cls = get_algorithm(algorithm).config_class()
     own_fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    other_fields = {f.name for f in dataclasses.fields(trl_config_class(other)) if f.init}
+    others = {name: a.config_class() for name, a in ALGORITHMS.items() if name != algorithm}
+    other_fields = {
+        name: {f.name for f in dataclasses.fields(other) if f.init} for name, other in others.items()
+    }
     hints = typing.get_type_hints(cls)
     for section in ("trainer", algorithm):
         for key in getattr(recipe, section):
             if key in own_fields:
                 continue
-            if section == "trainer" and key in other_fields:
+            owner = next((name for name, fields in other_fields.items() if key in fields), None)
+            if section == "trainer" and owner is not None:
                 raise RecipeError(
-                    f"trainer.{key}: only {trl_config_class(other).__name__} ({other}) has this field; "
-                    f"move it into the '{other}:' section so that '{algorithm}' can use the same recipe."
+                    f"trainer.{key}: only {others[owner].__name__} ({owner}) has this field; "
+                    f"move it into the '{owner}:' section so that '{algorithm}' can use the same recipe."
                 )
             err = unknown_key_error(key, list(own_fields), section)
             raise RecipeError(f"{err} ({section} holds {cls.__name__} fields.)")
-    for section in ("ppo", "reinforce"):
-        if section != algorithm:
-            other_cls = trl_config_class(section)
-            other_hints = typing.get_type_hints(other_cls)
-            for key, value in getattr(recipe, section).items():
-                if key not in other_fields:
-                    raise unknown_key_error(key, sorted(other_fields), section)
-                coerce(value, other_hints.get(key, Any), f"{section}.{key}")
+    for section, other_cls in others.items():
+        other_hints = typing.get_type_hints(other_cls)
+        for key, value in getattr(recipe, section).items():
+            if key not in other_fields[section]:
+                raise unknown_key_error(key, sorted(other_fields[section]), section)
+            coerce(value, other_hints.get(key, Any), f"{section}.{key}")
     kwargs = {}
     for key, value in recipe.trainer_args(algorithm).items():
         section = algorithm if key in getattr(recipe, algorithm) else "trainer"

@@ -26,6 +26,7 @@ import yaml
 from accelerate import PartialState
 
 from gan_rl.adversary import DiscriminatorTrainer, SampleBuffer
+from gan_rl.algorithms import get_algorithm
 from gan_rl.callback import DISCRIMINATOR_DIR, DiscriminatorCallback, save_discriminator
 from gan_rl.data import (
     PROMPT_TEXT,
@@ -59,7 +60,8 @@ from gan_rl.outputs import (
 from gan_rl.plots import plot_training_curves
 from gan_rl.recipe import Recipe, RecipeError, build_trainer_config
 from gan_rl.reward import DiscriminatorReward
-from gan_rl.sft import RealResponseLoss, trainer_class, warm_start
+from gan_rl.sft import warm_start
+from gan_rl.sft_term import RealResponseLoss
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +186,7 @@ def run(
     )
 
     # 4. TRL's trainer.
-    trainer = trainer_class(algorithm)(
+    trainer = get_algorithm(algorithm).trainer_class()(
         model=model,
         reward_funcs=[reward],
         args=args,

@@ -12,7 +12,7 @@ from gan_rl.callback import DiscriminatorCallback
 from gan_rl.discriminator_config import DiscriminatorConfig
 from gan_rl.recipe import RecipeError, parse_recipe
 from gan_rl.reward import DiscriminatorReward
-from gan_rl.sft import RealResponseLoss
+from gan_rl.sft_term import RealResponseLoss
 
 from .test_discriminator import FAKE, REAL, generator, make_head  # noqa: F401 - fixture
 
@@ -177,7 +177,7 @@ def test_real_response_loss_keeps_response_tokens_when_the_prompt_is_long(genera
 def test_sft_term_is_scaled_for_gradient_accumulation_like_the_policy_loss(generator, scaled_by_trainer):  # noqa: F811
     from collections import defaultdict
 
-    from gan_rl.sft import RealResponseLossMixin
+    from gan_rl.sft_term import RealResponseLossMixin
 
     model, tok = generator
 

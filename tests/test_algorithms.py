@@ -1,0 +1,69 @@
+"""The algorithm registry, and the one place that writes into TRL's private ``_metrics``."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections import defaultdict
+
+import pytest
+
+from gan_rl.algorithms import ALGORITHMS, get_algorithm, metric_logger
+from gan_rl.recipe import RecipeError
+from gan_rl.sft_term import RealResponseLossMixin
+
+
+def test_registry_maps_each_algorithm_to_its_trl_classes():
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    expected = {"ppo": (GRPOConfig, GRPOTrainer), "reinforce": (RLOOConfig, RLOOTrainer)}
+    assert set(ALGORITHMS) == set(expected)
+    for name, (config, trainer) in expected.items():
+        algorithm = get_algorithm(name)
+        assert algorithm.config_class() is config
+        cls = algorithm.trainer_class()
+        assert issubclass(cls, trainer) and issubclass(cls, RealResponseLossMixin)
+        # The SFT term's compute_loss wraps the trainer's own.
+        assert cls.__mro__.index(RealResponseLossMixin) < cls.__mro__.index(trainer)
+
+
+def test_unknown_algorithm_is_one_recipe_error():
+    with pytest.raises(RecipeError, match=r"algorithm: 'dpo' is not valid; valid: ppo, reinforce"):
+        get_algorithm("dpo")
+
+
+def test_metric_logger_appends_to_the_training_metrics():
+    trainer = type("T", (), {})()
+    assert metric_logger(trainer) is None  # no TRL metrics: the callback keeps its logs for on_log
+    trainer._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+    log = metric_logger(trainer)
+    log("disc/loss", 0.5)
+    log("disc/loss", 0.25)
+    assert trainer._metrics["train"]["disc/loss"] == [0.5, 0.25] and not trainer._metrics["eval"]
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_trl_trainers_keep_metrics_where_metric_logger_writes(name):
+    """metric_logger writes into TRL's private ``_metrics``; if this fails, TRL changed it: the
+    discriminator's and the SFT term's logs would vanish (or raise), so adapt metric_logger."""
+    import trl
+
+    cls = getattr(trl, ALGORITHMS[name].trainer)
+    init = inspect.getsource(cls.__init__)
+    created = re.search(
+        r"self\._metrics\s*=\s*\{\s*[\"']train[\"']\s*:\s*defaultdict\(list\)\s*,"
+        r"\s*[\"']eval[\"']\s*:\s*defaultdict\(list\)\s*\}",
+        init,
+    )
+    assert created, (
+        f"TRL changed {cls.__name__}.__init__: it no longer creates "
+        "self._metrics = {'train': defaultdict(list), 'eval': defaultdict(list)}; "
+        "gan_rl.algorithms.metric_logger writes there"
+    )
+    log = inspect.getsource(cls.log)
+    assert re.search(r"for key, val in self\._metrics\[mode\]\.items\(\)", log) and re.search(
+        r"self\._metrics\[mode\]\.clear\(\)", log
+    ), (
+        f"TRL changed {cls.__name__}.log: it no longer averages and clears self._metrics[mode]; "
+        "the values gan_rl.algorithms.metric_logger appends would not be logged"
+    )

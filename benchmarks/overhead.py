@@ -50,7 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gan_rl.callback import DiscriminatorCallback  # noqa: E402
 from gan_rl.data import load_raw_splits, to_trl_dataset, uses_chat_format  # noqa: E402
-from gan_rl.models import build_word_tokenizer, load_generator, lora_config  # noqa: E402
+from gan_rl.lora import lora_config  # noqa: E402
+from gan_rl.models import build_word_tokenizer, load_generator  # noqa: E402
 from gan_rl.recipe import build_trainer_config, parse_recipe  # noqa: E402
 from gan_rl.reward import DiscriminatorReward  # noqa: E402
 from gan_rl.synthetic import quickstart_rows  # noqa: E402
@@ -217,7 +218,7 @@ def run_constant(model_dir: Path, out: Path, args: argparse.Namespace) -> tuple[
         args=targs,
         train_dataset=ds,
         processing_class=tok,
-        peft_config=lora_config(recipe.model),
+        peft_config=lora_config(recipe.model.lora, "CAUSAL_LM"),
         callbacks=[timer],
     )
     trainer.train()

@@ -23,9 +23,10 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from gan_rl.adversary import DiscriminatorTrainer, SampleBuffer
 from gan_rl.algorithms import metric_logger
-from gan_rl.data import Pair, tokenize_prompts
+from gan_rl.data import Pair
 from gan_rl.distributed import gather_to_main, rank, world_size
 from gan_rl.errors import TrainingError, first_non_finite
+from gan_rl.models import sample_completions
 from gan_rl.recipe import RecipeError
 from gan_rl.reward import DiscriminatorReward
 
@@ -161,36 +162,17 @@ class DiscriminatorCallback(TrainerCallback):
         """Sample one response per prompt from the current policy (as TRL would, with its settings)."""
         return [pair.response for pair in self.sample(model, tokenizer, pairs, batch_size)]
 
-    @torch.no_grad()
     def sample(self, model: Any, tokenizer: Any, pairs: list[Pair], batch_size: int = 16) -> list[Pair]:
         """:meth:`generate` as pairs: each prompt with its sampled response, and whether it ended (an end
         token before ``max_new_tokens``)."""
-        ends = {t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None}
-        was_training = model.training
-        model.eval()
-        device = next(model.parameters()).device
-        out: list[Pair] = []
-        try:
-            for start in range(0, len(pairs), batch_size):
-                chunk = pairs[start : start + batch_size]
-                prompts = [p.prompt for p in chunk]
-                inputs = tokenize_prompts(tokenizer, prompts, self.chat_template_kwargs).to(device)
-                settings = {
-                    "do_sample": True,
-                    "pad_token_id": tokenizer.pad_token_id,
-                    **self.generation_kwargs,
-                }
-                ids = model.generate(**inputs, **settings)
-                new = ids[:, inputs["input_ids"].shape[1] :]
-                texts = tokenizer.batch_decode(new, skip_special_tokens=True)
-                ended = [any(int(t) in ends for t in row) for row in new]
-                out.extend(
-                    Pair(p.prompt, p.prompt_text, text, e)
-                    for p, text, e in zip(chunk, texts, ended, strict=True)
-                )
-        finally:
-            model.train(was_training)
-        return out
+        settings = {"do_sample": True, "pad_token_id": tokenizer.pad_token_id, **self.generation_kwargs}
+        completions = sample_completions(
+            model, tokenizer, [p.prompt for p in pairs], batch_size, settings, self.chat_template_kwargs
+        )
+        return [
+            Pair(p.prompt, p.prompt_text, text, ended)
+            for p, (text, ended) in zip(pairs, completions, strict=True)
+        ]
 
     def warmup(self, model: Any, tokenizer: Any) -> dict[str, float]:
         """Train the discriminator on the initial policy's samples before the first policy update."""

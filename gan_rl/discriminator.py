@@ -24,6 +24,8 @@ from torch import nn
 
 from gan_rl.data import Pair
 from gan_rl.discriminator_config import DiscriminatorConfig
+from gan_rl.lora import lora_config
+from gan_rl.padding import ensure_pad_token, right_pad
 from gan_rl.recipe import RecipeError
 
 logger = logging.getLogger(__name__)
@@ -290,12 +292,7 @@ class HeadDiscriminator(Discriminator):
         for start in range(0, len(order), self.encode_batch_size):
             index = order[start : start + self.encode_batch_size]
             chunk = [tokenized[i] for i in index]
-            length = max(len(ids) for ids, _ in chunk)
-            input_ids = torch.full((len(chunk), length), pad_id, dtype=torch.long)
-            attention = torch.zeros((len(chunk), length), dtype=torch.long)
-            for i, (ids, _) in enumerate(chunk):
-                input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-                attention[i, : len(ids)] = 1
+            input_ids, attention = right_pad([ids for ids, _ in chunk], pad_id)
             hidden = self.encoder(input_ids.to(device), attention.to(device)).cpu()
             for i, (ids, n_prompt) in enumerate(chunk):
                 response_mask = torch.zeros(len(ids), dtype=torch.bool)
@@ -352,8 +349,7 @@ class ClassifierDiscriminator(Discriminator):
         self.tokenizer = AutoTokenizer.from_pretrained(
             checkpoint, trust_remote_code=config.trust_remote_code, **gguf
         )
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        ensure_pad_token(self.tokenizer)
         self.tokenizer.padding_side = "right"
         model = AutoModelForSequenceClassification.from_pretrained(
             checkpoint,
@@ -364,19 +360,9 @@ class ClassifierDiscriminator(Discriminator):
         )
         model.config.pad_token_id = self.tokenizer.pad_token_id
         if config.lora is not None:
-            from peft import LoraConfig, get_peft_model
+            from peft import get_peft_model
 
-            lora = config.lora
-            model = get_peft_model(
-                model,
-                LoraConfig(
-                    r=lora.r,
-                    lora_alpha=lora.alpha,
-                    lora_dropout=lora.dropout,
-                    target_modules=lora.target_modules,
-                    task_type="SEQ_CLS",
-                ),
-            )
+            model = get_peft_model(model, lora_config(config.lora, "SEQ_CLS"))
         self.model = model
 
     def _featurize(self, pairs: list[Pair]) -> list[torch.Tensor]:
@@ -392,12 +378,7 @@ class ClassifierDiscriminator(Discriminator):
         return [torch.tensor(ids, dtype=torch.long) for ids in enc["input_ids"]]
 
     def collate(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        length = max(len(f) for f in features)
-        input_ids = torch.full((len(features), length), self.tokenizer.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(features), length), dtype=torch.long)
-        for i, f in enumerate(features):
-            input_ids[i, : len(f)] = f
-            attention[i, : len(f)] = 1
+        input_ids, attention = right_pad(features, self.tokenizer.pad_token_id)
         device = self.device
         return {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
 
@@ -437,8 +418,7 @@ def load_checkpoint_encoder(
 
     gguf = {"gguf_file": config.gguf_file} if config.gguf_file else {}
     tokenizer = AutoTokenizer.from_pretrained(checkpoint, trust_remote_code=config.trust_remote_code, **gguf)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    ensure_pad_token(tokenizer)
     model = AutoModel.from_pretrained(
         checkpoint, trust_remote_code=config.trust_remote_code, **gguf_load_kwargs(config.gguf_file)
     ).to(device)

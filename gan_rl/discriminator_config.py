@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gan_rl.lora import ClassifierLoraSettings
+
 
 @dataclass
 class RewardConfig:
@@ -34,16 +36,6 @@ class RewardConfig:
             raise ValueError(f"clip: expected [low, high] with low < high, got {self.clip}.")
         if not 0.0 <= self.running_momentum < 1.0:
             raise ValueError(f"running_momentum: expected a value in [0, 1), got {self.running_momentum}.")
-
-
-@dataclass
-class ClassifierLoraConfig:
-    """LoRA on a ``classifier`` discriminator."""
-
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
-    target_modules: list[str] | str = "all-linear"
 
 
 @dataclass
@@ -88,7 +80,7 @@ class DiscriminatorConfig:
     model: str | None = None
     # A GGUF file inside ``model`` (classifier) or ``encoder`` (head) when that checkpoint is one.
     gguf_file: str | None = None
-    lora: ClassifierLoraConfig | None = None
+    lora: ClassifierLoraSettings | None = None
     trust_remote_code: bool = False
 
     # --- training rounds ---

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gan_rl.data import format_prompt, load_raw_splits, load_source, tokenize_prompts, uses_chat_format
+from gan_rl.data import format_prompt, load_raw_splits, load_source, uses_chat_format
 from gan_rl.metrics import (
     TOKEN_PATTERN,
     DomainJudge,
@@ -34,7 +34,7 @@ from gan_rl.metrics import (
     two_sample_accuracy,
     word_tokens,
 )
-from gan_rl.models import load_for_generation, resolve_checkpoint
+from gan_rl.models import load_for_generation, resolve_checkpoint, sample_completions
 from gan_rl.recipe import EvaluateSettings, Recipe, RecipeError
 
 REAL_LABEL = "real"  # the reference row: real responses of the training split
@@ -64,34 +64,25 @@ def held_out(recipe: Recipe) -> tuple[list[str], list[str], list[str]]:
     return list(test[data.prompt_column]), list(test[data.response_column]), list(train[data.response_column])
 
 
-@torch.no_grad()
 def sample_responses(
     model: Any, tokenizer: Any, recipe: Recipe, prompts: list[str], settings: EvaluateSettings
 ) -> list[str]:
     """One sampled response per prompt, with the prompt formatted as in training (chat or plain)."""
     chat = uses_chat_format(recipe.data, tokenizer)
-    device = next(model.parameters()).device
     template_kwargs = recipe.trainer.get("chat_template_kwargs") or {}  # as in training
     torch.manual_seed(settings.seed)
-    out: list[str] = []
-    for start in range(0, len(prompts), settings.batch_size):
-        formatted = [
-            format_prompt(p, recipe.data, chat) for p in prompts[start : start + settings.batch_size]
-        ]
-        inputs = tokenize_prompts(tokenizer, formatted, template_kwargs).to(device)
-        ids = model.generate(
-            **inputs,
-            do_sample=True,
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            max_new_tokens=settings.max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        out.extend(
-            t.strip()
-            for t in tokenizer.batch_decode(ids[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-        )
-    return out
+    sampling = {
+        "do_sample": True,
+        "temperature": settings.temperature,
+        "top_p": settings.top_p,
+        "max_new_tokens": settings.max_new_tokens,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    formatted = [format_prompt(p, recipe.data, chat) for p in prompts]
+    completions = sample_completions(
+        model, tokenizer, formatted, settings.batch_size, sampling, template_kwargs
+    )
+    return [text.strip() for text, _ in completions]
 
 
 def write_jsonl(path: Path, prompts: list[str], reals: list[str], generated: list[str]) -> Path:

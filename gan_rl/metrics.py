@@ -21,6 +21,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from gan_rl.padding import ensure_pad_token
+
 logger = logging.getLogger(__name__)
 
 TOKEN_PATTERN = r"\w+|[^\w\s]"
@@ -80,13 +82,10 @@ class TextEncoder:
             ) from None
         # Right padding: absolute position embeddings then see the same positions batched or alone.
         self.tokenizer.padding_side = "right"
-        if self.tokenizer.pad_token is None:
-            fallback = self.tokenizer.eos_token or self.tokenizer.unk_token
-            if fallback is None:
-                raise ValueError(
-                    f"TextEncoder: the tokenizer of {self.name_or_path!r} has no pad, eos or unk token"
-                )
-            self.tokenizer.pad_token = fallback
+        if ensure_pad_token(self.tokenizer) is None:
+            raise ValueError(
+                f"TextEncoder: the tokenizer of {self.name_or_path!r} has no pad, eos or unk token"
+            )
         positions = getattr(self.model.config, "max_position_embeddings", None)
         self.max_length = min(max_length, positions) if positions else max_length
         self.model.to(self.device).eval()

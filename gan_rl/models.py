@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from gan_rl.data import tokenize_prompts
+from gan_rl.padding import ensure_pad_token
 from gan_rl.recipe import ModelSettings, RecipeError
 
 logger = logging.getLogger(__name__)
@@ -128,8 +130,7 @@ def load_tokenizer(settings: ModelSettings, recipe_resolve, texts: Iterable[str]
 
 
 def _for_generation(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    ensure_pad_token(tokenizer, fallbacks=("eos_token",))  # TRL's choice for the policy too
     tokenizer.padding_side = "left"
     return tokenizer
 
@@ -270,22 +271,6 @@ def _local_device() -> str | int:
     return state.local_process_index if torch.cuda.is_available() else str(state.device)
 
 
-def lora_config(settings: ModelSettings) -> Any | None:
-    """peft LoraConfig for the generator, or None for full fine-tuning."""
-    if settings.lora is None:
-        return None
-    from peft import LoraConfig
-
-    lora = settings.lora
-    return LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
-        task_type="CAUSAL_LM",
-    )
-
-
 def generator_checkpoint(settings: ModelSettings, recipe_resolve, out: Path) -> str:
     """Where the generator's starting weights are: the checkpoint named in the recipe, or (``init_config``,
     ``gguf_file``) the ordinary checkpoint that :func:`prepare_tokenizer` saves into the run's output
@@ -396,6 +381,40 @@ def prepare_tokenizer(settings: ModelSettings, recipe_resolve, out: Path, texts:
     return tokenizer
 
 
+@torch.no_grad()
+def sample_completions(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[Any],
+    batch_size: int,
+    generate_kwargs: dict[str, Any],
+    chat_template_kwargs: dict[str, Any] | None = None,
+) -> list[tuple[str, bool]]:
+    """One sampled completion per prompt (chat messages or plain text, tokenized as TRL does), in batches
+    of ``batch_size``: (text without special tokens, whether it ended with an end token, i.e. before
+    ``max_new_tokens``).
+
+    The one sampling loop of the warm-up, the run summary and ``gan-rl generate``/``evaluate``. The model
+    samples in eval mode (no dropout) and gets its train/eval mode back afterwards.
+    """
+    ends = {t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None}
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out: list[tuple[str, bool]] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            inputs = tokenize_prompts(tokenizer, prompts[start : start + batch_size], chat_template_kwargs)
+            inputs = inputs.to(device)
+            ids = model.generate(**inputs, **generate_kwargs)
+            new = ids[:, inputs["input_ids"].shape[1] :]
+            texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+            out.extend(zip(texts, (any(int(t) in ends for t in row) for row in new), strict=True))
+    finally:
+        model.train(was_training)
+    return out
+
+
 def load_for_generation(
     path: str | Path,
     device: str | torch.device = "cpu",
@@ -464,9 +483,6 @@ def check_position_limit(
 ) -> None:
     """Refuse, before any sampling, prompts that with ``max_completion_length`` new tokens run past a
     learned position table (an IndexError deep inside the warm-up otherwise)."""
-    from gan_rl.data import tokenize_prompts
-    from gan_rl.recipe import RecipeError
-
     limit = learned_position_limit(model)
     if limit is None or len(dataset) == 0:
         return

@@ -21,6 +21,7 @@ import yaml
 
 from gan_rl.algorithms import ALGORITHMS, get_algorithm
 from gan_rl.discriminator_config import DiscriminatorConfig
+from gan_rl.lora import LoraSettings
 
 
 class RecipeError(ValueError):
@@ -30,16 +31,6 @@ class RecipeError(ValueError):
 # --------------------------------------------------------------------------------------------------
 # Sections
 # --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class LoraSettings:
-    """LoRA adapters on the generator (peft ``LoraConfig``)."""
-
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] | str = "all-linear"
 
 
 @dataclass

@@ -28,10 +28,10 @@ from accelerate import PartialState
 from datasets import Dataset
 
 from gan_rl.data import data_texts, format_prompt, load_raw_splits, uses_chat_format
+from gan_rl.lora import lora_config
 from gan_rl.models import (
     generator_checkpoint,
     load_generator,
-    lora_config,
     preflight_checkpoints,
     prepare_tokenizer,
 )
@@ -112,7 +112,7 @@ def run_sft(
         train_dataset=train_ds,
         eval_dataset=eval_ds if args.eval_strategy != "no" else None,
         processing_class=tokenizer,
-        peft_config=lora_config(recipe.model),
+        peft_config=lora_config(recipe.model.lora, "CAUSAL_LM"),
         callbacks=callbacks,
     )
     start = time.time()

@@ -16,6 +16,7 @@ from accelerate import PartialState
 
 from gan_rl.algorithms import metric_logger
 from gan_rl.data import Pair
+from gan_rl.padding import right_pad
 
 
 class RealResponseLoss:
@@ -69,15 +70,9 @@ class RealResponseLoss:
     def batch(self, device: torch.device) -> dict[str, torch.Tensor]:
         """A random batch, right-padded, with prompt and padding positions masked out of the labels."""
         encoded = [self._encode(self.rng.choice(self.pairs)) for _ in range(self.batch_size)]
-        width = max(len(ids) for ids, _ in encoded)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
-        labels = torch.full((len(encoded), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(encoded), width), dtype=torch.long)
-        for i, (ids, lab) in enumerate(encoded):
-            input_ids[i, : len(ids)] = torch.tensor(ids)
-            labels[i, : len(lab)] = torch.tensor(lab)
-            mask[i, : len(ids)] = 1
+        input_ids, mask = right_pad([ids for ids, _ in encoded], pad)
+        labels, _ = right_pad([lab for _, lab in encoded], -100)
         return {
             "input_ids": input_ids.to(device),
             "attention_mask": mask.to(device),

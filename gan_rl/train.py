@@ -43,11 +43,11 @@ from gan_rl.discriminator import (
     check_encoder_layer,
     load_checkpoint_encoder,
 )
+from gan_rl.lora import lora_config
 from gan_rl.metrics import word_distance
 from gan_rl.models import (
     check_position_limit,
     load_generator,
-    lora_config,
     preflight_checkpoints,
     prepare_tokenizer,
 )
@@ -195,7 +195,7 @@ def run(
         # reward does not hand those samples to the discriminator (see DiscriminatorReward.recording).
         eval_dataset=eval_ds if args.eval_strategy != "no" else None,
         processing_class=tokenizer,
-        peft_config=lora_config(recipe.model),
+        peft_config=lora_config(recipe.model.lora, "CAUSAL_LM"),
         callbacks=[callback, *(callbacks or [])],
     )
     if progress and sys.stdout.isatty():  # a live rich panel; plain log lines when output is redirected

@@ -136,9 +136,9 @@ def test_classifier_kind(tiny_classifier_dir):
 
 
 def test_classifier_with_lora_trains_only_adapters(tiny_classifier_dir):
-    from gan_rl.discriminator_config import ClassifierLoraConfig
+    from gan_rl.lora import ClassifierLoraSettings
 
-    disc = make_classifier(tiny_classifier_dir, lora=ClassifierLoraConfig(r=4, alpha=8))
+    disc = make_classifier(tiny_classifier_dir, lora=ClassifierLoraSettings(r=4, alpha=8))
     trainable = sum(p.numel() for p in disc.trainable_parameters())
     total = sum(p.numel() for p in disc.parameters())
     assert 0 < trainable < total

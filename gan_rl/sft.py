@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -24,19 +23,14 @@ from typing import Any
 
 import torch
 import yaml
-from accelerate import PartialState
 from datasets import Dataset
 
-from gan_rl.data import data_texts, format_prompt, load_raw_splits, uses_chat_format
+from gan_rl.data import format_prompt
 from gan_rl.lora import lora_config
-from gan_rl.models import (
-    generator_checkpoint,
-    load_generator,
-    preflight_checkpoints,
-    prepare_tokenizer,
-)
-from gan_rl.outputs import RECIPE_FILE, SUMMARY_FILE, check_output_dir, is_finished, resolve_resume
+from gan_rl.models import generator_checkpoint, load_generator, preflight_checkpoints
+from gan_rl.outputs import RECIPE_FILE, is_finished
 from gan_rl.recipe import Recipe, RecipeError, build_sft_config, sft_output_dir
+from gan_rl.runs import open_run, prepare_run, save_trainer, write_summary
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +75,6 @@ def run_sft(
     """
     from trl import SFTTrainer
 
-    from gan_rl.plots import plot_training_curves
-
     if recipe.model.quantization is not None and recipe.model.warm_start == "sft":
         raise RecipeError(
             "model.warm_start: 'sft' with 'quantization' is not supported (the merged SFT model would have "
@@ -90,20 +82,11 @@ def run_sft(
         )
     args = build_sft_config(recipe)
     out = Path(args.output_dir)
-    check_output_dir(out, bool(resume), overwrite, field="sft.output_dir")
-    resume_path = resolve_resume(out, resume, discriminator=False)
-    raw = load_raw_splits(recipe)
+    resume_path, raw = open_run(recipe, out, resume, overwrite, field="sft.output_dir", discriminator=False)
     checkpoint = generator_checkpoint(recipe.model, recipe.resolve_path, out)
-    state = PartialState()
-    tokenizer = prepare_tokenizer(recipe.model, recipe.resolve_path, out, data_texts(raw, recipe.data))
-    chat = uses_chat_format(recipe.data, tokenizer)
+    tokenizer, chat = prepare_run(recipe, out, raw, "sft")
     train_ds = sft_dataset(raw["train"], recipe, chat)
     eval_ds = sft_dataset(raw["test"], recipe, chat) if "test" in raw else None
-    if state.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / RECIPE_FILE).write_text(
-            yaml.safe_dump({"algorithm": "sft", **recipe.to_dict()}, sort_keys=False)
-        )
 
     model = load_generator(recipe.model, checkpoint)
     trainer = SFTTrainer(
@@ -123,14 +106,7 @@ def run_sft(
         eval_loss = trainer.evaluate(eval_dataset=eval_ds).get("eval_loss")
 
     merged = recipe.model.lora is not None and recipe.model.quantization is None
-    if merged:
-        unwrapped = trainer.accelerator.unwrap_model(trainer.model)
-        if state.is_main_process:
-            unwrapped.merge_and_unload().save_pretrained(str(out))
-            tokenizer.save_pretrained(str(out))
-    else:
-        trainer.save_model(str(out))
-    trainer.save_state()
+    save_trainer(trainer, out, merge_lora=merged)
     # Logged losses (every logging_steps); a run shorter than that has only the final average.
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h] or [
         h["train_loss"] for h in trainer.state.log_history if "train_loss" in h
@@ -144,10 +120,7 @@ def run_sft(
         eval_loss=eval_loss,
         merged_lora=merged,
     )
-    if state.is_main_process:
-        summary.plots = [str(p) for p in plot_training_curves(trainer.state.log_history, out)]
-        (out / SUMMARY_FILE).write_text(json.dumps(dataclasses.asdict(summary), indent=2))
-    state.wait_for_everyone()
+    write_summary(out, summary, trainer.state.log_history)
     # A warm start trains the adversarial run next in this process: give the SFT model's memory back.
     del trainer, model
     gc.collect()

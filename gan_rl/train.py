@@ -1,19 +1,15 @@
 """Building and running an adversarial RL run from a recipe: ``gan-rl ppo`` and ``gan-rl reinforce``.
 
-Read top to bottom: validate everything that can be validated without a model (recipe, TRL config,
-output directory, data), then load the generator, build the discriminator, its reward and callback,
-hand them to TRL's trainer, train, and save generator + discriminator + a summary.
-
-Why GRPOTrainer for ``ppo``: TRL removed its critic-based PPOTrainer in 1.13. GRPOTrainer keeps PPO's
-clipped surrogate objective (``epsilon``), its several optimisation epochs per batch of samples
-(``num_iterations``) and a KL penalty to the reference model (``beta``); the value network is replaced by
-a group baseline (the mean reward of ``num_generations`` samples per prompt). ``reinforce`` is
-RLOOTrainer: REINFORCE with a leave-one-out baseline, the Monte Carlo policy gradient of RLGAF.
+:func:`run` reads top to bottom as the algorithm: preflight (everything that can be checked before the
+generator loads), the generator, the adversary (discriminator, sample buffer, discriminator trainer,
+reward and callback), TRL's trainer with the adversary wired in, samples before training, training, and
+the summary with samples after it. Each step is a function below :func:`run`; the prelude and epilogue it
+shares with ``gan-rl sft`` are in :mod:`gan_rl.runs`, the TRL trainer each algorithm uses in
+:mod:`gan_rl.algorithms`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -22,44 +18,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from accelerate import PartialState
+from datasets import Dataset
 
 from gan_rl.adversary import DiscriminatorTrainer, SampleBuffer
 from gan_rl.algorithms import get_algorithm
 from gan_rl.callback import DISCRIMINATOR_DIR, DiscriminatorCallback, save_discriminator
-from gan_rl.data import (
-    PROMPT_TEXT,
-    REAL_RESPONSE,
-    data_texts,
-    load_raw_splits,
-    to_trl_dataset,
-    uses_chat_format,
-)
+from gan_rl.data import Pair, real_pairs, to_trl_dataset
 from gan_rl.discriminator import (
+    Discriminator,
     FrozenEncoder,
-    Pair,
     build_discriminator,
     check_encoder_layer,
     load_checkpoint_encoder,
 )
+from gan_rl.discriminator_config import DiscriminatorConfig
 from gan_rl.lora import lora_config
 from gan_rl.metrics import word_distance
-from gan_rl.models import (
-    check_position_limit,
-    load_generator,
-    preflight_checkpoints,
-    prepare_tokenizer,
-)
-from gan_rl.outputs import (
-    RECIPE_FILE,
-    SUMMARY_FILE,
-    check_output_dir,
-    resolve_resume,
-)
-from gan_rl.plots import plot_training_curves
-from gan_rl.recipe import Recipe, RecipeError, build_trainer_config
+from gan_rl.models import Checkpoints, check_position_limit, load_generator, preflight_checkpoints
+from gan_rl.recipe import ModelSettings, Recipe, RecipeError, SFTLossSettings, build_trainer_config
 from gan_rl.reward import DiscriminatorReward
+from gan_rl.runs import open_run, prepare_run, save_trainer, write_summary
 from gan_rl.sft import warm_start
 from gan_rl.sft_term import RealResponseLoss
 
@@ -92,21 +71,6 @@ class RunSummary:
     status: str = "completed"
 
 
-def bind_generator_encoder(encoder: FrozenEncoder, trainer: Any, checkpoint: str, settings: Any) -> str:
-    """Point the head's encoder at the generator's frozen reference weights; returns which ones."""
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if hasattr(model, "disable_adapter") and hasattr(model, "peft_config"):
-        encoder.bind(model, disable_adapters=True)
-        return "generator with LoRA adapters disabled"
-    if getattr(trainer, "ref_model", None) is not None:
-        encoder.bind(trainer.accelerator.unwrap_model(trainer.ref_model))
-        return "the trainer's reference model"
-    copy = load_generator(settings, checkpoint)
-    copy.to(trainer.accelerator.device).requires_grad_(False).eval()
-    encoder.bind(copy)
-    return "a frozen copy of the initial generator (no LoRA, beta=0: one extra model in memory)"
-
-
 def run(
     algorithm: str,
     recipe: Recipe,
@@ -123,69 +87,220 @@ def run(
     such a checkpoint is not complete and does not count). A :class:`gan_rl.errors.TrainingError` (a
     non-finite loss, weight or reward) ends the run without a summary.
     """
-    from transformers import PrinterCallback, ProgressCallback
-    from trl.trainer.callbacks import RichProgressCallback
+    # 1. Everything that can be checked without loading the generator.
+    pre = preflight(algorithm, recipe, resume, overwrite, fresh_discriminator)
+    recipe, args, out = pre.recipe, pre.args, pre.out
+    tokenizer, chat = prepare_run(recipe, out, pre.raw, algorithm)
+    train_ds = to_trl_dataset(pre.raw["train"], recipe.data, chat)
+    eval_ds = to_trl_dataset(pre.raw["test"], recipe.data, chat) if "test" in pre.raw else train_ds
+    real = real_pairs(train_ds)
 
-    # 1. Everything that can be checked without a model.
+    # 2. The generator.
+    model = load_generator(recipe.model, pre.checkpoints.generator)
+    check_position_limit(model, tokenizer, train_ds, args.max_completion_length, args.chat_template_kwargs)
+
+    # 3. The adversary: discriminator, sample buffer, discriminator trainer, reward and callback.
+    adversary = build_adversary(
+        recipe.discriminator,
+        model,
+        tokenizer,
+        pre.checkpoints,
+        args.device,
+        warmup_prompts=real,
+        max_new_tokens=args.max_completion_length,
+        resume_dir=pre.resume,
+        fresh_discriminator=fresh_discriminator,
+    )
+
+    # 4. TRL's trainer, rewarded by the discriminator, with the adversary wired in.
+    trainer = build_trainer(
+        algorithm,
+        args,
+        model,
+        tokenizer,
+        train_ds,
+        eval_ds,
+        recipe.model,
+        reward=adversary.reward,
+        callbacks=[adversary.callback, *(callbacks or [])],
+        progress=progress,
+    )
+    adversary.attach(trainer, pre.checkpoints.generator, recipe.model)
+    trainer.real_response_loss = build_sft_term(
+        recipe.sft_loss, tokenizer, real, args.seed, adversary.callback.chat_template_kwargs
+    )
+
+    # 5. Samples before training, training, samples after it and the summary (written last: "finished").
+    held_out = real_pairs(eval_ds.select(range(min(num_samples, len(eval_ds)))))
+    policy = trainer.accelerator.unwrap_model(trainer.model)
+    before = sample_held_out(adversary, policy, tokenizer, held_out)
+    start = time.time()
+    trainer.train(resume_from_checkpoint=pre.resume)
+    seconds = time.time() - start
+    save_trainer(trainer, out)
+    return summarize(algorithm, out, trainer, adversary, policy, tokenizer, held_out, before, seconds)
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. Preflight
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Preflight:
+    """What :func:`preflight` resolved, for the steps that load and train."""
+
+    # The recipe as the run uses it: with ``model.warm_start: sft``, its generator is the SFT result.
+    recipe: Recipe
+    args: Any  # TRL's config for the algorithm
+    out: Path
+    resume: str | None  # the complete checkpoint to resume from (None: a fresh start)
+    raw: dict[str, Dataset]  # the data's splits, checked
+    checkpoints: Checkpoints
+
+
+def preflight(
+    algorithm: str,
+    recipe: Recipe,
+    resume: str | bool | None,
+    overwrite: bool,
+    fresh_discriminator: bool,
+) -> Preflight:
+    """TRL's config, the output directory, the checkpoint to resume, the data and every checkpoint name,
+    checked before the generator loads, so that a mistake is one :class:`RecipeError` within seconds.
+
+    With ``model.warm_start: sft`` the SFT run happens here, after the data is read and after its own
+    preflight of this run's checkpoints (:func:`gan_rl.sft.warm_start`).
+    """
     args = build_trainer_config(recipe, algorithm, remove_unused_columns=False)
     _ = args.device  # sets up the distributed state the trainer's way (use_cpu, backend) before we use it
     out = Path(args.output_dir)
-    check_output_dir(out, bool(resume), overwrite)
-    resume_path = resolve_resume(out, resume, fresh_discriminator=fresh_discriminator)
-    raw = load_raw_splits(recipe)
+    resume_path, raw = open_run(recipe, out, resume, overwrite, fresh_discriminator=fresh_discriminator)
     recipe = warm_start(recipe)  # model.warm_start: sft -> the generator is the SFT result (run it first)
-    cfg = recipe.discriminator
     # Checkpoint names resolve now (a local path must exist), so a typo stops the run before any loading.
-    found = preflight_checkpoints(recipe, out)
-    checkpoint, encoder_checkpoint, classifier_checkpoint = found.generator, found.encoder, found.classifier
-    state = PartialState()
-    tokenizer = prepare_tokenizer(recipe.model, recipe.resolve_path, out, data_texts(raw, recipe.data))
-    chat = uses_chat_format(recipe.data, tokenizer)
-    train_ds = to_trl_dataset(raw["train"], recipe.data, chat)
-    eval_ds = to_trl_dataset(raw["test"], recipe.data, chat) if "test" in raw else train_ds
-    if state.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / RECIPE_FILE).write_text(
-            yaml.safe_dump({"algorithm": algorithm, **recipe.to_dict()}, sort_keys=False)
-        )
+    checkpoints = preflight_checkpoints(recipe, out)
+    return Preflight(recipe, args, out, resume_path, raw, checkpoints)
 
-    # 2. The generator.
-    model = load_generator(recipe.model, checkpoint)
-    check_position_limit(model, tokenizer, train_ds, args.max_completion_length, args.chat_template_kwargs)
 
-    # 3. The discriminator, its reward and its callback.
+# --------------------------------------------------------------------------------------------------
+# 3. The adversary
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Adversary:
+    """The discriminator's side of the game, built before TRL's trainer exists.
+
+    The reward scores generations and records them in the buffer; the callback trains the discriminator
+    on the buffer between policy updates (through ``disc_trainer``) and checkpoints it.
+    """
+
+    config: DiscriminatorConfig
+    discriminator: Discriminator
+    encoder: FrozenEncoder | None  # kind ``head`` only
+    buffer: SampleBuffer
+    disc_trainer: DiscriminatorTrainer
+    reward: DiscriminatorReward
+    callback: DiscriminatorCallback
+
+    def attach(self, trainer: Any, generator_checkpoint: str, settings: ModelSettings) -> None:
+        """Wire the adversary into TRL's trainer: the head's ``encoder: generator`` bound to the
+        generator's frozen weights, the callback logging and sampling through the trainer, and the reward
+        recording training samples only (TRL's own test for "train" versus "eval")."""
+        if self.encoder is not None and self.config.encoder == "generator":
+            how = bind_generator_encoder(self.encoder, trainer, generator_checkpoint, settings)
+            logger.info("Discriminator encoder: %s", how)
+        self.callback.attach(trainer)
+        self.reward.recording = lambda: trainer.model.training
+
+
+def build_adversary(
+    cfg: DiscriminatorConfig,
+    model: Any,
+    tokenizer: Any,
+    checkpoints: Checkpoints,
+    device: torch.device | str,
+    *,
+    warmup_prompts: list[Pair],
+    max_new_tokens: int,
+    resume_dir: str | None,
+    fresh_discriminator: bool,
+) -> Adversary:
+    """The discriminator the recipe describes (a head reading the generator's hidden states or its own
+    encoder's, or a classifier), its buffer, trainer, reward and callback.
+
+    A checkpoint that does not load is one :class:`RecipeError` naming the recipe field.
+    """
     encoder = None
     try:
-        if cfg.kind == "head" and encoder_checkpoint is None:
+        if cfg.kind == "head" and checkpoints.encoder is None:
             hidden = model.config.get_text_config().hidden_size
             check_encoder_layer(cfg.encoder_layer, model)
             encoder = FrozenEncoder(tokenizer, hidden, cfg.encoder_layer, generator_format=True)
         elif cfg.kind == "head":
-            encoder = load_checkpoint_encoder(cfg, encoder_checkpoint, args.device)
-        disc = build_discriminator(cfg, encoder=encoder, checkpoint=classifier_checkpoint, device=args.device)
+            encoder = load_checkpoint_encoder(cfg, checkpoints.encoder, device)
+        disc = build_discriminator(cfg, encoder=encoder, checkpoint=checkpoints.classifier, device=device)
     except RecipeError:
         raise
     except (OSError, ValueError) as exc:
-        field, name = (
-            ("encoder", encoder_checkpoint) if cfg.kind == "head" else ("model", classifier_checkpoint)
+        field_, name = (
+            ("encoder", checkpoints.encoder) if cfg.kind == "head" else ("model", checkpoints.classifier)
         )
-        raise RecipeError(f"discriminator.{field}: cannot load {name!r}: {exc}") from None
+        raise RecipeError(f"discriminator.{field_}: cannot load {name!r}: {exc}") from None
     buffer = SampleBuffer(cfg.replay_size, seed=cfg.seed, real_pool_size=cfg.real_pool_size)
     disc_trainer = DiscriminatorTrainer(disc, cfg)
     reward = DiscriminatorReward(disc, buffer, cfg.reward)
     reward.end_token_ids = {t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None}
-    prompts = [Pair(r["prompt"], r[PROMPT_TEXT], r[REAL_RESPONSE]) for r in train_ds]
     callback = DiscriminatorCallback(
         disc_trainer,
         buffer,
         reward,
-        warmup_prompts=prompts,
-        generation_kwargs={"max_new_tokens": args.max_completion_length},  # until attach() gives TRL's
-        resume_dir=resume_path,
+        warmup_prompts=warmup_prompts,
+        generation_kwargs={"max_new_tokens": max_new_tokens},  # until attach() gives TRL's
+        resume_dir=resume_dir,
         fresh_discriminator=fresh_discriminator,
     )
+    return Adversary(cfg, disc, encoder, buffer, disc_trainer, reward, callback)
 
-    # 4. TRL's trainer.
+
+def bind_generator_encoder(encoder: FrozenEncoder, trainer: Any, checkpoint: str, settings: Any) -> str:
+    """Point the head's encoder at the generator's frozen reference weights; returns which ones."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "disable_adapter") and hasattr(model, "peft_config"):
+        encoder.bind(model, disable_adapters=True)
+        return "generator with LoRA adapters disabled"
+    if getattr(trainer, "ref_model", None) is not None:
+        encoder.bind(trainer.accelerator.unwrap_model(trainer.ref_model))
+        return "the trainer's reference model"
+    copy = load_generator(settings, checkpoint)
+    copy.to(trainer.accelerator.device).requires_grad_(False).eval()
+    encoder.bind(copy)
+    return "a frozen copy of the initial generator (no LoRA, beta=0: one extra model in memory)"
+
+
+# --------------------------------------------------------------------------------------------------
+# 4. TRL's trainer
+# --------------------------------------------------------------------------------------------------
+
+
+def build_trainer(
+    algorithm: str,
+    args: Any,
+    model: Any,
+    tokenizer: Any,
+    train_ds: Dataset,
+    eval_ds: Dataset,
+    settings: ModelSettings,
+    *,
+    reward: DiscriminatorReward,
+    callbacks: list[Any],
+    progress: bool,
+) -> Any:
+    """The algorithm's TRL trainer with the discriminator's reward, LoRA from ``model.lora``, and a live
+    progress panel on a terminal (plain log lines when output is redirected)."""
+    from transformers import PrinterCallback, ProgressCallback
+    from trl.trainer.callbacks import RichProgressCallback
+
     trainer = get_algorithm(algorithm).trainer_class()(
         model=model,
         reward_funcs=[reward],
@@ -195,51 +310,67 @@ def run(
         # reward does not hand those samples to the discriminator (see DiscriminatorReward.recording).
         eval_dataset=eval_ds if args.eval_strategy != "no" else None,
         processing_class=tokenizer,
-        peft_config=lora_config(recipe.model.lora, "CAUSAL_LM"),
-        callbacks=[callback, *(callbacks or [])],
+        peft_config=lora_config(settings.lora, "CAUSAL_LM"),
+        callbacks=callbacks,
     )
-    if progress and sys.stdout.isatty():  # a live rich panel; plain log lines when output is redirected
+    if progress and sys.stdout.isatty():
         trainer.remove_callback(ProgressCallback)
         trainer.remove_callback(PrinterCallback)
         trainer.add_callback(RichProgressCallback())
-    if encoder is not None and cfg.encoder == "generator":
-        logger.info(
-            "Discriminator encoder: %s", bind_generator_encoder(encoder, trainer, checkpoint, recipe.model)
-        )
-    callback.attach(trainer)
-    reward.recording = lambda: trainer.model.training  # TRL's own test for "train" versus "eval"
-    if recipe.sft_loss.coef > 0:
-        trainer.real_response_loss = RealResponseLoss(
-            tokenizer,
-            prompts,
-            recipe.sft_loss.coef,
-            batch_size=recipe.sft_loss.batch_size,
-            max_length=recipe.sft_loss.max_length,
-            seed=args.seed,
-            chat_template_kwargs=callback.chat_template_kwargs,
-        )
+    return trainer
 
-    # Samples before training, from held-out prompts, for the summary.
-    policy = trainer.accelerator.unwrap_model(trainer.model)
-    summary_pairs = [
-        Pair(r["prompt"], r[PROMPT_TEXT], r[REAL_RESPONSE])
-        for r in eval_ds.select(range(min(num_samples, len(eval_ds))))
-    ]
-    before = (
-        callback.generate(policy, tokenizer, summary_pairs) if state.is_main_process and summary_pairs else []
+
+def build_sft_term(
+    settings: SFTLossSettings,
+    tokenizer: Any,
+    real: list[Pair],
+    seed: int,
+    chat_template_kwargs: dict[str, Any],
+) -> RealResponseLoss | None:
+    """The SFT loss term on the real pairs (``sft_loss.coef`` > 0), prompts encoded as the trainer
+    encodes them; None when it is off."""
+    if settings.coef <= 0:
+        return None
+    return RealResponseLoss(
+        tokenizer,
+        real,
+        settings.coef,
+        batch_size=settings.batch_size,
+        max_length=settings.max_length,
+        seed=seed,
+        chat_template_kwargs=chat_template_kwargs,
     )
 
-    # 5. Train, then save generator, discriminator and the summary (the summary last: it marks "finished").
-    start = time.time()
-    trainer.train(resume_from_checkpoint=resume_path)
-    seconds = time.time() - start
-    trainer.save_model(str(out))
-    trainer.save_state()  # trainer_state.json: the whole log history, readable without tensorboard
-    fingerprints = disc_trainer.gather_fingerprints()
-    after = (
-        callback.generate(policy, tokenizer, summary_pairs) if state.is_main_process and summary_pairs else []
-    )
 
+# --------------------------------------------------------------------------------------------------
+# 5. Samples and the summary
+# --------------------------------------------------------------------------------------------------
+
+
+def sample_held_out(adversary: Adversary, policy: Any, tokenizer: Any, pairs: list[Pair]) -> list[str]:
+    """The policy's responses to held-out prompts for the summary (main process only; [] elsewhere),
+    sampled as the warm-up samples: with TRL's settings."""
+    if not (PartialState().is_main_process and pairs):
+        return []
+    return adversary.callback.generate(policy, tokenizer, pairs)
+
+
+def summarize(
+    algorithm: str,
+    out: Path,
+    trainer: Any,
+    adversary: Adversary,
+    policy: Any,
+    tokenizer: Any,
+    held_out: list[Pair],
+    before: list[str],
+    seconds: float,
+) -> RunSummary:
+    """Samples after training beside those before, the run's numbers, the discriminator and the summary
+    files (``run_summary.json`` last). Every process calls it (the fingerprints are a collective)."""
+    fingerprints = adversary.disc_trainer.gather_fingerprints()
+    after = sample_held_out(adversary, policy, tokenizer, held_out)
+    disc_trainer = adversary.disc_trainer
     rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
     summary = RunSummary(
         algorithm=algorithm,
@@ -249,33 +380,36 @@ def run(
         disc_rounds=disc_trainer.rounds,
         disc_skipped_rounds=disc_trainer.skipped_rounds,
         disc_stats=disc_trainer.last_stats.as_logs() if disc_trainer.last_stats else {},
-        warmup_stats=callback.warmup_stats,
+        warmup_stats=adversary.callback.warmup_stats,
         reward_first=rewards[0] if rewards else None,
         reward_last=rewards[-1] if rewards else None,
         fingerprints=fingerprints,
-        restored=callback.restored,
+        restored=adversary.callback.restored,
     )
-    if state.is_main_process:
-        if summary_pairs:
-            real = [p.response for p in summary_pairs]
-            summary.samples = [
-                {"prompt": p.prompt_text, "real": p.response, "before": b, "after": a}
-                for p, b, a in zip(summary_pairs, before, after, strict=True)
-            ]
-            summary.distance_before = round(word_distance(before, real), 4)
-            summary.distance_after = round(word_distance(after, real), 4)
-            judge = disc_trainer.discriminator
-            feats = [
-                judge.featurize(
-                    [Pair(p.prompt, p.prompt_text, t) for p, t in zip(summary_pairs, texts, strict=True)]
-                )
-                for texts in (before, after)
-            ]
-            summary.judge_before, summary.judge_after = (
-                round(torch.sigmoid(judge.score(f)).mean().item(), 4) for f in feats
-            )
-        save_discriminator(out / DISCRIMINATOR_DIR, disc_trainer, reward)
-        summary.plots = [str(p) for p in plot_training_curves(trainer.state.log_history, out)]
-        (out / SUMMARY_FILE).write_text(json.dumps(summary.__dict__, indent=2))
-    state.wait_for_everyone()
+    if PartialState().is_main_process:
+        if held_out:
+            compare_samples(summary, adversary.discriminator, held_out, before, after)
+        save_discriminator(out / DISCRIMINATOR_DIR, disc_trainer, adversary.reward)
+    write_summary(out, summary, trainer.state.log_history)
     return summary
+
+
+def compare_samples(
+    summary: RunSummary, judge: Discriminator, pairs: list[Pair], before: list[str], after: list[str]
+) -> None:
+    """Fill the summary's samples, and two measures of how far they moved toward the real responses:
+    the word distance (independent of training) and the final discriminator's mean P(real)."""
+    real = [p.response for p in pairs]
+    summary.samples = [
+        {"prompt": p.prompt_text, "real": p.response, "before": b, "after": a}
+        for p, b, a in zip(pairs, before, after, strict=True)
+    ]
+    summary.distance_before = round(word_distance(before, real), 4)
+    summary.distance_after = round(word_distance(after, real), 4)
+    feats = [
+        judge.featurize([Pair(p.prompt, p.prompt_text, t) for p, t in zip(pairs, texts, strict=True)])
+        for texts in (before, after)
+    ]
+    summary.judge_before, summary.judge_after = (
+        round(torch.sigmoid(judge.score(f)).mean().item(), 4) for f in feats
+    )

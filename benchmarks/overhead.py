@@ -164,9 +164,8 @@ def recipe_dict(model_dir: Path, out: Path, args: argparse.Namespace, **disc) ->
             ),
         },
         "discriminator": {
-            "d_model": 64,
-            "num_layers": 1,
-            "num_heads": 4,
+            # The head's size; a classifier rejects head-only fields.
+            **({} if disc.get("kind") == "classifier" else {"d_model": 64, "num_layers": 1, "num_heads": 4}),
             "max_length": args.completion_length + 32,  # prompt + the whole completion
             "batch_size": 32,
             "updates_per_round": 1,

@@ -7,7 +7,7 @@ recipe can be validated without importing torch models.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from gan_rl.lora import ClassifierLoraSettings
@@ -38,6 +38,23 @@ class RewardConfig:
             raise ValueError(f"running_momentum: expected a value in [0, 1), got {self.running_momentum}.")
 
 
+# The fields only one kind reads (everything else applies to both).
+KIND_FIELDS = {
+    "head": (
+        "encoder",
+        "encoder_layer",
+        "d_model",
+        "num_layers",
+        "num_heads",
+        "dropout",
+        "lstm",
+        "lstm_hidden",
+        "encode_batch_size",
+    ),
+    "classifier": ("model", "lora"),
+}
+
+
 @dataclass
 class DiscriminatorConfig:
     """The adversary: what it is, how it reads a (prompt, response) pair, and how it is trained.
@@ -52,7 +69,7 @@ class DiscriminatorConfig:
     conditional: bool = True
     max_length: int = 256
 
-    # --- head ---
+    # --- head (KIND_FIELDS: a classifier rejects them, except mark_end and cache_size, read by both) ---
     # "generator": the generator's frozen reference weights (no second LLM in memory); or a checkpoint.
     encoder: str = "generator"
     # Which hidden layer of the encoder the head reads (-1: the last, after the final norm).
@@ -67,7 +84,7 @@ class DiscriminatorConfig:
     # cut at max_completion_length), so the discriminator sees the cut and a policy cannot win by running
     # into the length limit with text that never ends. Off: the response text alone.
     mark_end: bool = False
-    # Hidden states of real responses are cached (the encoder is frozen); at most this many pairs.
+    # Features of real responses (hidden states, or a classifier's token ids) are cached; at most this many.
     cache_size: int = 4096
     # Pairs per forward of the frozen encoder. 1: each pair alone, so its features depend on the pair only
     # (not on which pairs shared its padded batch): a cached, replayed or restored feature is the same bits
@@ -75,7 +92,7 @@ class DiscriminatorConfig:
     # GPU, at the price of float-rounding differences after a resume.
     encode_batch_size: int = 1
 
-    # --- classifier ---
+    # --- classifier (a head rejects model and lora; gguf_file and trust_remote_code apply to both) ---
     # A sequence-classification checkpoint (num_labels=1 is set), or "generator" for the generator's own.
     model: str | None = None
     # A GGUF file inside ``model`` (classifier) or ``encoder`` (head) when that checkpoint is one.
@@ -162,7 +179,17 @@ class DiscriminatorConfig:
                 )
             if "/" in self.gguf_file or not self.gguf_file.endswith(".gguf"):
                 raise ValueError(f"gguf_file: expected the name of a .gguf file, got {self.gguf_file!r}.")
-        if self.kind == "head" and (self.model is not None or self.lora is not None):
-            raise ValueError(
-                "model: 'model' and 'lora' belong to kind 'classifier'; kind 'head' uses 'encoder'."
-            )
+        self._check_fields_of_kind()
+
+    def _check_fields_of_kind(self) -> None:
+        """A field that only the other kind reads, set to anything but its default, is an error: the run
+        would ignore it silently (a ``d_model`` for a classifier, a ``model`` for a head)."""
+        owner = "head" if self.kind == "classifier" else "classifier"
+        defaults = {f.name: f.default for f in fields(self)}
+        for name in KIND_FIELDS[owner]:
+            if getattr(self, name) != defaults[name]:
+                hint = " (a head reads its own checkpoint through 'encoder')" if name == "model" else ""
+                raise ValueError(
+                    f"{name}: only kind '{owner}' reads it, and this discriminator is kind "
+                    f"'{self.kind}'{hint}; remove it, or set kind: {owner}."
+                )

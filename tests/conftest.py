@@ -106,6 +106,10 @@ def data_files(tmp_path) -> dict[str, Path]:
     return files
 
 
+# The base recipe's small head; a classifier rejects these fields, so it drops them unless a test sets them.
+BASE_HEAD = {"d_model": 32, "num_layers": 1, "num_heads": 2}
+
+
 def base_recipe(model_dir: Path, output_dir: Path, **sections) -> dict:
     """A small, fast recipe for end-to-end runs on CPU."""
     recipe = {
@@ -117,9 +121,7 @@ def base_recipe(model_dir: Path, output_dir: Path, **sections) -> dict:
             "response_column": "post",
         },
         "discriminator": {
-            "d_model": 32,
-            "num_layers": 1,
-            "num_heads": 2,
+            **BASE_HEAD,
             "max_length": 40,
             "batch_size": 16,
             "updates_per_round": 1,
@@ -142,6 +144,10 @@ def base_recipe(model_dir: Path, output_dir: Path, **sections) -> dict:
     }
     for name, values in sections.items():
         recipe.setdefault(name, {}).update(values)
+    disc = recipe["discriminator"]
+    if isinstance(disc, dict) and disc.get("kind") == "classifier":
+        for key in set(BASE_HEAD) - set(sections.get("discriminator") or {}):
+            del disc[key]
     return recipe
 
 

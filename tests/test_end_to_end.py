@@ -84,9 +84,7 @@ def test_lora_chat_generator_with_adapter_disabled_encoder(tmp_path, tiny_chat_m
 
 
 def test_classifier_discriminator_end_to_end(tmp_path, tiny_classifier_dir, recipe_factory):
-    path = recipe_factory(
-        discriminator={"kind": "classifier", "model": str(tiny_classifier_dir), "d_model": 32}
-    )
+    path = recipe_factory(discriminator={"kind": "classifier", "model": str(tiny_classifier_dir)})
     cli("reinforce", str(path), "--samples", "0")
     assert summary_of(tmp_path / "out")["disc_rounds"] >= 3
 

@@ -84,6 +84,45 @@ def test_classifier_needs_a_model():
     assert "discriminator.model" in error_of(minimal(discriminator={"kind": "classifier"}))
 
 
+@pytest.mark.parametrize(
+    ("kind", "field", "value"),
+    [
+        ("classifier", "d_model", 32),
+        ("classifier", "num_layers", 1),
+        ("classifier", "num_heads", 2),
+        ("classifier", "dropout", 0.0),
+        ("classifier", "lstm", True),
+        ("classifier", "lstm_hidden", 64),
+        ("classifier", "encoder", "org/encoder"),
+        ("classifier", "encoder_layer", 0),
+        ("classifier", "encode_batch_size", 8),
+        ("head", "model", "org/classifier"),
+        ("head", "lora", {"r": 4}),
+        ("head", "lora", {}),  # LoRA with its defaults is still LoRA on a classifier
+    ],
+)
+def test_a_field_only_the_other_kind_reads_is_rejected(kind, field, value):
+    disc = {"kind": kind, field: value, **({"model": "org/classifier"} if kind == "classifier" else {})}
+    msg = error_of(minimal(discriminator=disc))
+    owner = "head" if kind == "classifier" else "classifier"
+    assert msg.startswith(f"discriminator.{field}: only kind '{owner}' reads it")
+    assert f"kind '{kind}'" in msg and f"set kind: {owner}" in msg
+
+
+def test_defaults_and_fields_of_both_kinds_pass_for_either_kind():
+    shared = {
+        "max_length": 64,
+        "conditional": False,
+        "mark_end": True,
+        "cache_size": 8,
+        "trust_remote_code": True,
+    }
+    parse_recipe(minimal(discriminator={"kind": "head", **shared}))
+    parse_recipe(minimal(discriminator={"kind": "classifier", "model": "org/classifier", **shared}))
+    # A head-only field written out with its default value changes nothing, so it passes.
+    parse_recipe(minimal(discriminator={"kind": "classifier", "model": "x/y", "d_model": 256, "lstm": False}))
+
+
 def test_model_needs_exactly_one_source():
     assert "exactly one" in error_of({**minimal(), "model": {}})
     msg = error_of({**minimal(), "model": {"name_or_path": "x", "init_config": {"model_type": "llama"}}})

@@ -37,6 +37,44 @@ def quickstart_texts(rows: int = 256) -> list[dict[str, str]]:
     return quickstart_rows(rows, seed=0)
 
 
+def _quickstart_pairs() -> tuple[list, list]:
+    from gan_rl.data import Pair
+
+    real = [Pair(r["topic"] + "\n", r["topic"], r["post"]) for r in quickstart_texts(64)]
+    # Clearly fake: the prompt's own words, shuffled; separable from real posts.
+    fake = [Pair(p.prompt, p.prompt_text, " ".join(reversed(p.prompt_text.split()))) for p in real]
+    return real, fake
+
+
+# Real quickstart pairs and clearly fake ones, for the discriminator tests.
+REAL, FAKE = _quickstart_pairs()
+
+
+def head_config(**kw):
+    """A small head (fast on CPU), with ``kw`` overriding any DiscriminatorConfig field."""
+    from gan_rl.discriminator_config import DiscriminatorConfig
+
+    base = {
+        "d_model": 32,
+        "num_layers": 1,
+        "num_heads": 2,
+        "max_length": 40,
+        "batch_size": 32,
+        "learning_rate": 3e-3,
+        "dropout": 0.0,
+    }
+    return DiscriminatorConfig(**{**base, **kw})
+
+
+def make_head(generator, **kw):
+    """A head discriminator reading ``generator``'s hidden states (the ``generator`` fixture)."""
+    from gan_rl.discriminator import FrozenEncoder, build_discriminator
+
+    model, tok = generator
+    encoder = FrozenEncoder(tok, model.config.hidden_size, generator_format=True, model=model)
+    return build_discriminator(head_config(**kw), encoder=encoder)
+
+
 def _save_tiny(path: Path, chat: bool, head: str = "causal") -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -84,6 +122,14 @@ def tiny_chat_model_dir(tmp_path_factory) -> Path:
 def tiny_classifier_dir(tmp_path_factory) -> Path:
     """A tiny sequence-classification checkpoint (for kind: classifier)."""
     return _save_tiny(tmp_path_factory.mktemp("tiny-cls"), chat=False, head="classifier")
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_model_dir):
+    """(model, tokenizer) of the tiny plain model, loaded once per test module."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
 @pytest.fixture()

@@ -18,42 +18,19 @@ from gan_rl.discriminator_config import DiscriminatorConfig, RewardConfig
 from gan_rl.recipe import RecipeError
 from gan_rl.reward import DiscriminatorReward, reward_from_logits
 
-from .conftest import quickstart_texts
-
-REAL = [Pair(r["topic"] + "\n", r["topic"], r["post"]) for r in quickstart_texts(64)]
-# Clearly fake: the prompt's own words, shuffled; separable from real posts.
-FAKE = [Pair(p.prompt, p.prompt_text, " ".join(reversed(p.prompt_text.split()))) for p in REAL]
+from .conftest import FAKE, REAL, head_config, make_head
 
 
-def head_config(**kw) -> DiscriminatorConfig:
-    base = {
-        "d_model": 32,
-        "num_layers": 1,
-        "num_heads": 2,
-        "max_length": 40,
-        "batch_size": 32,
-        "learning_rate": 3e-3,
-        "dropout": 0.0,
-    }
-    return DiscriminatorConfig(**{**base, **kw})
-
-
-@pytest.fixture(scope="module")
-def generator(tiny_model_dir):
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    return model, tok
-
-
-def make_head(generator, **kw):
-    model, tok = generator
-    encoder = FrozenEncoder(tok, model.config.hidden_size, generator_format=True, model=model)
-    return build_discriminator(head_config(**kw), encoder=encoder)
+def classifier_config(checkpoint, **kw) -> DiscriminatorConfig:
+    """The tests' classifier: head_config's shared settings, none of the fields only a head reads."""
+    base = {"max_length": 40, "batch_size": 32, "learning_rate": 3e-3}
+    cfg = DiscriminatorConfig(kind="classifier", model=str(checkpoint), **{**base, **kw})
+    cfg.validate()
+    return cfg
 
 
 def make_classifier(tiny_classifier_dir, **kw):
-    cfg = head_config(kind="classifier", model=str(tiny_classifier_dir), learning_rate=3e-3, **kw)
-    return build_discriminator(cfg)
+    return build_discriminator(classifier_config(tiny_classifier_dir, **kw))
 
 
 def train_steps(disc, steps=30):
@@ -154,7 +131,7 @@ def test_classifier_truncates_long_responses_and_trains_in_float32(tiny_classifi
         tiny_classifier_dir, dtype=torch.bfloat16
     ).save_pretrained(bf16_dir)
     AutoTokenizer.from_pretrained(tiny_classifier_dir).save_pretrained(bf16_dir)
-    cfg = head_config(kind="classifier", model=str(bf16_dir), max_length=16)
+    cfg = classifier_config(bf16_dir, max_length=16)
     disc = build_discriminator(cfg)
     assert all(p.dtype == torch.float32 for p in disc.parameters())  # AdamW updates are not rounded away
     long = [Pair("a\n", "people in rome talk about pizza", "pizza is great ! " * 40)]

@@ -14,7 +14,7 @@ from gan_rl.recipe import RecipeError, parse_recipe
 from gan_rl.reward import DiscriminatorReward
 from gan_rl.sft_term import RealResponseLoss
 
-from .test_discriminator import FAKE, REAL, generator, make_head  # noqa: F401 - fixture
+from .conftest import FAKE, REAL, make_head
 
 
 def weights(disc) -> dict[str, torch.Tensor]:
@@ -33,7 +33,7 @@ def fill(buffer, disc, n=16, offset=0):
 # -- the "discriminator too strong" guard -----------------------------------------------------------
 
 
-def test_guard_skips_rounds_while_the_discriminator_wins(generator):  # noqa: F811
+def test_guard_skips_rounds_while_the_discriminator_wins(generator):
     disc = make_head(generator, max_accuracy=0.8)
     trainer, buffer = DiscriminatorTrainer(disc, disc.config), SampleBuffer()
     fill(buffer, disc)
@@ -48,7 +48,7 @@ def test_guard_skips_rounds_while_the_discriminator_wins(generator):  # noqa: F8
     assert second.as_logs()["disc/skipped"] == 1.0
 
 
-def test_guard_off_trains_every_round(generator):  # noqa: F811
+def test_guard_off_trains_every_round(generator):
     disc = make_head(generator, max_accuracy=1.0)
     trainer, buffer = DiscriminatorTrainer(disc, disc.config), SampleBuffer()
     for offset in (0, 16):
@@ -66,7 +66,7 @@ def test_guard_threshold_is_validated():
 # -- real pool -------------------------------------------------------------------------------------
 
 
-def test_real_pool_keeps_distinct_real_pairs_for_later_rounds(generator):  # noqa: F811
+def test_real_pool_keeps_distinct_real_pairs_for_later_rounds(generator):
     disc = make_head(generator)
     buffer = SampleBuffer(real_pool_size=20)
     for offset in (0, 8, 0, 16):  # the third batch repeats the first: no duplicates enter
@@ -80,7 +80,7 @@ def test_real_pool_keeps_distinct_real_pairs_for_later_rounds(generator):  # noq
     assert len(real) == 2 and len(buffer.real_for_round(real)) == 20
 
 
-def test_real_pool_travels_with_the_checkpoint(generator):  # noqa: F811
+def test_real_pool_travels_with_the_checkpoint(generator):
     disc = make_head(generator)
     buffer = SampleBuffer(real_pool_size=8)
     fill(buffer, disc, n=12)
@@ -99,7 +99,7 @@ def test_real_pool_travels_with_the_checkpoint(generator):  # noqa: F811
     )
 
 
-def test_without_a_pool_rounds_use_the_step_s_own_real_samples(generator):  # noqa: F811
+def test_without_a_pool_rounds_use_the_step_s_own_real_samples(generator):
     disc = make_head(generator)
     buffer = SampleBuffer(real_pool_size=0)
     fill(buffer, disc, n=4)
@@ -110,7 +110,7 @@ def test_without_a_pool_rounds_use_the_step_s_own_real_samples(generator):  # no
 # -- update ratio ----------------------------------------------------------------------------------
 
 
-def test_update_every_spaces_the_rounds(generator):  # noqa: F811
+def test_update_every_spaces_the_rounds(generator):
     disc = make_head(generator, update_every=3, max_accuracy=1.0)
     trainer, buffer = DiscriminatorTrainer(disc, disc.config), SampleBuffer()
     callback = DiscriminatorCallback(trainer, buffer, DiscriminatorReward(disc, buffer, disc.config.reward))
@@ -125,7 +125,7 @@ def test_update_every_spaces_the_rounds(generator):  # noqa: F811
 # -- SFT loss term ---------------------------------------------------------------------------------
 
 
-def test_real_response_loss_scores_only_response_tokens(generator):  # noqa: F811
+def test_real_response_loss_scores_only_response_tokens(generator):
     model, tok = generator
     term = RealResponseLoss(tok, REAL[:8], coef=1.0, batch_size=4, seed=0)
     batch = term.batch(torch.device("cpu"))
@@ -137,7 +137,7 @@ def test_real_response_loss_scores_only_response_tokens(generator):  # noqa: F81
         assert (labels[mask == 0] == -100).all()
 
 
-def test_real_response_loss_trains_toward_the_real_responses(generator):  # noqa: F811
+def test_real_response_loss_trains_toward_the_real_responses(generator):
     import copy
 
     model, tok = generator
@@ -162,7 +162,7 @@ def test_sft_loss_settings_are_validated(tmp_path):
         parse_recipe({**base, "sft_loss": {"cof": 0.1}}, tmp_path)
 
 
-def test_real_response_loss_keeps_response_tokens_when_the_prompt_is_long(generator):  # noqa: F811
+def test_real_response_loss_keeps_response_tokens_when_the_prompt_is_long(generator):
     model, tok = generator
     long_prompt = " ".join([REAL[0].prompt_text] * 20) + "\n"
     pair = REAL[0].__class__(long_prompt, REAL[0].prompt_text, REAL[0].response)
@@ -174,7 +174,7 @@ def test_real_response_loss_keeps_response_tokens_when_the_prompt_is_long(genera
 
 
 @pytest.mark.parametrize("scaled_by_trainer", [True, False])
-def test_sft_term_is_scaled_for_gradient_accumulation_like_the_policy_loss(generator, scaled_by_trainer):  # noqa: F811
+def test_sft_term_is_scaled_for_gradient_accumulation_like_the_policy_loss(generator, scaled_by_trainer):
     from collections import defaultdict
 
     from gan_rl.sft_term import RealResponseLossMixin
@@ -206,7 +206,7 @@ def test_sft_term_is_scaled_for_gradient_accumulation_like_the_policy_loss(gener
 # -- the Bradley-Terry loss (GAD) ----------------------------------------------------------------------
 
 
-def test_bradley_terry_loss_ranks_each_real_response_above_its_prompt_s_generation(generator):  # noqa: F811
+def test_bradley_terry_loss_ranks_each_real_response_above_its_prompt_s_generation(generator):
     from gan_rl.discriminator import bradley_terry_loss
 
     assert bradley_terry_loss(torch.tensor([3.0]), torch.tensor([-3.0])) < bradley_terry_loss(
@@ -228,7 +228,7 @@ def test_bradley_terry_loss_ranks_each_real_response_above_its_prompt_s_generati
     assert guarded.train_round(buffer, updates=5).skipped
 
 
-def test_bradley_terry_needs_real_partners_and_rejects_label_smoothing(generator):  # noqa: F811
+def test_bradley_terry_needs_real_partners_and_rejects_label_smoothing(generator):
     disc = make_head(generator, loss="bradley_terry")
     trainer, buffer = DiscriminatorTrainer(disc, disc.config), SampleBuffer()
     # Generations recorded without their pairs have no known partner: no round, nothing consumed wrongly.

@@ -42,6 +42,9 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "smollm2-twon.yaml"
 DATA = REPO.parent / "shared" / "data" / "twon"
 RESULTS = REPO / "benchmarks" / "results" / "smollm2-twon"
+# The plain adversarial rows (sft+ppo, sft+reinforce) as measured: BCE loss, no end marks, no SFT term,
+# whatever the recipe now ships; a --variant's overrides come after these and win.
+PLAIN = ["discriminator.loss=bce", "discriminator.mark_end=false", "sft_loss.coef=0.0"]
 METRICS = (
     ("two_sample_acc", "two-sample acc (emb.)"),
     ("two_sample_acc_ngram", "two-sample acc (n-gram)"),
@@ -141,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         out = work / label
         if not (out / "run_summary.json").is_file():
             overrides = [
+                *PLAIN,
                 *(extra or []),
                 f"model.name_or_path={start}",
                 "model.warm_start=none",

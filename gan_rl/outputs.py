@@ -86,9 +86,8 @@ def checkpoint_problems(path: Path, discriminator: bool = True) -> list[str]:
         problems.append("trainer_state.json")
     if not any((path / name).is_file() for name in GENERATOR_WEIGHTS):
         problems.append("generator weights")
-    if not (path / "optimizer.pt").is_file() and not any(
-        path.glob("global_step*")
-    ):  # DeepSpeed keeps its own
+    deepspeed = any(path.glob("global_step*"))  # DeepSpeed keeps its optimizer state there
+    if not (path / "optimizer.pt").is_file() and not deepspeed:
         problems.append("optimizer.pt")
     if discriminator:
         folder = path / "discriminator"
@@ -120,37 +119,37 @@ def resolve_resume(
         candidates = _checkpoints(out) if out.is_dir() else []
         if not candidates:
             raise RecipeError(f"--resume: no checkpoint-* directory in {out} to resume from.")
-        skipped = []
+        needs = discriminator and not fresh_discriminator
+        lacking: list[tuple[str, list[str]]] = []  # (name, what it lacks) of each later, incomplete one
         for path in candidates:
-            problems = checkpoint_problems(path, discriminator and not fresh_discriminator)
+            problems = checkpoint_problems(path, needs)
             if not problems:
-                if skipped:
-                    logger.warning(
-                        "Resuming from %s: later checkpoints are incomplete (%s).",
-                        path.name,
-                        "; ".join(skipped),
-                    )
+                if lacking:
+                    logger.warning("Resuming from %s: later checkpoints are incomplete (%s).", path.name,
+                                   _describe(lacking))  # fmt: skip
                 else:
                     logger.info("Resuming from %s.", path.name)
                 return str(path)
-            skipped.append(f"{path.name} lacks {', '.join(problems)}")
-        hint = (
-            "; pass --fresh-discriminator to continue with a new discriminator"
-            if any(
-                p == ["discriminator/"] for p in (checkpoint_problems(c, discriminator) for c in candidates)
-            )
-            else ""
-        )
-        raise RecipeError(f"--resume: no complete checkpoint in {out} ({'; '.join(skipped)}){hint}.")
+            lacking.append((path.name, problems))
+        hint = _fresh_hint([problems for _, problems in lacking])
+        raise RecipeError(f"--resume: no complete checkpoint in {out} ({_describe(lacking)}){hint}.")
     path = Path(str(resume))
     if not (path / "trainer_state.json").is_file():
         raise RecipeError(f"--resume: {path} is not a trainer checkpoint (no trainer_state.json).")
     problems = checkpoint_problems(path, discriminator and not fresh_discriminator)
     if problems:
-        hint = (
-            "; pass --fresh-discriminator to continue with a new discriminator"
-            if problems == ["discriminator/"]
-            else ""
+        raise RecipeError(
+            f"--resume: {path} is incomplete (lacks {', '.join(problems)}){_fresh_hint([problems])}."
         )
-        raise RecipeError(f"--resume: {path} is incomplete (lacks {', '.join(problems)}){hint}.")
     return str(path)
+
+
+def _describe(lacking: list[tuple[str, list[str]]]) -> str:
+    return "; ".join(f"{name} lacks {', '.join(problems)}" for name, problems in lacking)
+
+
+def _fresh_hint(problem_lists: list[list[str]]) -> str:
+    """Point at --fresh-discriminator when a checkpoint lacks only its discriminator."""
+    if any(p == ["discriminator/"] for p in problem_lists):
+        return "; pass --fresh-discriminator to continue with a new discriminator"
+    return ""

@@ -27,6 +27,11 @@ def ok(*args: str) -> str:
     return result.output
 
 
+def ppo(path: Path, *args: str) -> str:
+    """``gan-rl ppo RECIPE --samples 0 ARGS``, which must succeed."""
+    return ok("ppo", str(path), "--samples", "0", *args)
+
+
 def summary_of(out: Path) -> dict:
     return json.loads((out / "run_summary.json").read_text())
 
@@ -54,18 +59,9 @@ def test_resumed_run_is_bit_identical_to_the_uninterrupted_one(tmp_path, recipe_
         "discriminator": {**STATEFUL, **extra.get("discriminator", {})},
     }
     path = recipe_factory(**sections)
-    ok("ppo", str(path), "--samples", "0")
+    ppo(path)
     out = tmp_path / "out"
-    ok(
-        "ppo",
-        str(path),
-        "--samples",
-        "0",
-        "--resume",
-        str(out / "checkpoint-2"),
-        "--output-dir",
-        str(tmp_path / "r"),
-    )
+    ppo(path, "--resume", str(out / "checkpoint-2"), "--output-dir", str(tmp_path / "r"))
     for name in ("discriminator/model.safetensors", "model.safetensors"):
         a, b = weights(out / name), weights(tmp_path / "r" / name)
         diff = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
@@ -76,7 +72,7 @@ def test_resume_skips_a_checkpoint_without_discriminator(tmp_path, recipe_factor
     """Defect 1: a kill after TRL's files, before the discriminator's. Resume takes the previous complete
     checkpoint; naming the incomplete one is an error unless --fresh-discriminator."""
     path = recipe_factory(trainer=CHECKPOINTED)
-    ok("ppo", str(path), "--samples", "0")
+    ppo(path)
     out = tmp_path / "out"
     shutil.rmtree(out / "checkpoint-4" / "discriminator")
     (out / "run_summary.json").unlink()
@@ -85,7 +81,7 @@ def test_resume_skips_a_checkpoint_without_discriminator(tmp_path, recipe_factor
     assert result.exit_code == 2, result.output
     assert "lacks discriminator/" in result.output and "--fresh-discriminator" in result.output
 
-    ok("ppo", str(path), "--samples", "0", "--resume")
+    ppo(path, "--resume")
     summary = summary_of(out)
     assert summary["status"] == "completed" and summary["steps"] == 4
     assert summary["restored"]["path"] == str(out / "checkpoint-2" / "discriminator")
@@ -94,22 +90,13 @@ def test_resume_skips_a_checkpoint_without_discriminator(tmp_path, recipe_factor
 
 def test_fresh_discriminator_is_explicit(tmp_path, recipe_factory):
     path = recipe_factory(trainer={"max_steps": 2, "save_strategy": "steps", "save_steps": 2})
-    ok("ppo", str(path), "--samples", "0")
+    ppo(path)
     out = tmp_path / "out"
     shutil.rmtree(out / "checkpoint-2" / "discriminator")
     (out / "run_summary.json").unlink()
     result = invoke("ppo", str(path), "--samples", "0", "--resume", "--set", "trainer.max_steps=3")
     assert result.exit_code == 2 and "--fresh-discriminator" in result.output, result.output
-    ok(
-        "ppo",
-        str(path),
-        "--samples",
-        "0",
-        "--resume",
-        "--fresh-discriminator",
-        "--set",
-        "trainer.max_steps=3",
-    )
+    ppo(path, "--resume", "--fresh-discriminator", "--set", "trainer.max_steps=3")
     summary = summary_of(out)
     assert summary["steps"] == 3 and summary["restored"] == {} and summary["warmup_stats"]
 
@@ -117,11 +104,11 @@ def test_fresh_discriminator_is_explicit(tmp_path, recipe_factory):
 def test_resume_falls_back_past_a_partial_checkpoint(tmp_path, recipe_factory):
     """Defect 2: an empty checkpoint-N (a kill while it was created) is skipped, not a traceback."""
     path = recipe_factory(trainer={"max_steps": 2, "save_strategy": "steps", "save_steps": 2})
-    ok("ppo", str(path), "--samples", "0")
+    ppo(path)
     out = tmp_path / "out"
     (out / "run_summary.json").unlink()
     (out / "checkpoint-6").mkdir()
-    ok("ppo", str(path), "--samples", "0", "--resume", "--set", "trainer.max_steps=3")
+    ppo(path, "--resume", "--set", "trainer.max_steps=3")
     assert summary_of(out)["restored"]["path"] == str(out / "checkpoint-2" / "discriminator")
 
 

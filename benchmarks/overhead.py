@@ -252,6 +252,9 @@ def main() -> None:
     )
     parser.add_argument("--gguf-file", default=None, help="a GGUF file name inside --model")
     parser.add_argument("--dtype", default="bfloat16", help="--model only: the generator's dtype")
+    parser.add_argument(
+        "--skip-run", action="append", default=[], help="leave out a run by name (e.g. classifier); repeatable"
+    )
     args = parser.parse_args()
 
     warnings.filterwarnings("ignore")
@@ -275,10 +278,10 @@ def main() -> None:
         runs = {
             "constant": lambda: run_constant(model_dir, tmp / "constant", args),
             "head": lambda: run_gan(model_dir, tmp / "head", args),
-            # The same with the frozen encoder reading 32 pairs per forward instead of one (the default,
-            # which makes every feature independent of its batch: bit-identical resume).
-            "head (encode_batch_size 32)": lambda: run_gan(
-                model_dir, tmp / "head-b32", args, encode_batch_size=32
+            # The same with the frozen encoder reading one pair per forward instead of 32 (the default
+            # until padded chunks made batched features bit-exact; what per-call overhead costs).
+            "head (encode_batch_size 1)": lambda: run_gan(
+                model_dir, tmp / "head-b1", args, encode_batch_size=1
             ),
             # The same head reading the middle layer: the frozen forward stops there.
             "head (middle layer)": lambda: run_gan(
@@ -291,6 +294,10 @@ def main() -> None:
                 model_dir, tmp / "classifier", args, kind="classifier", model="generator", learning_rate=1e-5
             ),
         }
+        unknown = set(args.skip_run) - set(runs) | ({"constant"} & set(args.skip_run))
+        if unknown:
+            parser.error(f"--skip-run {sorted(unknown)}: valid: {', '.join(n for n in runs if n != 'constant')}")
+        runs = {name: fn for name, fn in runs.items() if name not in args.skip_run}
         times: dict[str, list[float]] = {name: [] for name in runs}
         shares: dict[str, list[float]] = {name: [] for name in runs}
         for repeat in range(args.repeats):

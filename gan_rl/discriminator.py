@@ -213,6 +213,17 @@ class Discriminator(nn.Module):
         return torch.cat(chunks) if chunks else torch.zeros(0)
 
 
+# The frozen encoder reads every chunk padded to a multiple of this many tokens. A row's hidden states
+# then do not depend on the other rows of its chunk, nor on how far the chunk is padded, nor on the
+# number of rows: the reductions inside attention and matmuls see whole vector lanes, with exact zeros in
+# the padded ones, whatever the padded width. At the row's own odd length the last lanes are summed in
+# another order (up to 0.25 apart in bfloat16 on SmolLM2). So a feature cached, replayed or rebuilt from a
+# checkpoint's text is the same bits however it was batched, and a resumed run is the uninterrupted one
+# (verified on CPU, float32 and bfloat16, SmolLM2-135M and the test models: tests/test_discriminator.py
+# and tests/test_resume.py). 32 covers a 16-lane AVX-512 float32 vector twice over.
+ENCODE_PAD_MULTIPLE = 32
+
+
 class HeadDiscriminator(Discriminator):
     """The original design: frozen encoder states -> Transformer encoder (-> LSTM) -> linear -> logit.
 
@@ -221,7 +232,7 @@ class HeadDiscriminator(Discriminator):
     """
 
     def __init__(
-        self, config: DiscriminatorConfig, encoder: FrozenEncoder, encode_batch_size: int = 1
+        self, config: DiscriminatorConfig, encoder: FrozenEncoder, encode_batch_size: int = 32
     ) -> None:
         super().__init__(config)
         self.encoder = encoder  # a plain object: not a submodule, not in state_dict
@@ -286,13 +297,14 @@ class HeadDiscriminator(Discriminator):
         tokenized = [self._tokenize(p) for p in pairs]
         pad_id = self.encoder.tokenizer.pad_token_id or 0
         device = self.encoder.device
-        # Encode in chunks of similar length (little padding), then restore the original order.
+        # Encode in chunks of similar length (little padding), then restore the original order. Each
+        # chunk is padded to a multiple of ENCODE_PAD_MULTIPLE tokens: see its comment.
         order = sorted(range(len(tokenized)), key=lambda i: len(tokenized[i][0]))
         out: list[dict[str, torch.Tensor]] = [None] * len(tokenized)  # type: ignore[list-item]
         for start in range(0, len(order), self.encode_batch_size):
             index = order[start : start + self.encode_batch_size]
             chunk = [tokenized[i] for i in index]
-            input_ids, attention = right_pad([ids for ids, _ in chunk], pad_id)
+            input_ids, attention = right_pad([ids for ids, _ in chunk], pad_id, ENCODE_PAD_MULTIPLE)
             hidden = self.encoder(input_ids.to(device), attention.to(device)).cpu()
             for i, (ids, n_prompt) in enumerate(chunk):
                 response_mask = torch.zeros(len(ids), dtype=torch.bool)

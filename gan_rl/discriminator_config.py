@@ -86,11 +86,11 @@ class DiscriminatorConfig:
     mark_end: bool = False
     # Features of real responses (hidden states, or a classifier's token ids) are cached; at most this many.
     cache_size: int = 4096
-    # Pairs per forward of the frozen encoder. 1: each pair alone, so its features depend on the pair only
-    # (not on which pairs shared its padded batch): a cached, replayed or restored feature is the same bits
-    # whenever it is computed, and a resumed run is the uninterrupted one bit for bit. More is faster on a
-    # GPU, at the price of float-rounding differences after a resume.
-    encode_batch_size: int = 1
+    # Pairs per forward of the frozen encoder (head). Chunks are padded to a multiple of 32 tokens, so a
+    # pair's features are the same bits whatever pairs shared its chunk (verified on CPU): cached, replayed
+    # and restored features match, and a resumed run is the uninterrupted one. 1 reads each pair alone
+    # (slower; the same bits).
+    encode_batch_size: int = 32
 
     # --- classifier (a head rejects model and lora; gguf_file and trust_remote_code apply to both) ---
     # A sequence-classification checkpoint (num_labels=1 is set), or "generator" for the generator's own.

@@ -29,15 +29,18 @@ def ensure_pad_token(tokenizer: Any, fallbacks: Sequence[str] = PAD_FALLBACKS) -
     return tokenizer.pad_token
 
 
-def right_pad(rows: Sequence[Sequence[int] | torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, attention mask), each a ``(len(rows), longest row)`` long tensor: every row from position 0,
-    ``pad_id`` (mask 0) after it.
+def right_pad(
+    rows: Sequence[Sequence[int] | torch.Tensor], pad_id: int, multiple_of: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask), each a ``(len(rows), width)`` long tensor: every row from position 0,
+    ``pad_id`` (mask 0) after it; ``width`` is the longest row rounded up to a multiple of ``multiple_of``.
 
     Right padding keeps every token at the position it has in the row alone (a learned position table
     then reads a row the same batched or not); generation pads left instead
     (:func:`gan_rl.data.tokenize_prompts`).
     """
-    width = max(len(row) for row in rows)
+    longest = max(len(row) for row in rows)
+    width = -(-longest // multiple_of) * multiple_of
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):

@@ -78,6 +78,25 @@ def test_encoder_layer_out_of_range_names_the_field(generator, layer):
         FrozenEncoder(tok, model.config.hidden_size, layer=layer, model=model)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_feature_is_the_same_bits_however_it_was_batched(generator, dtype):
+    """What bit-identical resume rests on: a pair's frozen features do not depend on which pairs shared
+    its padded chunk, how many there were, or the chunk size (cached, replayed and restored features are
+    encoded in different company)."""
+    model, tok = generator
+    model.to(dtype)
+    try:
+        pairs = [*REAL[:20], *FAKE[:20]]
+        batched = make_head(generator, max_length=120).featurize(pairs)  # chunks of 32, sorted by length
+        mixed = make_head(generator, max_length=120, encode_batch_size=5).featurize(pairs[::-1])[::-1]
+        alone = make_head(generator, max_length=120, encode_batch_size=1)
+        for pair, a, b in zip(pairs, batched, mixed, strict=True):
+            (c,) = alone.featurize([pair])
+            assert torch.equal(a["hidden"], c["hidden"]) and torch.equal(b["hidden"], c["hidden"]), pair
+    finally:
+        model.to(torch.float32)
+
+
 def test_head_handles_empty_and_long_responses(generator):
     disc = make_head(generator)
     pairs = [Pair("a\n", "a", ""), Pair("b\n", "b", "pizza " * 200)]

@@ -253,7 +253,10 @@ def main() -> None:
     parser.add_argument("--gguf-file", default=None, help="a GGUF file name inside --model")
     parser.add_argument("--dtype", default="bfloat16", help="--model only: the generator's dtype")
     parser.add_argument(
-        "--skip-run", action="append", default=[], help="leave out a run by name (e.g. classifier); repeatable"
+        "--skip-run",
+        action="append",
+        default=[],
+        help="leave out a run by name (e.g. classifier); repeatable",
     )
     args = parser.parse_args()
 
@@ -296,7 +299,9 @@ def main() -> None:
         }
         unknown = set(args.skip_run) - set(runs) | ({"constant"} & set(args.skip_run))
         if unknown:
-            parser.error(f"--skip-run {sorted(unknown)}: valid: {', '.join(n for n in runs if n != 'constant')}")
+            parser.error(
+                f"--skip-run {sorted(unknown)}: valid: {', '.join(n for n in runs if n != 'constant')}"
+            )
         runs = {name: fn for name, fn in runs.items() if name not in args.skip_run}
         times: dict[str, list[float]] = {name: [] for name in runs}
         shares: dict[str, list[float]] = {name: [] for name in runs}

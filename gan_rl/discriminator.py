@@ -25,6 +25,7 @@ from torch import nn
 from gan_rl.data import Pair
 from gan_rl.discriminator_config import DiscriminatorConfig
 from gan_rl.lora import lora_config
+from gan_rl.models import learned_position_limit
 from gan_rl.padding import ensure_pad_token, right_pad
 from gan_rl.recipe import RecipeError
 
@@ -58,14 +59,18 @@ class FrozenEncoder:
         self.generator_format = generator_format
         self.model = model
         self.disable_adapters = disable_adapters
+        # A learned position table (GPT-2's wpe) cannot be padded past: the chunk padding stops there.
+        self.position_limit: int | None = None
         if model is not None:
             check_encoder_layer(layer, model)
+            self.position_limit = learned_position_limit(model)
 
     def bind(self, model: nn.Module, disable_adapters: bool = False) -> None:
         """Use ``model`` (frozen weights, or a PEFT model whose adapters are switched off) from now on."""
         check_encoder_layer(self.layer, model)
         self.model = model
         self.disable_adapters = disable_adapters
+        self.position_limit = learned_position_limit(model)
 
     @property
     def device(self) -> torch.device:
@@ -304,7 +309,11 @@ class HeadDiscriminator(Discriminator):
         for start in range(0, len(order), self.encode_batch_size):
             index = order[start : start + self.encode_batch_size]
             chunk = [tokenized[i] for i in index]
-            input_ids, attention = right_pad([ids for ids, _ in chunk], pad_id, ENCODE_PAD_MULTIPLE)
+            multiple = ENCODE_PAD_MULTIPLE
+            limit = self.encoder.position_limit
+            if limit is not None and -(-len(chunk[-1][0]) // multiple) * multiple > limit:
+                multiple = 1  # the table ends first: as wide as the longest pair (sorted: the last)
+            input_ids, attention = right_pad([ids for ids, _ in chunk], pad_id, multiple)
             hidden = self.encoder(input_ids.to(device), attention.to(device)).cpu()
             for i, (ids, n_prompt) in enumerate(chunk):
                 response_mask = torch.zeros(len(ids), dtype=torch.bool)

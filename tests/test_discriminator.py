@@ -97,6 +97,22 @@ def test_a_feature_is_the_same_bits_however_it_was_batched(generator, dtype):
         model.to(torch.float32)
 
 
+def test_chunk_padding_stops_at_a_learned_position_table(tmp_path):
+    """GPT-2's 40-position table: a 37-token pair is not padded to 64 (an IndexError in ``wpe``)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from gan_rl.models import build_word_tokenizer
+
+    tok = build_word_tokenizer([p.prompt_text + " " + p.response for p in REAL])
+    model = GPT2LMHeadModel(
+        GPT2Config(vocab_size=len(tok), n_positions=40, n_embd=16, n_layer=1, n_head=2)
+    ).eval()
+    disc = make_head((model, tok), max_length=40)
+    pair = Pair("a\n", "a", " ".join(["pizza"] * 60))
+    (feature,) = disc.featurize([pair])
+    assert feature["hidden"].shape[0] == 40 and torch.isfinite(feature["hidden"]).all()
+
+
 def test_head_handles_empty_and_long_responses(generator):
     disc = make_head(generator)
     pairs = [Pair("a\n", "a", ""), Pair("b\n", "b", "pizza " * 200)]

@@ -148,6 +148,17 @@ def gumbel_softmax(
     return soft, hard
 
 
+def cache_kwargs(model: nn.Module, out: Any) -> dict[str, Any]:
+    """The key/value cache of ``out`` as the next forward's keyword (``cache`` since transformers 5.2x,
+    ``past_key_values`` before)."""
+    import inspect
+
+    forward = getattr(model, "forward", model)
+    name = "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+    value = getattr(out, "cache", None)
+    return {name: value if value is not None else out.past_key_values}
+
+
 def relaxed_generate(
     model: nn.Module,
     prompt_ids: torch.Tensor,
@@ -193,7 +204,7 @@ def relaxed_generate(
                 inputs_embeds=step_embed,
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=out.past_key_values,
+                **cache_kwargs(model, out),
                 use_cache=True,
                 logits_to_keep=1,
             )

@@ -19,7 +19,7 @@ from gan_rl.gumbel import (
     relaxed_generate,
     soft_embed,
 )
-from gan_rl.recipe import RecipeError, build_trainer_config, load_recipe
+from gan_rl.recipe import build_trainer_config, load_recipe
 
 from .conftest import REAL, head_config
 
@@ -103,15 +103,6 @@ def test_relaxed_generation_is_differentiable_in_the_generator(generator):
     assert grads and sum(g.abs().sum() for g in grads) > 0
     model.zero_grad()
     model.eval()
-
-
-def test_valid_positions_end_at_the_first_end_token():
-    from gan_rl.gumbel import RelaxedSamples  # noqa: F401 - the fields this test relies on
-
-    hard = torch.tensor([[5, 2, 7, 2], [5, 6, 7, 8]])
-    is_end = hard == 2
-    before = torch.cumsum(is_end.long(), 1) - is_end.long()
-    assert (before == 0).tolist() == [[True, True, False, False], [True, True, True, True]]
 
 
 # --------------------------------------------------------------------------------------------------

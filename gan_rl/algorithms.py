@@ -1,4 +1,4 @@
-"""The policy-optimisation algorithms a run can use: each a TRL config class and trainer class.
+"""The algorithms a run can use: each a config class and a trainer class (TRL's, or gan_rl's own).
 
 One registry, read by the recipe (which TRL config the ``trainer`` section builds, and which fields belong
 to another algorithm) and by the run (which trainer to build). A new algorithm is one more entry here
@@ -9,7 +9,9 @@ Why GRPOTrainer for ``ppo``: TRL removed its critic-based PPOTrainer in 1.13. GR
 clipped surrogate objective (``epsilon``), its several optimisation epochs per batch of samples
 (``num_iterations``) and a KL penalty to the reference model (``beta``); the value network is replaced by
 a group baseline (the mean reward of ``num_generations`` samples per prompt). ``reinforce`` is
-RLOOTrainer: REINFORCE with a leave-one-out baseline, the Monte Carlo policy gradient of RLGAF.
+RLOOTrainer: REINFORCE with a leave-one-out baseline, the Monte Carlo policy gradient of RLGAF. ``gumbel``
+is RLGAF's other path, which TRL does not have: :class:`gan_rl.gumbel.GumbelTrainer`, back-propagation
+through Gumbel-softmax tokens on transformers' Trainer.
 
 TRL is imported when a class is asked for, not with this module, so a recipe names its algorithm
 without loading TRL.
@@ -27,23 +29,31 @@ class Algorithm:
     """An algorithm's name (its command and recipe section) and the TRL classes that implement it."""
 
     name: str
-    config: str  # a class of the ``trl`` package, by name
+    config: str  # a class of ``module``, by name
     trainer: str
     help: str = ""  # the command's help text (``gan-rl NAME --help``)
+    # Where the classes live: TRL's package, or a gan_rl module for an algorithm TRL does not have.
+    module: str = "trl"
+
+    def _lookup(self, name: str) -> type:
+        import importlib
+
+        return getattr(importlib.import_module(self.module), name)
 
     def config_class(self) -> type:
-        """TRL's config class: what the recipe's ``trainer`` section (and this algorithm's) builds."""
-        import trl
+        """The config class (a ``TrainingArguments`` dataclass): what the recipe's ``trainer`` section (and
+        this algorithm's own) builds."""
+        return self._lookup(self.config)
 
-        return getattr(trl, self.config)
+    def base_trainer_class(self) -> type:
+        """The trainer class as its module defines it."""
+        return self._lookup(self.trainer)
 
     def trainer_class(self) -> type:
-        """TRL's trainer class, able to add the SFT loss term (:mod:`gan_rl.sft_term`) to its loss."""
-        import trl
-
+        """The trainer class, able to add the SFT loss term (:mod:`gan_rl.sft_term`) to its loss."""
         from gan_rl.sft_term import RealResponseLossMixin
 
-        base = getattr(trl, self.trainer)
+        base = self.base_trainer_class()
         return type(f"GanRL{base.__name__}", (RealResponseLossMixin, base), {})
 
 
@@ -63,6 +73,15 @@ ALGORITHMS: dict[str, Algorithm] = {
             trainer="RLOOTrainer",
             help="REINFORCE with a leave-one-out baseline (TRL RLOOTrainer), rewarded by the discriminator. "
             "RECIPE is a YAML file.",
+        ),
+        Algorithm(
+            "gumbel",
+            config="GumbelConfig",
+            trainer="GumbelTrainer",
+            module="gan_rl.gumbel",
+            help="Back-propagation through Gumbel-softmax relaxed tokens (RLGAF's differentiable path): the "
+            "generator minimises -log D(G(x)) on a transformers Trainer; the discriminator trains on the hard "
+            "samples as in ppo. RECIPE is a YAML file.",
         ),
     )
 }

@@ -103,6 +103,21 @@ class FrozenEncoder:
 
     @torch.no_grad()
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self._run(input_ids=input_ids, attention_mask=attention_mask)
+
+    def forward_embeds(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Hidden state ``layer`` for input embeddings, *with* gradients to the embeddings (the weights stay
+        frozen): ``gan-rl gumbel`` feeds relaxed tokens (soft one-hot vectors times :meth:`embedding_matrix`)
+        and back-propagates the discriminator's verdict through this encoder into the generator."""
+        return self._run(inputs_embeds=inputs_embeds, attention_mask=attention_mask)
+
+    def embedding_matrix(self) -> torch.Tensor:
+        """The encoder's token-embedding matrix (vocabulary x hidden), as its embedding layer reads it."""
+        if self.model is None:
+            raise RuntimeError("FrozenEncoder.bind() must be called before the discriminator is used.")
+        return self.model.get_input_embeddings().weight
+
+    def _run(self, **inputs: torch.Tensor) -> torch.Tensor:
         if self.model is None:
             raise RuntimeError("FrozenEncoder.bind() must be called before the discriminator is used.")
         was_training = self.model.training
@@ -114,8 +129,7 @@ class FrozenEncoder:
         try:
             with adapters_off:
                 out = backbone(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
+                    **inputs,
                     output_hidden_states=self.layer != -1,
                     use_cache=False,
                 )

@@ -3,13 +3,15 @@
 Our own sections (``model``, ``data``, ``discriminator``) are dataclasses checked field by field: an
 unknown key, a wrong type or a bad choice is one :class:`RecipeError` naming the field. The ``trainer``
 section is TRL's own ``GRPOConfig`` (``ppo``) or ``RLOOConfig`` (``reinforce``) fields, handed over as is
-so TRL's validation applies; ``ppo:`` and ``reinforce:`` hold fields for one algorithm only.
+so TRL's validation applies; ``ppo:``, ``reinforce:`` and ``gumbel:`` hold fields for one algorithm only
+(``gumbel`` builds gan_rl's own :class:`gan_rl.gumbel.GumbelConfig`, a ``TrainingArguments`` subclass).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import re
 import types
 import typing
@@ -179,7 +181,7 @@ class EvaluateSettings:
 
 @dataclass
 class Recipe:
-    """A whole run. ``trainer`` is shared by both algorithms; ``ppo``/``reinforce`` override it."""
+    """A whole run. ``trainer`` is shared by every algorithm; ``ppo``/``reinforce``/``gumbel`` override it."""
 
     model: ModelSettings
     data: DataSettings
@@ -187,6 +189,7 @@ class Recipe:
     trainer: dict[str, Any] = field(default_factory=dict)
     ppo: dict[str, Any] = field(default_factory=dict)
     reinforce: dict[str, Any] = field(default_factory=dict)
+    gumbel: dict[str, Any] = field(default_factory=dict)
     # TRL SFTConfig fields for ``gan-rl sft`` (and the warm start).
     sft: dict[str, Any] = field(default_factory=dict)
     sft_loss: SFTLossSettings = field(default_factory=SFTLossSettings)
@@ -404,6 +407,7 @@ def parse_recipe(raw: Any, base_dir: Path | str = ".") -> Recipe:
         trainer=coerce(raw.get("trainer") or {}, dict, "trainer"),
         ppo=coerce(raw.get("ppo") or {}, dict, "ppo"),
         reinforce=coerce(raw.get("reinforce") or {}, dict, "reinforce"),
+        gumbel=coerce(raw.get("gumbel") or {}, dict, "gumbel"),
         sft=coerce(raw.get("sft") or {}, dict, "sft"),
         sft_loss=parse_section(SFTLossSettings, raw.get("sft_loss"), "sft_loss"),
         evaluate=parse_section(EvaluateSettings, raw.get("evaluate"), "evaluate"),
@@ -510,7 +514,9 @@ def build_trainer_config(recipe: Recipe, algorithm: str, **forced: Any) -> Any:
     """Build TRL's config for ``algorithm`` from the recipe, turning TRL's complaints into RecipeErrors.
 
     A ``trainer`` field that only another algorithm's config has is an error that says where it belongs,
-    so that one recipe serves every algorithm.
+    so that one recipe serves every algorithm. A ``trainer`` field that *every* other algorithm's config has
+    (e.g. ``num_iterations``, shared by ``ppo`` and ``reinforce``, meaningless to ``gumbel``) is a setting of
+    the other family: it is left out for this algorithm, and logged.
     """
     cls = get_algorithm(algorithm).config_class()
     own_fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -519,15 +525,22 @@ def build_trainer_config(recipe: Recipe, algorithm: str, **forced: Any) -> Any:
         name: {f.name for f in dataclasses.fields(other) if f.init} for name, other in others.items()
     }
     hints = typing.get_type_hints(cls)
+    ignored: list[str] = []
     for section in ("trainer", algorithm):
         for key in getattr(recipe, section):
             if key in own_fields:
                 continue
-            owner = next((name for name, fields in other_fields.items() if key in fields), None)
-            if section == "trainer" and owner is not None:
+            owners = [name for name, fields in other_fields.items() if key in fields]
+            if section == "trainer" and len(owners) == len(other_fields) > 1:
+                ignored.append(key)
+                continue
+            if section == "trainer" and owners:
+                classes = " and ".join(f"{others[o].__name__} ({o})" for o in owners)
+                targets = " and ".join(f"'{o}:'" for o in owners)
                 raise RecipeError(
-                    f"trainer.{key}: only {others[owner].__name__} ({owner}) has this field; "
-                    f"move it into the '{owner}:' section so that '{algorithm}' can use the same recipe."
+                    f"trainer.{key}: only {classes} {'has' if len(owners) == 1 else 'have'} this field; "
+                    f"move it into the {targets} section{'s' if len(owners) > 1 else ''} so that "
+                    f"'{algorithm}' can use the same recipe."
                 )
             err = unknown_key_error(key, list(own_fields), section)
             raise RecipeError(f"{err} ({section} holds {cls.__name__} fields.)")
@@ -537,8 +550,17 @@ def build_trainer_config(recipe: Recipe, algorithm: str, **forced: Any) -> Any:
             if key not in other_fields[section]:
                 raise unknown_key_error(key, sorted(other_fields[section]), section)
             coerce(value, other_hints.get(key, Any), f"{section}.{key}")
+    if ignored:
+        logging.getLogger(__name__).info(
+            "%s does not use trainer.%s (fields of %s only).",
+            algorithm,
+            ", trainer.".join(ignored),
+            " and ".join(others),
+        )
     kwargs = {}
     for key, value in recipe.trainer_args(algorithm).items():
+        if key in ignored:
+            continue
         section = algorithm if key in getattr(recipe, algorithm) else "trainer"
         kwargs[key] = _coerce_trl(value, hints.get(key, Any), f"{section}.{key}")
     if recipe.model.gradient_checkpointing is not None:

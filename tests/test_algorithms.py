@@ -13,10 +13,17 @@ from gan_rl.recipe import RecipeError
 from gan_rl.sft_term import RealResponseLossMixin
 
 
-def test_registry_maps_each_algorithm_to_its_trl_classes():
+def test_registry_maps_each_algorithm_to_its_classes():
+    from transformers import Trainer, TrainingArguments
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
-    expected = {"ppo": (GRPOConfig, GRPOTrainer), "reinforce": (RLOOConfig, RLOOTrainer)}
+    from gan_rl.gumbel import GumbelConfig, GumbelTrainer
+
+    expected = {
+        "ppo": (GRPOConfig, GRPOTrainer),
+        "reinforce": (RLOOConfig, RLOOTrainer),
+        "gumbel": (GumbelConfig, GumbelTrainer),
+    }
     assert set(ALGORITHMS) == set(expected)
     for name, (config, trainer) in expected.items():
         algorithm = get_algorithm(name)
@@ -25,10 +32,13 @@ def test_registry_maps_each_algorithm_to_its_trl_classes():
         assert issubclass(cls, trainer) and issubclass(cls, RealResponseLossMixin)
         # The SFT term's compute_loss wraps the trainer's own.
         assert cls.__mro__.index(RealResponseLossMixin) < cls.__mro__.index(trainer)
+    # gan_rl's own algorithm is a transformers Trainer configured by a TrainingArguments subclass.
+    assert issubclass(GumbelTrainer, Trainer) and issubclass(GumbelConfig, TrainingArguments)
+    assert get_algorithm("gumbel").module == "gan_rl.gumbel"
 
 
 def test_unknown_algorithm_is_one_recipe_error():
-    with pytest.raises(RecipeError, match=r"algorithm: 'dpo' is not valid; valid: ppo, reinforce"):
+    with pytest.raises(RecipeError, match=r"algorithm: 'dpo' is not valid; valid: ppo, reinforce, gumbel"):
         get_algorithm("dpo")
 
 
@@ -42,7 +52,22 @@ def test_metric_logger_appends_to_the_training_metrics():
     assert trainer._metrics["train"]["disc/loss"] == [0.5, 0.25] and not trainer._metrics["eval"]
 
 
-@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_gumbel_trainer_keeps_metrics_where_metric_logger_writes(monkeypatch):
+    """GumbelTrainer keeps TRL's ``_metrics`` layout itself, and its ``log`` averages and clears them."""
+    from gan_rl.gumbel import GumbelTrainer
+
+    trainer = GumbelTrainer.__new__(GumbelTrainer)
+    trainer._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+    trainer.model = type("M", (), {"training": True})()
+    metric_logger(trainer)("disc/loss", 0.5)
+    metric_logger(trainer)("disc/loss", 0.25)
+    seen = {}
+    monkeypatch.setattr("transformers.Trainer.log", lambda self, logs, start_time=None: seen.update(logs))
+    trainer.log({"loss": 1.0})
+    assert seen == {"loss": 1.0, "disc/loss": 0.375} and not trainer._metrics["train"]
+
+
+@pytest.mark.parametrize("name", sorted(n for n, a in ALGORITHMS.items() if a.module == "trl"))
 def test_trl_trainers_keep_metrics_where_metric_logger_writes(name):
     """metric_logger writes into TRL's private ``_metrics``; if this fails, TRL changed it: the
     discriminator's and the SFT term's logs would vanish (or raise), so adapt metric_logger."""

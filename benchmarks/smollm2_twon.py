@@ -8,7 +8,10 @@ Every run goes through the ``gan-rl`` command line on ``recipes/smollm2-twon.yam
 * ``sft`` (N optimizer steps of 16 real pairs) and ``sft-2x`` (2N steps), ``gan-rl sft``;
 * ``sft+ppo``: the ``sft`` model of the same seed, then N ``gan-rl ppo`` steps (16 completions = 2 prompts
   x 8 generations per step, KL to the SFT model);
-* ``sft+reinforce``: the same with ``gan-rl reinforce`` (first seed only, unless ``--reinforce-seeds``).
+* ``sft+reinforce``: the same with ``gan-rl reinforce`` (first seed only, unless ``--reinforce-seeds``);
+* ``sft+gumbel``: the same budget with ``gan-rl gumbel`` (back-propagation through Gumbel-softmax tokens),
+  on the recipe as shipped (its ``gumbel:`` KL, Bradley-Terry, ``mark_end``, the SFT term); first seed only,
+  unless ``--gumbel-seeds``.
 
 Each model samples the held-out prompts once (``gan-rl generate``: 300 right.test prompts, temperature
 0.8) into ``benchmarks/results/smollm2-twon/generations/LABEL.jsonl`` (text only: anyone can re-score
@@ -63,6 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=30, help="N: optimizer steps of sft and of the GAN phase")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--reinforce-seeds", type=int, nargs="*", default=None, help="default: the first seed")
+    p.add_argument("--gumbel-seeds", type=int, nargs="*", default=None, help="default: the first seed")
     p.add_argument(
         "--variant",
         action="append",
@@ -140,11 +144,13 @@ def main(argv: list[str] | None = None) -> None:
             timed(label, cmd, label)
         return out
 
-    def gan(algorithm: str, label: str, start: Path, seed: int, extra: list[str] | None = None) -> Path:
+    def gan(
+        algorithm: str, label: str, start: Path, seed: int, extra: list[str] | None = None, plain: bool = True
+    ) -> Path:
         out = work / label
         if not (out / "run_summary.json").is_file():
             overrides = [
-                *PLAIN,
+                *(PLAIN if plain else []),
                 *(extra or []),
                 f"model.name_or_path={start}",
                 "model.warm_start=none",
@@ -179,6 +185,11 @@ def main(argv: list[str] | None = None) -> None:
         for seed in reinforce_seeds:  # after the key comparison (sft-2x against sft+ppo) for every seed
             start = sft(f"sft-s{seed}", n, seed)
             generate(f"sft+reinforce-s{seed}", str(gan("reinforce", f"sft+reinforce-s{seed}", start, seed)))
+            evaluate(args, work, generations, common)
+        for seed in args.seeds[:1] if args.gumbel_seeds is None else args.gumbel_seeds:
+            start = sft(f"sft-s{seed}", n, seed)
+            label = f"sft+gumbel-s{seed}"
+            generate(label, str(gan("gumbel", label, start, seed, plain=False)))
             evaluate(args, work, generations, common)
         variant_seeds = args.seeds[:1] if args.variant_seeds is None else args.variant_seeds
         for variant in args.variant:

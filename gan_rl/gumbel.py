@@ -153,7 +153,11 @@ def cache_kwargs(model: nn.Module, out: Any) -> dict[str, Any]:
     ``past_key_values`` before)."""
     import inspect
 
-    forward = getattr(model, "forward", model)
+    # The keyword the transformers model itself takes: look through DDP's and PEFT's wrappers, whose own
+    # forward takes **kwargs.
+    inner = getattr(model, "module", model)
+    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+    forward = getattr(inner, "forward", inner)
     name = "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
     value = getattr(out, "cache", None)
     return {name: value if value is not None else out.past_key_values}

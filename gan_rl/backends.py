@@ -49,57 +49,68 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "false").strip().lower() in ("1", "true", "yes")
 
 
-def requested_backend(args: Any) -> str | None:
+def requested_backend(settings: Any) -> str | None:
     """``deepspeed`` or ``fsdp`` when the run asks for one (the recipe's ``trainer.deepspeed`` /
     ``trainer.fsdp``, or the accelerate config, which ``accelerate launch`` passes on in the environment),
-    else None."""
-    if getattr(args, "deepspeed", None) or _env_flag("ACCELERATE_USE_DEEPSPEED"):
+    else None. ``settings``: TRL's config, or the keyword arguments it is about to be built from."""
+    get = settings.get if isinstance(settings, dict) else lambda name: getattr(settings, name, None)
+    if get("deepspeed") or _env_flag("ACCELERATE_USE_DEEPSPEED"):
         return "deepspeed"
-    if getattr(args, "fsdp", None) or _env_flag("ACCELERATE_USE_FSDP"):
+    if get("fsdp") or _env_flag("ACCELERATE_USE_FSDP"):
         return "fsdp"
     return None
 
 
-def _where(args: Any, backend: str) -> str:
-    field_ = "trainer.deepspeed" if backend == "deepspeed" else "trainer.fsdp"
-    return field_ if getattr(args, backend, None) else "the accelerate config"
+def _where(settings: Any, backend: str, section: str = "trainer") -> str:
+    get = settings.get if isinstance(settings, dict) else lambda name: getattr(settings, name, None)
+    return f"{section}.{backend}" if get(backend) else "the accelerate config"
 
 
 # Process-group backends DeepSpeed can use without a GPU (its CPU accelerator defaults to oneCCL's "ccl").
 CPU_BACKENDS = ("gloo", "ccl", "mpi")
 
 
-def setup_distributed(args: Any) -> None:
-    """Set up the processes TrainingArguments' way (``args.device``), refusing first, before any model
-    loads, a requested backend that accelerate would drop on this machine or that cannot start here.
+def check_backend_request(settings: dict[str, Any], section: str = "trainer") -> None:
+    """Refuse DeepSpeed settings that accelerate would drop, or that cannot start, on this machine.
 
-    The cases follow accelerate's own rules (accelerate/state.py): ``use_cpu`` switches DeepSpeed off;
-    FSDP applies to multi-accelerator runs only, so a CPU run with an FSDP config would train with DDP.
-    DeepSpeed on CPU needs a CPU process-group backend named in ``trainer.ddp_backend``.
+    Called with the keyword arguments of TRL's config before it is built: building it sets up the
+    processes (``TrainingArguments.__post_init__`` reads ``device``), which is where DeepSpeed would
+    start, or silently not. accelerate's rule (accelerate/state.py): ``use_cpu`` switches DeepSpeed off,
+    and the run trains with plain DDP. On a machine without a GPU DeepSpeed needs a CPU process-group
+    backend (``ddp_backend: gloo``).
     """
-    backend = requested_backend(args)
-    cpu = bool(getattr(args, "use_cpu", False)) or _env_flag("ACCELERATE_USE_CPU")
-    if backend == "deepspeed" and cpu:
+    if requested_backend(settings) != "deepspeed":
+        return
+    where = _where(settings, "deepspeed", section)
+    if settings.get("use_cpu") or _env_flag("ACCELERATE_USE_CPU"):
         raise RecipeError(
-            f"{_where(args, backend)} asks for DeepSpeed, but trainer.use_cpu (or ACCELERATE_USE_CPU) makes "
-            "accelerate train without it; on a CPU-only machine leave use_cpu off and set trainer.ddp_backend: "
-            "gloo (recipes/accelerate/deepspeed_zero3_cpu.yaml)."
+            f"{where} asks for DeepSpeed, but {section}.use_cpu (or ACCELERATE_USE_CPU) makes accelerate "
+            f"train without it; on a CPU-only machine leave use_cpu off and set {section}.ddp_backend: gloo "
+            "(recipes/accelerate/deepspeed_zero3_cpu.yaml)."
         )
-    if backend == "deepspeed" and not torch.cuda.is_available() and args.ddp_backend not in CPU_BACKENDS:
+    backend = settings.get("ddp_backend")
+    if not torch.cuda.is_available() and backend not in CPU_BACKENDS:
         raise RecipeError(
-            f"trainer.ddp_backend: {args.ddp_backend!r} on a machine without a GPU; DeepSpeed here needs a CPU "
-            "backend: set trainer.ddp_backend: gloo (recipes/accelerate/deepspeed_zero3_cpu.yaml)."
+            f"{section}.ddp_backend: {backend!r} on a machine without a GPU, where {where} asks for DeepSpeed; "
+            f"it needs a CPU backend here: set {section}.ddp_backend: gloo "
+            "(recipes/accelerate/deepspeed_zero3_cpu.yaml)."
         )
+
+
+def setup_distributed(args: Any, section: str = "trainer") -> None:
+    """Set up the processes TrainingArguments' way (``args.device``), then refuse an FSDP request that
+    accelerate would drop: it applies FSDP to multi-accelerator runs only (accelerate/state.py), so a CPU
+    run with an FSDP config would silently train with DDP. Before any model loads."""
     _ = args.device  # the process group, as the trainer would set it up
-    if backend != "fsdp":
+    if requested_backend(args) != "fsdp":
         return
     from accelerate import PartialState
 
     distributed = str(PartialState().distributed_type).split(".")[-1]
-    if backend == "fsdp" and distributed not in FSDP_CAPABLE:
+    if distributed not in FSDP_CAPABLE:
         raise RecipeError(
-            f"{_where(args, backend)} asks for FSDP, but this run is {distributed} (no GPU): accelerate shards "
-            "with FSDP on GPUs only and would silently train with DDP; use DeepSpeed on CPU "
+            f"{_where(args, 'fsdp', section)} asks for FSDP, but accelerate set up {distributed} here (no GPU): "
+            "it shards with FSDP on GPUs only and would silently train with DDP; use DeepSpeed on CPU "
             "(recipes/accelerate/deepspeed_zero3_cpu.yaml) or drop the FSDP setting."
         )
 
@@ -235,3 +246,16 @@ def sampling_settings(trainer: Any, tokenizer: Any) -> dict[str, Any]:
         )
     settings.update({k: v for k, v in extra.items() if k in known})
     return settings
+
+
+def describe_backend(accelerator: Any) -> str:
+    """How the run is distributed, for ``run_summary.json``: ``deepspeed-zero3``, ``fsdp2``, ``ddp`` or
+    ``single``."""
+    state = accelerator.state
+    plugin = getattr(state, "deepspeed_plugin", None)
+    if plugin is not None:
+        return f"deepspeed-zero{plugin.zero_stage}"
+    fsdp = getattr(state, "fsdp_plugin", None)
+    if fsdp is not None:
+        return f"fsdp{getattr(fsdp, 'fsdp_version', 1)}"
+    return "ddp" if accelerator.num_processes > 1 else "single"

@@ -82,7 +82,7 @@ def run_sft(
             "to be re-quantized); run 'gan-rl sft' without quantization, or drop the warm start."
         )
     args = build_sft_config(recipe)
-    setup_distributed(args)  # DeepSpeed / FSDP that accelerate would drop here: an error before loading
+    setup_distributed(args, "sft")  # FSDP that accelerate would drop here: an error before loading
     out = Path(args.output_dir)
     resume_path, raw = open_run(recipe, out, resume, overwrite, field="sft.output_dir", discriminator=False)
     checkpoint = generator_checkpoint(recipe.model, recipe.resolve_path, out)

@@ -23,7 +23,13 @@ from datasets import Dataset
 
 from gan_rl.adversary import DiscriminatorTrainer, SampleBuffer
 from gan_rl.algorithms import get_algorithm
-from gan_rl.backends import check_backend, is_sharded, prepare_frozen_copy, setup_distributed
+from gan_rl.backends import (
+    check_backend,
+    describe_backend,
+    is_sharded,
+    prepare_frozen_copy,
+    setup_distributed,
+)
 from gan_rl.callback import DISCRIMINATOR_DIR, DiscriminatorCallback, save_discriminator
 from gan_rl.data import Pair, real_pairs, to_trl_dataset
 from gan_rl.discriminator import (
@@ -70,6 +76,8 @@ class RunSummary:
     restored: dict[str, str] = field(default_factory=dict)
     plots: list[str] = field(default_factory=list)
     status: str = "completed"
+    # How the run was distributed: deepspeed-zero2/3, fsdp1/2, ddp or single (gan_rl.backends).
+    distributed: str = "single"
 
 
 def run(
@@ -182,8 +190,8 @@ def preflight(
     preflight of this run's checkpoints (:func:`gan_rl.sft.warm_start`).
     """
     args = build_trainer_config(recipe, algorithm, remove_unused_columns=False)
-    # The distributed state, the trainer's way (use_cpu, backend), before we use it; a DeepSpeed or FSDP
-    # request that accelerate would drop here is an error now, before anything loads.
+    # The distributed state, the trainer's way (use_cpu, backend), before we use it; an FSDP request that
+    # accelerate would drop here is an error now, before anything loads (DeepSpeed's: in the config build).
     setup_distributed(args)
     out = Path(args.output_dir)
     resume_path, raw = open_run(recipe, out, resume, overwrite, fresh_discriminator=fresh_discriminator)
@@ -405,6 +413,7 @@ def summarize(
         reward_last=rewards[-1] if rewards else None,
         fingerprints=fingerprints,
         restored=adversary.callback.restored,
+        distributed=describe_backend(trainer.accelerator),
     )
     if held_out:  # every process: the verdict runs the frozen encoder (a collective under ZeRO-3 / FSDP)
         compare_samples(summary, adversary.discriminator, held_out, before, after)

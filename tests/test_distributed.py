@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -34,6 +35,13 @@ def child_env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
 
 
+def free_port() -> str:
+    """A free TCP port for the processes' rendezvous (another run on the machine may hold the default)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])
+
+
 def launch(config: str, recipe: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     """``accelerate launch --config_file recipes/accelerate/CONFIG -m gan_rl ARGS`` (2 processes)."""
     cmd = [
@@ -42,6 +50,8 @@ def launch(config: str, recipe: Path, *args: str, cwd: Path) -> subprocess.Compl
         "accelerate.commands.launch",
         "--config_file",
         str(ACCELERATE / config),
+        "--main_process_port",
+        free_port(),
         "-m",
         "gan_rl",
         *args[:1],
@@ -94,7 +104,7 @@ def check_run(proc: subprocess.CompletedProcess, out: Path, stage: int, steps: i
     assert len(summary["samples"]) == 2
     assert all(s["before"] is not None and s["after"] is not None for s in summary["samples"])
     assert summary["judge_before"] is not None and summary["judge_after"] is not None
-    assert proc.stdout.count("finished") == 1  # only the main process reports
+    assert proc.stdout.count("policy steps") == 1  # only the main process prints the summary table
     return summary
 
 
@@ -231,6 +241,8 @@ def test_fsdp_config_launched_on_cpu_is_refused_by_every_process(tmp_path, recip
         "accelerate.commands.launch",
         "--config_file",
         str(ACCELERATE / "fsdp2.yaml"),
+        "--main_process_port",
+        free_port(),
         "--num_processes",
         "2",
         "--mixed_precision",
@@ -415,6 +427,8 @@ def test_two_ranks_with_unequal_work_run_the_same_number_of_encoder_forwards(tmp
         "torch.distributed.run",
         "--nproc_per_node",
         "2",
+        "--master_port",
+        free_port(),
         str(script),
         str(tiny_model_dir),
         str(result),

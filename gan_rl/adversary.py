@@ -132,11 +132,8 @@ class SampleBuffer:
         self.rng.setstate(_tuples(state["rng"]))
         groups = state.get("pairs")
         if groups is None:  # written without pairs: start with an empty buffer
-            self.replay, self.replay_pairs = [], []
-            self.fresh_generated, self.fresh_real = [], []
-            self.fresh_generated_pairs, self.fresh_real_pairs = [], []
-            self.real_pool, self.real_pool_pairs, self._pool_keys = [], [], set()
-            return
+            # (through the same featurize calls as a full one: under ZeRO-3 / FSDP each is a collective)
+            groups = {"replay": [], "fresh_generated": [], "fresh_real": [], "real_pool": []}
         pairs = {k: [Pair(**p) for p in v] for k, v in groups.items()}
         self.real_pool_pairs = pairs.get("real_pool", [])
         self._pool_keys = {p.key for p in self.real_pool_pairs}

@@ -7,11 +7,12 @@ the discriminator with every trainer checkpoint. *How* a round trains lives in :
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,9 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from gan_rl.adversary import DiscriminatorTrainer, SampleBuffer
 from gan_rl.algorithms import metric_logger
+from gan_rl.backends import sampling_model, sampling_settings
 from gan_rl.data import Pair
-from gan_rl.distributed import gather_to_main, rank, world_size
+from gan_rl.distributed import all_gather_objects, gather_to_main, rank, world_size
 from gan_rl.errors import TrainingError, first_non_finite
 from gan_rl.models import sample_completions
 from gan_rl.recipe import RecipeError
@@ -108,8 +110,13 @@ def load_discriminator(
     trainer.optimizer.load_state_dict(optim_state)
     trainer.load_state(state["trainer"])
     reward.load_state(state["reward"])
-    if buffer is not None and buffer_file(directory).is_file():  # absent: more processes than before
-        buffer.load_state(json.loads(buffer_file(directory).read_text()), trainer.discriminator.featurize)
+    if buffer is not None:
+        # Absent: more processes than were saved, and this one starts with an empty buffer. It still
+        # "loads" one (its own empty state): rebuilding features runs the frozen encoder, a collective
+        # under ZeRO-3 / FSDP, and every rank must take part in each of those forwards.
+        path = buffer_file(directory)
+        state = json.loads(path.read_text()) if path.is_file() else buffer.state()
+        buffer.load_state(state, trainer.discriminator.featurize)
 
 
 class DiscriminatorCallback(TrainerCallback):
@@ -136,6 +143,11 @@ class DiscriminatorCallback(TrainerCallback):
         # Resuming from a checkpoint without a discriminator is an error unless the user asked for this.
         self.fresh_discriminator = fresh_discriminator
         self.log_metric: Callable[[str, float], None] | None = None
+        # The TRL trainer (attach()): the policy is sampled as it prepared it (DeepSpeed, FSDP).
+        self.trainer: Any = None
+        # Run first thing in on_train_begin, when the trainer has wrapped its model (run(): the summary's
+        # "before" samples under FSDP, whose weights are only sharded, and may only be loaded, then).
+        self.before_training: Callable[[], None] | None = None
         self.warmup_stats: dict[str, float] = {}
         # Set when a checkpoint's discriminator was restored: where from, and its weights' fingerprint.
         self.restored: dict[str, str] = {}
@@ -144,9 +156,11 @@ class DiscriminatorCallback(TrainerCallback):
     def attach(self, trainer: Any) -> None:
         """Log into a TRL trainer's own metrics (so they reach every ``report_to`` backend) and sample
         warm-up responses exactly as the trainer samples completions."""
+        self.trainer = trainer
         self.log_metric = metric_logger(trainer)
-        if getattr(trainer, "generation_kwargs", None):  # TRL's own sampling settings (absent with vLLM)
-            self.generation_kwargs = dict(trainer.generation_kwargs)
+        # TRL's own sampling settings; with vLLM (where TRL has none for generate) the same ones rebuilt
+        # from the trainer's temperature, top_p, top_k, ... and generation_kwargs.
+        self.generation_kwargs = sampling_settings(trainer, trainer.processing_class)
         self.chat_template_kwargs = dict(getattr(trainer, "chat_template_kwargs", None) or {})
 
     def _record(self, logs: dict[str, float]) -> None:
@@ -174,6 +188,34 @@ class DiscriminatorCallback(TrainerCallback):
             for p, (text, ended) in zip(pairs, completions, strict=True)
         ]
 
+    @contextlib.contextmanager
+    def policy(self, model: Any = None) -> Iterator[Any]:
+        """The policy to sample from on this rank: through the attached trainer as TRL's own generation
+        gets it (:func:`gan_rl.backends.sampling_model`: ZeRO-3 shards gathered, FSDP v1 summoned), else
+        ``model`` as given. Every rank enters it together."""
+        if self.trainer is None:
+            yield model
+            return
+        with sampling_model(self.trainer) as unwrapped:
+            yield unwrapped
+
+    def generate_across_ranks(self, tokenizer: Any, pairs: list[Pair], model: Any = None) -> list[str]:
+        """One response per prompt, sampled by every rank together, the texts on every rank in order.
+
+        Rank r samples prompts r, r + W, ... (W ranks), its share topped up with repeats of the first
+        prompt to the largest share: every rank then calls ``generate`` equally often (a generate step is a
+        collective under ZeRO-3 and FSDP); the repeats' texts are dropped. A collective.
+        """
+        world, me = world_size(), rank()
+        share = pairs[me::world]
+        padded = share + pairs[:1] * (-(-len(pairs) // world) - len(share))
+        with self.policy(model) as policy:
+            texts = self.generate(policy, tokenizer, padded)[: len(share)] if padded else []
+        out: list[str] = [""] * len(pairs)
+        for process, theirs in enumerate(all_gather_objects(texts)):
+            out[process::world] = theirs
+        return out
+
     def warmup(self, model: Any, tokenizer: Any) -> dict[str, float]:
         """Train the discriminator on the initial policy's samples before the first policy update."""
         cfg = self.config
@@ -181,7 +223,8 @@ class DiscriminatorCallback(TrainerCallback):
             return {}
         rng = random.Random(f"warmup/{cfg.seed}/{rank()}")
         prompts = [rng.choice(self.warmup_prompts) for _ in range(cfg.warmup_samples)]
-        generated_pairs = self.sample(model, tokenizer, prompts)
+        with self.policy(model) as policy:  # every rank samples warmup_samples: as many generate calls
+            generated_pairs = self.sample(policy, tokenizer, prompts)
         disc = self.disc_trainer.discriminator
         real_pairs = list({p.key: p for p in prompts}.values())
         generated, real = disc.featurize_round(generated_pairs, real_pairs)
@@ -192,6 +235,8 @@ class DiscriminatorCallback(TrainerCallback):
     # -- TrainerCallback hooks ----------------------------------------------------------------------
 
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
+        if self.before_training is not None:
+            self.before_training()
         resume = self.resume_dir
         if resume is None and state.global_step > 0:
             resume = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"

@@ -66,6 +66,8 @@ def _print_summary(summary, console) -> None:
             "final discriminator P(real), before -> after",
             f"{summary.judge_before:.3f} -> {summary.judge_after:.3f}",
         )
+    if summary.distributed != "single":
+        table.add_row("distributed", summary.distributed)
     if len(summary.fingerprints) > 1:
         same = len(set(summary.fingerprints)) == 1
         table.add_row(

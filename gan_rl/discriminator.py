@@ -14,16 +14,20 @@ buffer, so a discriminator update never runs the frozen encoder again.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gan_rl.backends import zero3_init_disabled
 from gan_rl.data import Pair
 from gan_rl.discriminator_config import DiscriminatorConfig
+from gan_rl.distributed import max_across_ranks
 from gan_rl.lora import lora_config
 from gan_rl.models import learned_position_limit
 from gan_rl.padding import ensure_pad_token, right_pad
@@ -59,17 +63,36 @@ class FrozenEncoder:
         self.generator_format = generator_format
         self.model = model
         self.disable_adapters = disable_adapters
+        # Sharded weights (ZeRO-3, FSDP): the forward goes through ``runner()`` (the model as prepared,
+        # whose hooks gather the shards), whole, and every rank runs as many forwards as the others.
+        self.runner: Callable[[], nn.Module] | None = None
+        self.sharded = False
         # A learned position table (GPT-2's wpe) cannot be padded past: the chunk padding stops there.
         self.position_limit: int | None = None
         if model is not None:
             check_encoder_layer(layer, model)
             self.position_limit = learned_position_limit(model)
 
-    def bind(self, model: nn.Module, disable_adapters: bool = False) -> None:
-        """Use ``model`` (frozen weights, or a PEFT model whose adapters are switched off) from now on."""
+    def bind(
+        self,
+        model: nn.Module,
+        disable_adapters: bool = False,
+        runner: Callable[[], nn.Module] | None = None,
+        sharded: bool = False,
+    ) -> None:
+        """Use ``model`` (frozen weights, or a PEFT model whose adapters are switched off) from now on.
+
+        ``runner`` returns the module to call for a forward when it is not ``model`` itself: the policy or
+        reference model as TRL prepared it (a callable, because the trainer wraps its model only when
+        training starts). ``sharded``: the weights are sharded across ranks (ZeRO-3, FSDP), so a forward is
+        a collective: it runs the prepared root module whole (submodules of a sharded model cannot be
+        called on their own) and :class:`HeadDiscriminator` keeps every rank's number of forwards equal.
+        """
         check_encoder_layer(self.layer, model)
         self.model = model
         self.disable_adapters = disable_adapters
+        self.runner = runner
+        self.sharded = sharded
         self.position_limit = learned_position_limit(model)
 
     @property
@@ -120,6 +143,8 @@ class FrozenEncoder:
     def _run(self, **inputs: torch.Tensor) -> torch.Tensor:
         if self.model is None:
             raise RuntimeError("FrozenEncoder.bind() must be called before the discriminator is used.")
+        if self.sharded:
+            return self._run_prepared(**inputs)
         was_training = self.model.training
         self.model.eval()
         adapters_off = self.model.disable_adapter() if self.disable_adapters else contextlib.nullcontext()
@@ -140,6 +165,33 @@ class FrozenEncoder:
                 handle.remove()
             self.model.train(was_training)
         return out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]
+
+    def _run_prepared(self, **inputs: torch.Tensor) -> torch.Tensor:
+        """The forward through the prepared root module (sharded weights), as TRL runs its reference.
+
+        The whole model runs (an exception part-way, as :meth:`_run` uses to stop early, would leave
+        ZeRO-3's or FSDP's gathered shards behind); the LM head computes one position only
+        (``logits_to_keep``) where the model takes it. Hidden state ``layer`` is the same as the early
+        stop's: the layers after it do not change it.
+        """
+        model = self.model
+        runner = self.runner() if self.runner is not None else model
+        was_training = model.training
+        model.eval()
+        adapters_off = model.disable_adapter() if self.disable_adapters else contextlib.nullcontext()
+        extra = {"logits_to_keep": 1} if _takes_logits_to_keep(model) else {}
+        try:
+            with adapters_off:
+                out = runner(**inputs, output_hidden_states=True, use_cache=False, **extra)
+        finally:
+            model.train(was_training)
+        return out.hidden_states[self.layer]
+
+
+def _takes_logits_to_keep(model: nn.Module) -> bool:
+    """Whether the causal LM (under a PEFT wrapper, if any) takes ``logits_to_keep``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
 def check_encoder_layer(layer: int, model: nn.Module) -> None:
@@ -185,12 +237,19 @@ class Discriminator(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    @property
+    def collective_featurize(self) -> bool:
+        """Whether :meth:`_featurize` is a collective (an encoder with sharded weights): then every rank
+        calls it at the same points, even with nothing to encode, and it keeps the ranks in step."""
+        return False
+
     def featurize(self, pairs: list[Pair], cache: bool = False) -> list[Any]:
         """Frozen features, one per pair (on CPU). ``cache=True`` for real pairs: they never change."""
         if not cache or self.config.cache_size == 0:
-            return self._featurize(pairs) if pairs else []
+            return self._featurize(pairs) if pairs or self.collective_featurize else []
         missing = list({p.key: p for p in pairs if p.key not in self._real_cache}.values())
-        for pair, feature in zip(missing, self._featurize(missing) if missing else [], strict=True):
+        computed = self._featurize(missing) if missing or self.collective_featurize else []
+        for pair, feature in zip(missing, computed, strict=True):
             self._real_cache[pair.key] = feature
         out = []
         for pair in pairs:
@@ -312,6 +371,10 @@ class HeadDiscriminator(Discriminator):
             return [start if start is not None else 0], 1
         return prompt_ids + response_ids, len(prompt_ids)
 
+    @property
+    def collective_featurize(self) -> bool:
+        return self.encoder.sharded
+
     def _featurize(self, pairs: list[Pair]) -> list[dict[str, torch.Tensor]]:
         tokenized = [self._tokenize(p) for p in pairs]
         pad_id = self.encoder.tokenizer.pad_token_id or 0
@@ -320,6 +383,14 @@ class HeadDiscriminator(Discriminator):
         # chunk is padded to a multiple of ENCODE_PAD_MULTIPLE tokens: see its comment.
         order = sorted(range(len(tokenized)), key=lambda i: len(tokenized[i][0]))
         out: list[dict[str, torch.Tensor]] = [None] * len(tokenized)  # type: ignore[list-item]
+        if self.encoder.sharded:
+            # Lockstep by construction: each forward is a collective (ZeRO-3, FSDP), and how many chunks a
+            # rank has depends on its own data (e.g. its misses in the real-feature cache). Every rank runs
+            # as many forwards as the busiest one; the extra ones encode a one-token dummy and are dropped.
+            # A real chunk is encoded exactly as without them, so features keep their bits.
+            mine = -(-len(order) // self.encode_batch_size)
+            for _ in range(max_across_ranks(mine) - mine):
+                self._encode_dummy(pad_id, device)
         for start in range(0, len(order), self.encode_batch_size):
             index = order[start : start + self.encode_batch_size]
             chunk = [tokenized[i] for i in index]
@@ -334,6 +405,15 @@ class HeadDiscriminator(Discriminator):
                 response_mask[n_prompt:] = True
                 out[index[i]] = {"hidden": hidden[i, : len(ids)].clone(), "response_mask": response_mask}
         return out
+
+    def _encode_dummy(self, pad_id: int, device: torch.device) -> None:
+        """One encoder forward whose result is dropped: a rank's share of a collective it has no data for."""
+        tok = self.encoder.tokenizer
+        start = next((t for t in (tok.bos_token_id, tok.eos_token_id, pad_id) if t is not None), 0)
+        limit = self.encoder.position_limit
+        multiple = min(ENCODE_PAD_MULTIPLE, limit) if limit is not None else ENCODE_PAD_MULTIPLE
+        input_ids, attention = right_pad([[start]], pad_id, multiple)
+        self.encoder(input_ids.to(device), attention.to(device))
 
     # -- trainable part -----------------------------------------------------------------------------
 
@@ -386,13 +466,16 @@ class ClassifierDiscriminator(Discriminator):
         )
         ensure_pad_token(self.tokenizer)
         self.tokenizer.padding_side = "right"
-        model = AutoModelForSequenceClassification.from_pretrained(
-            checkpoint,
-            num_labels=1,
-            dtype=dtype,
-            trust_remote_code=config.trust_remote_code,
-            **gguf_load_kwargs(config.gguf_file),
-        )
+        # Whole on every rank, also under ZeRO-3: the discriminator is trained by DiscriminatorTrainer
+        # (gradients all-reduced), not by DeepSpeed, so its weights must not be partitioned by zero.Init.
+        with zero3_init_disabled():
+            model = AutoModelForSequenceClassification.from_pretrained(
+                checkpoint,
+                num_labels=1,
+                dtype=dtype,
+                trust_remote_code=config.trust_remote_code,
+                **gguf_load_kwargs(config.gguf_file),
+            )
         model.config.pad_token_id = self.tokenizer.pad_token_id
         if config.lora is not None:
             from peft import get_peft_model
@@ -454,9 +537,10 @@ def load_checkpoint_encoder(
     gguf = {"gguf_file": config.gguf_file} if config.gguf_file else {}
     tokenizer = AutoTokenizer.from_pretrained(checkpoint, trust_remote_code=config.trust_remote_code, **gguf)
     ensure_pad_token(tokenizer)
-    model = AutoModel.from_pretrained(
-        checkpoint, trust_remote_code=config.trust_remote_code, **gguf_load_kwargs(config.gguf_file)
-    ).to(device)
+    with zero3_init_disabled():  # a whole copy per rank (not prepared by DeepSpeed: no gathering hooks)
+        model = AutoModel.from_pretrained(
+            checkpoint, trust_remote_code=config.trust_remote_code, **gguf_load_kwargs(config.gguf_file)
+        ).to(device)
     model.requires_grad_(False).eval()
     hidden = model.config.get_text_config().hidden_size
     return FrozenEncoder(tokenizer, hidden, config.encoder_layer, generator_format=False, model=model)

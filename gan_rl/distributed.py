@@ -49,3 +49,24 @@ def gather_to_main(obj: Any) -> list[Any] | None:
     out: list[Any] | None = [None] * world_size() if rank() == 0 else None
     dist.gather_object(obj, out, dst=0)
     return out
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    """Every process's ``obj`` on every process (rank order); a collective, ``[obj]`` in one process."""
+    if world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def max_across_ranks(value: int) -> int:
+    """The largest ``value`` over all processes (a collective; ``value`` itself in one process).
+
+    The lockstep helper: under ZeRO-3 or FSDP every forward of the generator's weights is itself a
+    collective, so a rank that runs fewer of them than the others would leave them waiting (or, worse,
+    pair its next collective with their forward). Ranks agree on the count first and pad with dummies.
+    """
+    if world_size() == 1:
+        return value
+    return int(all_reduce_(torch.tensor([value], dtype=torch.long), "max").item())

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from gan_rl.backends import zero3_init_disabled
 from gan_rl.data import tokenize_prompts
 from gan_rl.padding import ensure_pad_token
 from gan_rl.recipe import ModelSettings, RecipeError
@@ -206,7 +207,10 @@ def build_init_model(settings: ModelSettings, tokenizer: PreTrainedTokenizerBase
     except (ValueError, TypeError) as exc:
         raise RecipeError(f"model.init_config: {exc}") from None
     torch.manual_seed(settings.init_seed)
-    model = AutoModelForCausalLM.from_config(config)
+    # One rank builds it (prepare_tokenizer): never inside ZeRO-3's zero.Init, a collective the other
+    # ranks are not in (they wait, then load the saved checkpoint together, under zero.Init).
+    with zero3_init_disabled():
+        model = AutoModelForCausalLM.from_config(config)
     if out_dir.exists():
         logger.info("Rebuilding %s: it was built from another model.init_config or tokenizer.", out_dir)
         shutil.rmtree(out_dir)
@@ -341,7 +345,8 @@ def materialize_gguf(settings: ModelSettings, recipe_resolve, out_dir: Path) -> 
         return str(out_dir)
     logger.info("Dequantizing %s / %s into %s (once per run).", checkpoint, settings.gguf_file, out_dir)
     try:
-        model, tokenizer = load_gguf(checkpoint, settings.gguf_file, settings.trust_remote_code)
+        with zero3_init_disabled():  # the main process alone (prepare_tokenizer): see build_init_model
+            model, tokenizer = load_gguf(checkpoint, settings.gguf_file, settings.trust_remote_code)
     except (OSError, ValueError) as exc:
         raise RecipeError(
             f"model.gguf_file: cannot load {settings.gguf_file!r} from {checkpoint!r}: {exc}"

@@ -575,6 +575,9 @@ def build_trainer_config(recipe: Recipe, algorithm: str, **forced: Any) -> Any:
     kwargs.update(forced)
     if kwargs.get("use_vllm"):
         _check_vllm(algorithm if "use_vllm" in getattr(recipe, algorithm) else "trainer")
+    from gan_rl.backends import check_backend_request  # imports this module: import on use
+
+    check_backend_request(kwargs, "trainer")  # building the config starts the processes: check first
     return _instantiate(cls, kwargs, "trainer")
 
 
@@ -637,4 +640,7 @@ def build_sft_config(recipe: Recipe, **forced: Any) -> Any:
     if recipe.model.gradient_checkpointing is not None:
         kwargs["gradient_checkpointing"] = recipe.model.gradient_checkpointing
     kwargs.update(forced)
+    from gan_rl.backends import check_backend_request  # imports this module: import on use
+
+    check_backend_request(kwargs, "sft")
     return _instantiate(SFTConfig, kwargs, "sft")

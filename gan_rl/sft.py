@@ -25,6 +25,7 @@ import torch
 import yaml
 from datasets import Dataset
 
+from gan_rl.backends import check_backend, setup_distributed
 from gan_rl.data import format_prompt
 from gan_rl.lora import lora_config
 from gan_rl.models import generator_checkpoint, load_generator, preflight_checkpoints
@@ -81,6 +82,7 @@ def run_sft(
             "to be re-quantized); run 'gan-rl sft' without quantization, or drop the warm start."
         )
     args = build_sft_config(recipe)
+    setup_distributed(args, "sft")  # FSDP that accelerate would drop here: an error before loading
     out = Path(args.output_dir)
     resume_path, raw = open_run(recipe, out, resume, overwrite, field="sft.output_dir", discriminator=False)
     checkpoint = generator_checkpoint(recipe.model, recipe.resolve_path, out)
@@ -98,6 +100,7 @@ def run_sft(
         peft_config=lora_config(recipe.model.lora, "CAUSAL_LM"),
         callbacks=callbacks,
     )
+    check_backend(trainer, "sft")
     start = time.time()
     trainer.train(resume_from_checkpoint=resume_path)
     seconds = time.time() - start

@@ -91,11 +91,25 @@ class RealResponseLoss:
         return model(**self.batch(device)).loss
 
 
+def sft_forward_model(model: torch.nn.Module, accelerator: Any) -> torch.nn.Module:
+    """The module the SFT term forwards: the model ``compute_loss`` got, as the trainer prepared it.
+
+    A DeepSpeed engine or an FSDP root must be called as it is (its hooks gather the shards and, for
+    DeepSpeed, scale the gradients for accumulation as they do the policy loss's). DDP is the exception:
+    its reducer expects one forward per backward, so the term runs through the module inside it; its
+    gradients flow into the same parameters and are averaged with the policy gradient in the same
+    backward pass.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    return accelerator.unwrap_model(model) if isinstance(model, DistributedDataParallel) else model
+
+
 class RealResponseLossMixin:
     """Adds ``coef`` x :class:`RealResponseLoss` to a TRL trainer's policy loss while training.
 
-    The extra forward pass runs through the unwrapped model: its gradients flow into the same parameters,
-    and under DDP they are averaged with the policy gradient in the same backward pass.
+    The extra forward pass runs on every rank in each ``compute_loss`` call (one forward each: under
+    ZeRO-3 or FSDP a forward is a collective), through :func:`sft_forward_model`.
     """
 
     real_response_loss: RealResponseLoss | None = None
@@ -112,7 +126,7 @@ class RealResponseLossMixin:
         if term is None or term.coef == 0 or not model.training:
             return loss
         step = getattr(getattr(self, "state", None), "global_step", None)
-        sft = term.loss(self.accelerator.unwrap_model(model), step=step)
+        sft = term.loss(sft_forward_model(model, self.accelerator), step=step)
         metric_logger(self)("sft/loss", self.accelerator.gather(sft.detach().reshape(1)).mean().item())
         # GRPOTrainer scales its loss for gradient accumulation itself (``loss_is_scaled_for_ga``); for
         # RLOOTrainer transformers divides the whole returned loss afterwards. Scale the term alike.

@@ -23,6 +23,13 @@ from datasets import Dataset
 
 from gan_rl.adversary import DiscriminatorTrainer, SampleBuffer
 from gan_rl.algorithms import get_algorithm
+from gan_rl.backends import (
+    check_backend,
+    describe_backend,
+    is_sharded,
+    prepare_frozen_copy,
+    setup_distributed,
+)
 from gan_rl.callback import DISCRIMINATOR_DIR, DiscriminatorCallback, save_discriminator
 from gan_rl.data import Pair, real_pairs, to_trl_dataset
 from gan_rl.discriminator import (
@@ -69,6 +76,8 @@ class RunSummary:
     restored: dict[str, str] = field(default_factory=dict)
     plots: list[str] = field(default_factory=list)
     status: str = "completed"
+    # How the run was distributed: deepspeed-zero2/3, fsdp1/2, ddp or single (gan_rl.backends).
+    distributed: str = "single"
 
 
 def run(
@@ -125,6 +134,7 @@ def run(
         callbacks=[adversary.callback, *(callbacks or [])],
         progress=progress,
     )
+    check_backend(trainer, algorithm)  # DeepSpeed / FSDP asked for and not in use: an error, not a fallback
     adversary.attach(trainer, pre.checkpoints.generator, recipe.model)
     trainer.real_response_loss = build_sft_term(
         recipe.sft_loss, tokenizer, real, args.seed, adversary.callback.chat_template_kwargs
@@ -132,13 +142,20 @@ def run(
 
     # 5. Samples before training, training, samples after it and the summary (written last: "finished").
     held_out = real_pairs(eval_ds.select(range(min(num_samples, len(eval_ds)))))
-    policy = trainer.accelerator.unwrap_model(trainer.model)
-    before = sample_held_out(adversary, policy, tokenizer, held_out)
+    before: list[str] = []
+
+    def take_before() -> None:
+        before.extend(sample_held_out(adversary, tokenizer, held_out))
+
+    if trainer.is_fsdp_enabled:  # FSDP shards (and may only then load) the weights when training starts
+        adversary.callback.before_training = take_before
+    else:
+        take_before()
     start = time.time()
     trainer.train(resume_from_checkpoint=pre.resume)
     seconds = time.time() - start
     save_trainer(trainer, out)
-    return summarize(algorithm, out, trainer, adversary, policy, tokenizer, held_out, before, seconds)
+    return summarize(algorithm, out, trainer, adversary, tokenizer, held_out, before, seconds)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -173,7 +190,9 @@ def preflight(
     preflight of this run's checkpoints (:func:`gan_rl.sft.warm_start`).
     """
     args = build_trainer_config(recipe, algorithm, remove_unused_columns=False)
-    _ = args.device  # sets up the distributed state the trainer's way (use_cpu, backend) before we use it
+    # The distributed state, the trainer's way (use_cpu, backend), before we use it; an FSDP request that
+    # accelerate would drop here is an error now, before anything loads (DeepSpeed's: in the config build).
+    setup_distributed(args)
     out = Path(args.output_dir)
     resume_path, raw = open_run(recipe, out, resume, overwrite, fresh_discriminator=fresh_discriminator)
     recipe = warm_start(recipe)  # model.warm_start: sft -> the generator is the SFT result (run it first)
@@ -264,17 +283,25 @@ def build_adversary(
 
 
 def bind_generator_encoder(encoder: FrozenEncoder, trainer: Any, checkpoint: str, settings: Any) -> str:
-    """Point the head's encoder at the generator's frozen reference weights; returns which ones."""
-    model = trainer.accelerator.unwrap_model(trainer.model)
+    """Point the head's encoder at the generator's frozen reference weights; returns which ones.
+
+    The same weights TRL uses for its reference, reached the way TRL reaches them: the policy with its
+    adapters disabled (forwarded through ``trainer.model``, which the trainer wraps when training starts:
+    hence a callable), the prepared reference model, or a frozen copy prepared like one. Under ZeRO-3 or
+    FSDP (``sharded``) the encoder forwards those prepared modules whole, on every rank in step.
+    """
+    accelerator = trainer.accelerator
+    sharded = is_sharded(accelerator)
+    model = accelerator.unwrap_model(trainer.model)
     if hasattr(model, "disable_adapter") and hasattr(model, "peft_config"):
-        encoder.bind(model, disable_adapters=True)
+        encoder.bind(model, disable_adapters=True, runner=lambda: trainer.model, sharded=sharded)
         return "generator with LoRA adapters disabled"
     if getattr(trainer, "ref_model", None) is not None:
-        encoder.bind(trainer.accelerator.unwrap_model(trainer.ref_model))
+        ref = accelerator.unwrap_model(trainer.ref_model)
+        encoder.bind(ref, runner=lambda: trainer.ref_model, sharded=sharded)
         return "the trainer's reference model"
-    copy = load_generator(settings, checkpoint)
-    copy.to(trainer.accelerator.device).requires_grad_(False).eval()
-    encoder.bind(copy)
+    prepared = prepare_frozen_copy(load_generator(settings, checkpoint), accelerator)
+    encoder.bind(accelerator.unwrap_model(prepared), runner=lambda: prepared, sharded=sharded)
     return "a frozen copy of the initial generator (no LoRA, beta=0: one extra model in memory)"
 
 
@@ -347,12 +374,13 @@ def build_sft_term(
 # --------------------------------------------------------------------------------------------------
 
 
-def sample_held_out(adversary: Adversary, policy: Any, tokenizer: Any, pairs: list[Pair]) -> list[str]:
-    """The policy's responses to held-out prompts for the summary (main process only; [] elsewhere),
-    sampled as the warm-up samples: with TRL's settings."""
-    if not (PartialState().is_main_process and pairs):
+def sample_held_out(adversary: Adversary, tokenizer: Any, pairs: list[Pair]) -> list[str]:
+    """The policy's responses to held-out prompts for the summary, sampled as the warm-up samples (with
+    TRL's settings) by every process together, each its share, the texts gathered to all (a collective:
+    under ZeRO-3 or FSDP no rank could sample the sharded policy alone)."""
+    if not pairs:
         return []
-    return adversary.callback.generate(policy, tokenizer, pairs)
+    return adversary.callback.generate_across_ranks(tokenizer, pairs)
 
 
 def summarize(
@@ -360,16 +388,16 @@ def summarize(
     out: Path,
     trainer: Any,
     adversary: Adversary,
-    policy: Any,
     tokenizer: Any,
     held_out: list[Pair],
     before: list[str],
     seconds: float,
 ) -> RunSummary:
     """Samples after training beside those before, the run's numbers, the discriminator and the summary
-    files (``run_summary.json`` last). Every process calls it (the fingerprints are a collective)."""
+    files (``run_summary.json`` last). Every process calls it (the fingerprints, the samples and the final
+    discriminator's verdict on them are collectives); the main process writes."""
     fingerprints = adversary.disc_trainer.gather_fingerprints()
-    after = sample_held_out(adversary, policy, tokenizer, held_out)
+    after = sample_held_out(adversary, tokenizer, held_out)
     disc_trainer = adversary.disc_trainer
     rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
     summary = RunSummary(
@@ -385,10 +413,11 @@ def summarize(
         reward_last=rewards[-1] if rewards else None,
         fingerprints=fingerprints,
         restored=adversary.callback.restored,
+        distributed=describe_backend(trainer.accelerator),
     )
+    if held_out:  # every process: the verdict runs the frozen encoder (a collective under ZeRO-3 / FSDP)
+        compare_samples(summary, adversary.discriminator, held_out, before, after)
     if PartialState().is_main_process:
-        if held_out:
-            compare_samples(summary, adversary.discriminator, held_out, before, after)
         save_discriminator(out / DISCRIMINATOR_DIR, disc_trainer, adversary.reward)
     write_summary(out, summary, trainer.state.log_history)
     return summary

@@ -235,4 +235,6 @@ def tokenize_prompts(tokenizer: Any, prompts: list[Any], chat_template_kwargs: d
         ]
     else:
         texts = list(prompts)
-    return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not chat)
+    return tokenizer(
+        texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=not chat
+    )

@@ -148,19 +148,22 @@ def gumbel_softmax(
     return soft, hard
 
 
-def cache_kwargs(model: nn.Module, out: Any) -> dict[str, Any]:
-    """The key/value cache of ``out`` as the next forward's keyword (``cache`` since transformers 5.2x,
-    ``past_key_values`` before)."""
+def cache_keyword(model: nn.Module) -> str:
+    """The keyword under which the model takes its key/value cache (``cache`` since transformers 5.2x,
+    ``past_key_values`` before), read once per generation, not per token."""
     import inspect
 
-    # The keyword the transformers model itself takes: look through DDP's and PEFT's wrappers, whose own
-    # forward takes **kwargs.
+    # The transformers model itself: DDP's and PEFT's wrappers take **kwargs.
     inner = getattr(model, "module", model)
     inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
     forward = getattr(inner, "forward", inner)
-    name = "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
+def output_cache(out: Any) -> Any:
+    """The key/value cache a forward returned, under either name."""
     value = getattr(out, "cache", None)
-    return {name: value if value is not None else out.past_key_values}
+    return value if value is not None else out.past_key_values
 
 
 def relaxed_generate(
@@ -184,15 +187,11 @@ def relaxed_generate(
     embeds = embedding(prompt_ids)
     mask = prompt_mask
     positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
-    out = model(
-        inputs_embeds=embeds,
-        attention_mask=mask,
-        position_ids=positions,
-        use_cache=use_cache,
-        logits_to_keep=1,
-    )
+    inputs: dict[str, Any] = {"inputs_embeds": embeds, "position_ids": positions}
+    cache_name = cache_keyword(model) if use_cache else ""
     soft_steps, hard_steps, logp_steps = [], [], []
     for t in range(steps):
+        out = model(**inputs, attention_mask=mask, use_cache=use_cache, logits_to_keep=1)
         logits = out.logits[:, -1, :].float() / temperature
         logp_steps.append(torch.log_softmax(logits, dim=-1))
         soft, hard = gumbel_softmax(logits, tau, straight_through)
@@ -203,24 +202,11 @@ def relaxed_generate(
         step_embed = soft_embed(embedding, soft).unsqueeze(1)
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
         positions = positions[:, -1:] + 1
-        if use_cache:
-            out = model(
-                inputs_embeds=step_embed,
-                attention_mask=mask,
-                position_ids=positions,
-                **cache_kwargs(model, out),
-                use_cache=True,
-                logits_to_keep=1,
-            )
-        else:
+        if use_cache:  # the new token only, after the cached keys and values
+            inputs = {"inputs_embeds": step_embed, "position_ids": positions, cache_name: output_cache(out)}
+        else:  # the whole sequence again
             embeds = torch.cat([embeds, step_embed], dim=1)
-            out = model(
-                inputs_embeds=embeds,
-                attention_mask=mask,
-                position_ids=(mask.long().cumsum(-1) - 1).clamp(min=0),
-                use_cache=False,
-                logits_to_keep=1,
-            )
+            inputs = {"inputs_embeds": embeds, "position_ids": (mask.long().cumsum(-1) - 1).clamp(min=0)}
     hard = torch.stack(hard_steps, dim=1)
     is_end = torch.zeros_like(hard, dtype=torch.bool)
     for end in end_ids:
@@ -458,13 +444,7 @@ class GumbelTrainer(Trainer):
     ) -> Any:
         args: GumbelConfig = self.args
         rows = [row for row in inputs["rows"] for _ in range(args.num_generations)]
-        tok = self.processing_class
-        side = tok.padding_side
-        tok.padding_side = "left"
-        try:
-            enc = tokenize_prompts(tok, [r["prompt"] for r in rows], self.chat_template_kwargs)
-        finally:
-            tok.padding_side = side
+        enc = tokenize_prompts(self.processing_class, [r["prompt"] for r in rows], self.chat_template_kwargs)
         device = next(model.parameters()).device
         tau = args.tau(self.state.global_step)
         checkpointing = bool(

@@ -17,6 +17,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from gan_rl.backends import zero3_init_disabled
 from gan_rl.data import tokenize_prompts
+from gan_rl.hardware import log_precision, resolve_precision
 from gan_rl.padding import ensure_pad_token
 from gan_rl.recipe import ModelSettings, RecipeError
 
@@ -244,8 +245,15 @@ def quantization_config(settings: ModelSettings) -> Any | None:
 
 def load_generator(settings: ModelSettings, path: str, device_map: Any = None) -> torch.nn.Module:
     """Load the generator checkpoint (quantized and prepared for k-bit training if asked)."""
+    # ``auto`` normally arrives resolved (gan_rl.recipe.with_resolved_dtype); resolved here too, so that
+    # no caller loads "as saved" by accident (a bfloat16 checkpoint on a CPU that emulates bfloat16).
+    if settings.dtype == "auto":
+        full = settings.lora is None and settings.quantization is None
+        dtype = resolve_precision("auto", full_weights=full).dtype
+    else:
+        dtype = settings.dtype
     kwargs: dict[str, Any] = {
-        "dtype": torch_dtype(settings.dtype),
+        "dtype": torch_dtype(dtype),
         "trust_remote_code": settings.trust_remote_code,
     }
     if settings.attn_implementation:
@@ -428,12 +436,12 @@ def load_for_generation(
 ):
     """A trained generator for sampling: a full checkpoint, a LoRA adapter directory (merged into its
     base model), or a ``.gguf`` file (dequantized; e.g. the untrained base model), in ``dtype`` (the
-    recipe's ``model.dtype``; ``auto``: as saved). Returns (model, tokenizer); left padding for batched
-    generation."""
+    recipe's ``model.dtype``; ``auto``: bfloat16 where ``device`` runs it natively, else float32, as
+    training resolves it). Returns (model, tokenizer); left padding for batched generation."""
     model, tokenizer = _load_for_generation(Path(path), device, trust_remote_code)
-    if dtype != "auto":
-        model = model.to(DTYPES[dtype])
-    return model, tokenizer
+    precision = resolve_precision(dtype, use_cpu=torch.device(device).type != "cuda")
+    log_precision(precision)
+    return model.to(DTYPES[precision.dtype]), tokenizer
 
 
 def _load_for_generation(path: Path, device: str | torch.device, trust_remote_code: bool):

@@ -23,6 +23,7 @@ import yaml
 
 from gan_rl.algorithms import ALGORITHMS, get_algorithm
 from gan_rl.discriminator_config import DiscriminatorConfig
+from gan_rl.hardware import Precision, log_precision, resolve_precision
 from gan_rl.lora import LoraSettings
 
 
@@ -60,6 +61,10 @@ class ModelSettings:
     tokenizer: str | None = None
     # Build a word-level tokenizer from the training data (for ``init_config`` models without a tokenizer).
     word_tokenizer_from_data: bool = False
+    # ``auto``: bfloat16 where the hardware runs it natively (a CUDA device with bf16; a CPU with
+    # avx512_bf16 / amx_bf16), float32 elsewhere and for full fine-tuning (gan_rl.hardware); it also decides
+    # trainer.bf16 / sft.bf16 when they are unset. run_summary.json records the choice (``dtype``,
+    # ``dtype_reason``).
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     lora: LoraSettings | None = None
     quantization: QuantizationSettings | None = None
@@ -573,12 +578,40 @@ def build_trainer_config(recipe: Recipe, algorithm: str, **forced: Any) -> Any:
             )
         kwargs["gradient_checkpointing"] = recipe.model.gradient_checkpointing
     kwargs.update(forced)
+    default_bf16(recipe, kwargs)
     if kwargs.get("use_vllm"):
         _check_vllm(algorithm if "use_vllm" in getattr(recipe, algorithm) else "trainer")
     from gan_rl.backends import check_backend_request  # imports this module: import on use
 
     check_backend_request(kwargs, "trainer")  # building the config starts the processes: check first
     return _instantiate(cls, kwargs, "trainer")
+
+
+def precision_of(recipe: Recipe, use_cpu: bool = False) -> Precision:
+    """The dtype ``model.dtype`` resolves to on this machine (``auto``: bfloat16 where native), and why."""
+    model = recipe.model
+    full = model.lora is None and model.quantization is None
+    return resolve_precision(model.dtype, use_cpu=use_cpu, full_weights=full)
+
+
+def with_resolved_dtype(recipe: Recipe, use_cpu: bool = False) -> tuple[Recipe, Precision]:
+    """The recipe with ``model.dtype: auto`` replaced by the dtype it resolves to here (so the weights
+    load in it and ``recipe.yaml`` records what ran), and the choice, logged once."""
+    precision = precision_of(recipe, use_cpu)
+    log_precision(precision)
+    if recipe.model.dtype == precision.dtype:
+        return recipe, precision
+    return dataclasses.replace(
+        recipe, model=dataclasses.replace(recipe.model, dtype=precision.dtype)
+    ), precision
+
+
+def default_bf16(recipe: Recipe, kwargs: dict[str, Any]) -> None:
+    """``bf16`` (TRL's mixed precision, which TRL turns on by default) from the same rule as the weights'
+    dtype when the recipe leaves it unset, so that weights and autocast never disagree: float32 weights
+    are never autocast to an emulated bfloat16, and a CPU-only machine needs no ``bf16: false``."""
+    if kwargs.get("bf16") is None and not kwargs.get("fp16"):
+        kwargs["bf16"] = precision_of(recipe, bool(kwargs.get("use_cpu"))).bf16
 
 
 def _check_vllm(section: str) -> None:
@@ -640,6 +673,7 @@ def build_sft_config(recipe: Recipe, **forced: Any) -> Any:
     if recipe.model.gradient_checkpointing is not None:
         kwargs["gradient_checkpointing"] = recipe.model.gradient_checkpointing
     kwargs.update(forced)
+    default_bf16(recipe, kwargs)
     from gan_rl.backends import check_backend_request  # imports this module: import on use
 
     check_backend_request(kwargs, "sft")

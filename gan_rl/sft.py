@@ -30,7 +30,7 @@ from gan_rl.data import format_prompt
 from gan_rl.lora import lora_config
 from gan_rl.models import generator_checkpoint, load_generator, preflight_checkpoints
 from gan_rl.outputs import RECIPE_FILE, is_finished
-from gan_rl.recipe import Recipe, RecipeError, build_sft_config, sft_output_dir
+from gan_rl.recipe import Recipe, RecipeError, build_sft_config, sft_output_dir, with_resolved_dtype
 from gan_rl.runs import open_run, prepare_run, save_trainer, write_summary
 
 logger = logging.getLogger(__name__)
@@ -50,6 +50,9 @@ class SFTSummary:
     status: str = "completed"
     algorithm: str = "sft"
     plots: list[str] = field(default_factory=list)
+    # The generator's dtype (model.dtype as resolved on this machine) and why it was chosen.
+    dtype: str | None = None
+    dtype_reason: str | None = None
 
 
 def sft_dataset(ds: Dataset, recipe: Recipe, chat: bool) -> Dataset:
@@ -82,6 +85,7 @@ def run_sft(
             "to be re-quantized); run 'gan-rl sft' without quantization, or drop the warm start."
         )
     args = build_sft_config(recipe)
+    recipe, precision = with_resolved_dtype(recipe, args.use_cpu)  # model.dtype: auto -> this machine's
     setup_distributed(args, "sft")  # FSDP that accelerate would drop here: an error before loading
     out = Path(args.output_dir)
     resume_path, raw = open_run(recipe, out, resume, overwrite, field="sft.output_dir", discriminator=False)
@@ -122,6 +126,7 @@ def run_sft(
         train_loss_last=losses[-1] if losses else None,
         eval_loss=eval_loss,
         merged_lora=merged,
+        **precision.as_dict(),
     )
     write_summary(out, summary, trainer.state.log_history)
     # A warm start trains the adversarial run next in this process: give the SFT model's memory back.

@@ -40,10 +40,18 @@ from gan_rl.discriminator import (
     load_checkpoint_encoder,
 )
 from gan_rl.discriminator_config import DiscriminatorConfig
+from gan_rl.hardware import Precision
 from gan_rl.lora import lora_config
 from gan_rl.metrics import word_distance
 from gan_rl.models import Checkpoints, check_position_limit, load_generator, preflight_checkpoints
-from gan_rl.recipe import ModelSettings, Recipe, RecipeError, SFTLossSettings, build_trainer_config
+from gan_rl.recipe import (
+    ModelSettings,
+    Recipe,
+    RecipeError,
+    SFTLossSettings,
+    build_trainer_config,
+    with_resolved_dtype,
+)
 from gan_rl.reward import DiscriminatorReward
 from gan_rl.runs import open_run, prepare_run, save_trainer, write_summary
 from gan_rl.sft import warm_start
@@ -78,6 +86,9 @@ class RunSummary:
     status: str = "completed"
     # How the run was distributed: deepspeed-zero2/3, fsdp1/2, ddp or single (gan_rl.backends).
     distributed: str = "single"
+    # The generator's dtype (model.dtype as resolved on this machine) and why it was chosen.
+    dtype: str | None = None
+    dtype_reason: str | None = None
 
 
 def run(
@@ -155,7 +166,7 @@ def run(
     trainer.train(resume_from_checkpoint=pre.resume)
     seconds = time.time() - start
     save_trainer(trainer, out)
-    return summarize(algorithm, out, trainer, adversary, tokenizer, held_out, before, seconds)
+    return summarize(algorithm, out, trainer, adversary, tokenizer, held_out, before, seconds, pre.precision)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -174,6 +185,7 @@ class Preflight:
     resume: str | None  # the complete checkpoint to resume from (None: a fresh start)
     raw: dict[str, Dataset]  # the data's splits, checked
     checkpoints: Checkpoints
+    precision: Precision  # model.dtype as resolved on this machine, and why
 
 
 def preflight(
@@ -190,6 +202,8 @@ def preflight(
     preflight of this run's checkpoints (:func:`gan_rl.sft.warm_start`).
     """
     args = build_trainer_config(recipe, algorithm, remove_unused_columns=False)
+    # model.dtype: auto -> the dtype this machine runs natively (logged once, recorded in the summary).
+    recipe, precision = with_resolved_dtype(recipe, args.use_cpu)
     # The distributed state, the trainer's way (use_cpu, backend), before we use it; an FSDP request that
     # accelerate would drop here is an error now, before anything loads (DeepSpeed's: in the config build).
     setup_distributed(args)
@@ -198,7 +212,7 @@ def preflight(
     recipe = warm_start(recipe)  # model.warm_start: sft -> the generator is the SFT result (run it first)
     # Checkpoint names resolve now (a local path must exist), so a typo stops the run before any loading.
     checkpoints = preflight_checkpoints(recipe, out)
-    return Preflight(recipe, args, out, resume_path, raw, checkpoints)
+    return Preflight(recipe, args, out, resume_path, raw, checkpoints, precision)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -392,6 +406,7 @@ def summarize(
     held_out: list[Pair],
     before: list[str],
     seconds: float,
+    precision: Precision | None = None,
 ) -> RunSummary:
     """Samples after training beside those before, the run's numbers, the discriminator and the summary
     files (``run_summary.json`` last). Every process calls it (the fingerprints, the samples and the final
@@ -414,6 +429,7 @@ def summarize(
         fingerprints=fingerprints,
         restored=adversary.callback.restored,
         distributed=describe_backend(trainer.accelerator),
+        **(precision.as_dict() if precision is not None else {}),
     )
     if held_out:  # every process: the verdict runs the frozen encoder (a collective under ZeRO-3 / FSDP)
         compare_samples(summary, adversary.discriminator, held_out, before, after)

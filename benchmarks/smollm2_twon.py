@@ -1,7 +1,7 @@
 """GAN-RL against SFT on TWON right with a real pretrained model (SmolLM2-135M-Instruct), at equal
 generator update budgets, several seeds.
 
-Every run goes through the ``gan-rl`` command line on ``recipes/smollm2-twon.yaml`` (LoRA, bfloat16, the
+Every run goes through the ``gan-rl`` command line on ``recipes/smollm2-twon.yaml`` (LoRA, ``dtype: auto``, the
 ``head`` discriminator on the generator's middle layer), with ``--set`` overrides for the budget and seed:
 
 * ``base``: the model as installed (zero-shot), sampled from its GGUF file;
@@ -16,7 +16,8 @@ Every run goes through the ``gan-rl`` command line on ``recipes/smollm2-twon.yam
 Each model samples the held-out prompts once (``gan-rl generate``: 300 right.test prompts, temperature
 0.8) into ``benchmarks/results/smollm2-twon/generations/LABEL.jsonl`` (text only: anyone can re-score
 them), and one ``gan-rl evaluate`` scores them all; its ``report.md`` and ``metrics.json`` are copied
-beside the generations, and ``summary.md`` gives mean ± sd over seeds.
+beside the generations, and ``summary.md`` gives mean ± sd over seeds. ``wall_times.json`` holds each
+step's seconds and ``machines.json`` the machine it ran on (CPU, cores, native bfloat16, versions).
 
 Resumable: a finished run (``run_summary.json``) or an existing generations file is skipped, so the script
 can be stopped and started again; results land in the repository as they come.
@@ -113,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     if not (DATA / "right.train.parquet").is_file():
         print(f"skipped: TWON data not found in {DATA}")
         return
+    sys.path.insert(0, str(REPO))
+    from gan_rl.hardware import describe_machine
     from gan_rl.models import bundled_smollm2
 
     model_dir, gguf = bundled_smollm2()
@@ -121,6 +124,11 @@ def main(argv: list[str] | None = None) -> None:
     generations.mkdir(parents=True, exist_ok=True)
     times_file = results / "wall_times.json"
     times = json.loads(times_file.read_text()) if times_file.is_file() else {}
+    # The machine beside every wall time: a resumed benchmark may finish on another CPU, and speeds (and
+    # which dtype model.dtype: auto picks) differ by an order of magnitude between CPUs.
+    machines_file = results / "machines.json"
+    machines = json.loads(machines_file.read_text()) if machines_file.is_file() else {}
+    machine = describe_machine()
     n = args.steps
     common = ["data.max_test_samples=300", *args.extra]
     base_model = [f"model.name_or_path={model_dir}", f"model.gguf_file={gguf}"]
@@ -128,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     def timed(label: str, cmd: list[str], log_name: str) -> None:
         times[label] = round(run(cmd, work / "logs" / f"{log_name}.log"), 1)
         times_file.write_text(json.dumps(times, indent=2))
+        machines[label] = machine
+        machines_file.write_text(json.dumps(machines, indent=2))
 
     def generate(label: str, model: str) -> None:
         target = generations / f"{label}.jsonl"

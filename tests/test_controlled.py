@@ -60,20 +60,24 @@ def positive_fraction(texts: list[str]) -> float:
     return sum(polarity_of(t) == "positive" for t in texts) / len(texts)
 
 
-@pytest.fixture(scope="module")
-def mixed_base(tmp_path_factory) -> Path:
-    """A tiny generator fine-tuned (``gan-rl sft``) on mixed positive/negative posts."""
-    work = tmp_path_factory.mktemp("controlled")
-    recipe = {
-        "model": {"init_config": TINY, "word_tokenizer_from_data": True, "gradient_checkpointing": False},
+def mixed_base_recipe(unused: Path, out: Path, seed: int = 0) -> dict:
+    """``gan-rl sft`` of a tiny generator on mixed positive/negative posts (``seed``: its initialisation and
+    data order; benchmarks/controlled_seeds.py varies it)."""
+    return {
+        "model": {
+            "init_config": TINY,
+            "init_seed": seed,
+            "word_tokenizer_from_data": True,
+            "gradient_checkpointing": False,
+        },
         "data": {
             "train": {"synthetic": "polarity-mixed", "rows": 1024, "seed": 0},
             "test": {"synthetic": "polarity-mixed", "rows": 64, "seed": 1},
             **DATA,
         },
-        "trainer": {"output_dir": str(work / "unused"), "report_to": "none", "seed": 0},
+        "trainer": {"output_dir": str(unused), "report_to": "none", "seed": seed},
         "sft": {
-            "output_dir": str(work / "base"),
+            "output_dir": str(out),
             "max_steps": 200,
             "learning_rate": 3e-3,
             "lr_scheduler_type": "constant",
@@ -82,11 +86,18 @@ def mixed_base(tmp_path_factory) -> Path:
             "save_strategy": "no",
         },
     }
-    cli("sft", str(write(work / "base.yaml", recipe)))
+
+
+@pytest.fixture(scope="module")
+def mixed_base(tmp_path_factory) -> Path:
+    """A tiny generator fine-tuned (``gan-rl sft``) on mixed positive/negative posts."""
+    work = tmp_path_factory.mktemp("controlled")
+    cli("sft", str(write(work / "base.yaml", mixed_base_recipe(work / "unused", work / "base"))))
     return work / "base"
 
 
-def gan_recipe(base: Path, out: Path) -> dict:
+def gan_recipe(base: Path, out: Path, seed: int = 0) -> dict:
+    """The adversarial run on positive posts only (``seed``: the policy's and the discriminator's)."""
     return {
         "model": {"name_or_path": str(base), "gradient_checkpointing": False},
         "data": {
@@ -106,6 +117,7 @@ def gan_recipe(base: Path, out: Path) -> dict:
             "updates_per_round": 2,
             "replay_size": 256,
             "reward": {"form": "logit", "clip": [-5.0, 5.0]},
+            "seed": seed,
         },
         "evaluate": EVALUATE,
         "trainer": {
@@ -119,7 +131,7 @@ def gan_recipe(base: Path, out: Path) -> dict:
             "logging_steps": 25,
             "save_strategy": "no",
             "report_to": "none",
-            "seed": 0,
+            "seed": seed,
         },
     }
 

@@ -103,7 +103,8 @@ def test_ppo_trains_a_real_chat_model_from_its_gguf_file(ppo_run):
     out = ppo_run / "out"
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 2
-    assert summary["disc_rounds"] >= 2  # the warm-up and a round per policy step (unless the guard skipped)
+    # The warm-up and a round per policy step, trained or skipped by the guard (which depends on the CPU).
+    assert summary["disc_rounds"] + summary["disc_skipped_rounds"] >= 2 and summary["disc_rounds"] >= 1
     # The GGUF file was dequantized once into an ordinary checkpoint; outputs are safetensors.
     initial = out / "initial-model"
     assert (initial / "model.safetensors").is_file() and not list(initial.glob("*.gguf"))

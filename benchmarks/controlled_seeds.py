@@ -10,8 +10,12 @@ starting generator's initialisation and SFT data order, the policy's and the dis
 torch thread counts, so that every threshold in the test sits below the worst run measured here, with a
 margin. A new CPU is one more draw from the same spread.
 
-    python benchmarks/controlled_seeds.py                             # seeds 1-4, 1 and 2 threads
-    python benchmarks/controlled_seeds.py --seeds 1 2 --threads 2 --cases gumbel-st
+    python benchmarks/controlled_seeds.py                       # seeds 0-3, 2 threads, native and AVX2 kernels
+    python benchmarks/controlled_seeds.py --seeds 1 2 --threads 1 2 --cases gumbel-st
+
+``--isa avx2`` runs PyTorch's AVX2 kernels on a CPU with AVX512 (``ATEN_CPU_CAPABILITY=avx2``, with
+oneDNN and MKL capped alike), which is what a CPU without AVX512 runs: the other kind of machine, on this
+one.
 
 Resumable: finished runs are kept in ``benchmarks/results/controlled-seeds/<machine>.json`` (``--results``)
 and skipped. Each run goes through the command line (``python -m gan_rl``) in its own process, with
@@ -50,8 +54,14 @@ CASES = {
 }
 
 
-def gan_rl(args: list[str], threads: int, log: Path) -> None:
+# Environment variables that make PyTorch (ATen), oneDNN and MKL use AVX2 kernels on an AVX512 CPU.
+AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+
+
+def gan_rl(args: list[str], threads: int, log: Path, isa: str = "native") -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
+    if isa == "avx2":
+        env.update(AVX2)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as f:
         proc = subprocess.run([sys.executable, "-m", "gan_rl", *args], env=env, stdout=f, stderr=f)
@@ -74,26 +84,30 @@ def positive(texts: list[str]) -> float:
     return sum(polarity_of(t) == "positive" for t in texts) / len(texts)
 
 
-def one_run(case: str, seed: int, threads: int, work: Path) -> dict:
+def one_run(case: str, seed: int, threads: int, isa: str, work: Path) -> dict:
     """The base for this seed (cached), then the case's adversarial run; the test's measurements."""
-    base = work / f"base-s{seed}-t{threads}"
+    tag = f"s{seed}-t{threads}-{isa}"
+    base = work / f"base-{tag}"
+
+    def run(args: list[str], log: str) -> None:
+        gan_rl(args, threads, work / "logs" / f"{log}.log", isa)
+
     if not (base / "run_summary.json").is_file():
-        recipe = mixed_base_recipe(work / f"base-s{seed}-t{threads}-unused", base, seed=seed)
-        gan_rl(["sft", str(write(work / f"base-s{seed}-t{threads}.yaml", recipe)), "--overwrite"], threads,
-               work / "logs" / f"base-s{seed}-t{threads}.log")  # fmt: skip
+        recipe = mixed_base_recipe(work / f"base-{tag}-unused", base, seed=seed)
+        run(["sft", str(write(work / f"base-{tag}.yaml", recipe)), "--overwrite"], f"base-{tag}")
     command, gumbel = CASES[case]
-    name = f"{case}-s{seed}-t{threads}"
+    name = f"{case}-{tag}"
     recipe = gan_recipe(base, work / name, seed=seed)
     if gumbel is not None:
         recipe["gumbel"] = gumbel
     path = write(work / f"{name}.yaml", recipe)
-    gan_rl(["generate", str(path), "--model", str(base), "--output", str(work / f"{name}.before.jsonl")],
-           threads, work / "logs" / f"{name}.before.log")  # fmt: skip
+    run(["generate", str(path), "--model", str(base), "--output", str(work / f"{name}.before.jsonl")],
+        f"{name}.before")  # fmt: skip
     start = time.time()
-    gan_rl([command, str(path), "--samples", "0", "--overwrite"], threads, work / "logs" / f"{name}.log")
+    run([command, str(path), "--samples", "0", "--overwrite"], name)
     seconds = time.time() - start
-    gan_rl(["generate", str(path), "--model", str(work / name), "--output", str(work / f"{name}.jsonl")],
-           threads, work / "logs" / f"{name}.after.log")  # fmt: skip
+    run(["generate", str(path), "--model", str(work / name), "--output", str(work / f"{name}.jsonl")],
+        f"{name}.after")  # fmt: skip
     before, _ = samples(work / f"{name}.before.jsonl")
     after, real = samples(work / f"{name}.jsonl")
     summary = json.loads((work / name / "run_summary.json").read_text())
@@ -101,6 +115,7 @@ def one_run(case: str, seed: int, threads: int, work: Path) -> dict:
         "case": case,
         "seed": seed,
         "threads": threads,
+        "isa": isa,
         "positive_before": positive(before),
         "positive_after": positive(after),
         "distinct2": distinct_n(after, 2),
@@ -139,8 +154,9 @@ def table(runs: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4])
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    p.add_argument("--threads", type=int, nargs="+", default=[2])
+    p.add_argument("--isa", nargs="+", default=["native", "avx2"], choices=["native", "avx2"])
     p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     p.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "gan-rl-controlled-seeds")
     p.add_argument("--results", type=Path, default=None)
@@ -150,18 +166,19 @@ def main(argv: list[str] | None = None) -> None:
         args.results or REPO / "benchmarks" / "results" / "controlled-seeds" / f"{machine_slug(machine)}.json"
     )
     record = json.loads(results.read_text()) if results.is_file() else {"machine": machine, "runs": []}
-    done = {(r["case"], r["seed"], r["threads"]) for r in record["runs"]}
+    done = {(r["case"], r["seed"], r["threads"], r["isa"]) for r in record["runs"]}
     print(f"machine: {describe_machine(machine)}", flush=True)
     for seed in args.seeds:  # seed by seed: every case of a seed before the next (the table fills evenly)
         for threads in args.threads:
-            for case in args.cases:
-                if (case, seed, threads) in done:
-                    continue
-                row = one_run(case, seed, threads, args.work_dir)
-                print(json.dumps(row), flush=True)
-                record["runs"].append(row)
-                results.parent.mkdir(parents=True, exist_ok=True)
-                results.write_text(json.dumps(record, indent=2) + "\n")
+            for isa in args.isa:
+                for case in args.cases:
+                    if (case, seed, threads, isa) in done:
+                        continue
+                    row = one_run(case, seed, threads, isa, args.work_dir)
+                    print(json.dumps(row), flush=True)
+                    record["runs"].append(row)
+                    results.parent.mkdir(parents=True, exist_ok=True)
+                    results.write_text(json.dumps(record, indent=2) + "\n")
     print(table(record["runs"]))
 
 

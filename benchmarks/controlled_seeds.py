@@ -8,7 +8,8 @@ the run ends elsewhere. A threshold pinned to one machine's run therefore fails 
 script measures the spread instead: each case of the test, with the same recipes, for several seeds (the
 starting generator's initialisation and SFT data order, the policy's and the discriminator's seeds) and
 torch thread counts, so that every threshold in the test sits below the worst run measured here, with a
-margin. A new CPU is one more draw from the same spread.
+margin. A new CPU is one more draw from the same spread. The ``quickstart`` case does the same for
+``tests/test_end_to_end.py::test_quickstart_recipe_runs`` (1200 steps of ``recipes/quickstart.yaml``).
 
     python benchmarks/controlled_seeds.py                       # seeds 0-3, 2 threads, native and AVX2 kernels
     python benchmarks/controlled_seeds.py --seeds 1 2 --threads 1 2 --cases gumbel-st
@@ -128,6 +129,33 @@ def one_run(case: str, seed: int, threads: int, isa: str, work: Path) -> dict:
     }
 
 
+def quickstart_run(seed: int, threads: int, isa: str, work: Path) -> dict:
+    """``recipes/quickstart.yaml`` (tests/test_end_to_end.py::test_quickstart_recipe_runs) with ``seed`` as
+    the generator's initialisation and the policy's and discriminator's seed: the word distance to the real
+    posts and the final discriminator's P(real) for held-out samples, before and after."""
+    name = f"quickstart-s{seed}-t{threads}-{isa}"
+    sets = [f"model.init_seed={seed}", f"trainer.seed={seed}", f"discriminator.seed={seed}"]
+    start = time.time()
+    args = ["ppo", str(REPO / "recipes" / "quickstart.yaml"), "--output-dir", str(work / name), "--overwrite"]
+    gan_rl([*args, *[x for s in sets for x in ("--set", s)]], threads, work / "logs" / f"{name}.log", isa)
+    summary = json.loads((work / name / "run_summary.json").read_text())
+    return {
+        "case": "quickstart",
+        "seed": seed,
+        "threads": threads,
+        "isa": isa,
+        "distance_before": summary["distance_before"],
+        "distance_after": summary["distance_after"],
+        "distance_drop": summary["distance_before"] - summary["distance_after"],
+        "judge_before": summary["judge_before"],
+        "judge_after": summary["judge_after"],
+        "judge_gain": summary["judge_after"] - summary["judge_before"],
+        "disc_rounds": summary["disc_rounds"],
+        "disc_skipped_rounds": summary["disc_skipped_rounds"],
+        "train_seconds": round(time.time() - start, 1),
+    }
+
+
 def table(runs: list[dict]) -> str:
     lines = [
         "| case | runs | positive after: min / median | distinct-2 / real: min / median / max | "
@@ -149,6 +177,16 @@ def table(runs: list[dict]) -> str:
             f"{min(col('adjectives'))} | {min(col('disc_rounds'))} | {min(col('disc_skipped_rounds'))} / "
             f"{max(col('disc_skipped_rounds'))} |"
         )
+    rows = [r for r in runs if r["case"] == "quickstart"]
+    if rows:
+        drops, gains = [r["distance_drop"] for r in rows], [r["judge_gain"] for r in rows]
+        lines += [
+            "",
+            "| case | runs | word-distance drop: min / median | P(real) gain: min / median |",
+            "| --- | ---: | ---: | ---: |",
+            f"| quickstart | {len(rows)} | {min(drops):.3f} / {statistics.median(drops):.3f} | "
+            f"{min(gains):.3f} / {statistics.median(gains):.3f} |",
+        ]
     return "\n".join(lines)
 
 
@@ -157,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     p.add_argument("--threads", type=int, nargs="+", default=[2])
     p.add_argument("--isa", nargs="+", default=["native", "avx2"], choices=["native", "avx2"])
-    p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    p.add_argument("--cases", nargs="+", default=[*CASES, "quickstart"], choices=[*CASES, "quickstart"])
     p.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "gan-rl-controlled-seeds")
     p.add_argument("--results", type=Path, default=None)
     args = p.parse_args(argv)
@@ -174,7 +212,10 @@ def main(argv: list[str] | None = None) -> None:
                 for case in args.cases:
                     if (case, seed, threads, isa) in done:
                         continue
-                    row = one_run(case, seed, threads, isa, args.work_dir)
+                    if case == "quickstart":
+                        row = quickstart_run(seed, threads, isa, args.work_dir)
+                    else:
+                        row = one_run(case, seed, threads, isa, args.work_dir)
                     print(json.dumps(row), flush=True)
                     record["runs"].append(row)
                     results.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -24,6 +25,7 @@ RESUME_OPTION = click.option(
 OVERWRITE_OPTION = click.option(
     "--overwrite", is_flag=True, help="Delete an earlier run in the output directory first."
 )
+SAMPLES_DEFAULT = 16
 SET_HELP = "Override a recipe field, e.g. --set trainer.max_steps=10 (repeatable; the value is read as YAML)."
 
 
@@ -82,6 +84,31 @@ def _print_summary(summary, console) -> None:
             click.echo(f"  {name:<7} {sample[name]}")
 
 
+def _resume_command(command: str, recipe: str, sets: list[str], output_dir: str | None, *extra: str) -> str:
+    """The command that resumes a stopped run: this one with ``--resume`` (the latest checkpoint) in place
+    of ``--resume PATH``, and without ``--overwrite`` (which would delete the run) or
+    ``--fresh-discriminator`` (the checkpoint has its discriminator)."""
+    words = ["gan-rl", command, recipe]
+    for value in sets:
+        words += ["--set", value]
+    if output_dir:
+        words += ["--output-dir", output_dir]
+    return shlex.join([*words, *extra, "--resume"])
+
+
+def _stopped(stop, resume_command: str) -> None:
+    """A run stopped by SIGTERM or Ctrl-C (:mod:`gan_rl.preemption`): one line from the main process
+    (where the checkpoint is, the command that resumes), exit code 128 + the signal (143, 130)."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.is_main_process:
+        launcher = " (under the same launcher)" if state.num_processes > 1 else ""
+        click.echo(f"{stop}; resume with{launcher}: {resume_command}", err=True)
+    state.wait_for_everyone()  # no process exits (and has its launcher stop the rest) before the line
+    sys.exit(stop.exit_code)
+
+
 def _train(
     algorithm: str,
     recipe_path: str,
@@ -96,6 +123,7 @@ def _train(
     from rich.console import Console
 
     from gan_rl.errors import TrainingError
+    from gan_rl.preemption import Preempted
 
     console = Console(stderr=False)
     sets = list(overrides) + ([f"trainer.output_dir={output_dir}"] if output_dir else [])
@@ -118,6 +146,9 @@ def _train(
     except TrainingError as exc:  # the run failed: one line, no summary, exit 1 (not "completed")
         click.echo(f"training failed: {exc}", err=True)
         sys.exit(1)
+    except Preempted as stop:  # SIGTERM / Ctrl-C: a checkpoint, no summary, exit 143 / 130
+        extra = ["--samples", str(samples)] if samples != SAMPLES_DEFAULT else []
+        _stopped(stop, _resume_command(algorithm, recipe_path, list(overrides), output_dir, *extra))
     if PartialState().is_main_process:
         _print_summary(summary, console)
 
@@ -131,7 +162,7 @@ def _train_command(algorithm: str, doc: str):
     @OVERWRITE_OPTION
     @click.option(
         "--samples",
-        default=16,
+        default=SAMPLES_DEFAULT,
         show_default=True,
         help="Held-out prompts sampled before and after training for the summary (0: none).",
     )
@@ -167,6 +198,8 @@ def sft(recipe: str, overrides: tuple[str, ...], output_dir: str | None, resume,
     of 'model.warm_start: sft'. Writes to sft.output_dir (default: trainer.output_dir + '-sft')."""
     from accelerate import PartialState
 
+    from gan_rl.preemption import Preempted
+
     sets = list(overrides) + ([f"sft.output_dir={output_dir}"] if output_dir else [])
     try:
         parsed = load_recipe(recipe, sets)
@@ -177,6 +210,8 @@ def sft(recipe: str, overrides: tuple[str, ...], output_dir: str | None, resume,
     except RecipeError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except Preempted as stop:  # SIGTERM / Ctrl-C: a checkpoint, no summary, exit 143 / 130
+        _stopped(stop, _resume_command("sft", recipe, list(overrides), output_dir))
     if PartialState().is_main_process:
         first, last = summary.train_loss_first, summary.train_loss_last
         losses = f"{first:.3f} -> {last:.3f}" if first is not None and last is not None else "-"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,10 @@ from datasets import Dataset
 
 from gan_rl.data import data_texts, load_raw_splits, uses_chat_format
 from gan_rl.models import prepare_tokenizer
-from gan_rl.outputs import RECIPE_FILE, SUMMARY_FILE, check_output_dir, resolve_resume
-from gan_rl.recipe import Recipe
+from gan_rl.outputs import RECIPE_FILE, SUMMARY_FILE, check_output_dir, is_finished, resolve_resume
+from gan_rl.recipe import Recipe, sft_output_dir
+
+logger = logging.getLogger(__name__)
 
 
 def open_run(
@@ -39,12 +42,26 @@ def open_run(
 
     In this order so that the cheapest mistakes (a used directory, a missing checkpoint) are reported
     before the data is read. ``discriminator``: whether a checkpoint needs one to count as complete.
+
+    ``--resume`` of an adversarial run stopped during its SFT warm start (:mod:`gan_rl.preemption`; no
+    checkpoint of its own yet) starts it afresh: the warm start resumes the SFT run's checkpoint.
     """
+    latest = resume is True or resume == "latest"
+    if latest and discriminator and warm_start_pending(recipe, out):
+        logger.info("--resume: %s has no checkpoint yet; the SFT warm start resumes first.", out)
+        resume = None
     check_output_dir(out, bool(resume), overwrite, field=field)
     resume_path = resolve_resume(
         out, resume, discriminator=discriminator, fresh_discriminator=fresh_discriminator
     )
     return resume_path, load_raw_splits(recipe)
+
+
+def warm_start_pending(recipe: Recipe, out: Path) -> bool:
+    """Whether ``model.warm_start: sft`` still has to (finish to) run, the run in ``out`` not begun."""
+    if recipe.model.warm_start != "sft" or is_finished(sft_output_dir(recipe)):
+        return False
+    return not (out.is_dir() and any(out.glob("checkpoint-*")))
 
 
 def prepare_run(recipe: Recipe, out: Path, raw: dict[str, Dataset], algorithm: str) -> tuple[Any, bool]:

@@ -30,6 +30,7 @@ from gan_rl.data import format_prompt
 from gan_rl.lora import lora_config
 from gan_rl.models import generator_checkpoint, load_generator, preflight_checkpoints
 from gan_rl.outputs import RECIPE_FILE, is_finished
+from gan_rl.preemption import Preempted, PreemptionCallback
 from gan_rl.recipe import Recipe, RecipeError, build_sft_config, sft_output_dir, with_resolved_dtype
 from gan_rl.runs import open_run, prepare_run, save_trainer, write_summary
 
@@ -75,7 +76,8 @@ def run_sft(
     """Fine-tune the recipe's generator on its real responses with TRL's SFTTrainer.
 
     With LoRA the adapters are merged into the saved model, so the result is an ordinary checkpoint that
-    ``ppo``/``reinforce`` (``model.warm_start: sft``), ``generate`` and ``evaluate`` load as it is.
+    ``ppo``/``reinforce`` (``model.warm_start: sft``), ``generate`` and ``evaluate`` load as it is. A
+    stop signal while training ends the run with a checkpoint and :class:`gan_rl.preemption.Preempted`.
     """
     from trl import SFTTrainer
 
@@ -95,6 +97,7 @@ def run_sft(
     eval_ds = sft_dataset(raw["test"], recipe, chat) if "test" in raw else None
 
     model = load_generator(recipe.model, checkpoint)
+    stop = PreemptionCallback()  # SIGTERM / Ctrl-C: a checkpoint after the current step, then Preempted
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -102,11 +105,13 @@ def run_sft(
         eval_dataset=eval_ds if args.eval_strategy != "no" else None,
         processing_class=tokenizer,
         peft_config=lora_config(recipe.model.lora, "CAUSAL_LM"),
-        callbacks=callbacks,
+        callbacks=[stop, *(callbacks or [])],
     )
     check_backend(trainer, "sft")
     start = time.time()
-    trainer.train(resume_from_checkpoint=resume_path)
+    with stop.signals():
+        trainer.train(resume_from_checkpoint=resume_path)
+    stop.raise_if_stopped(trainer)
     seconds = time.time() - start
     eval_loss = None
     if eval_ds is not None:
@@ -156,7 +161,11 @@ def warm_start(recipe: Recipe) -> Recipe:
         resume = "latest" if out.is_dir() and get_last_checkpoint(str(out)) is not None else None
         # The adversarial run's checkpoints (discriminator.model / encoder) resolve now, not after SFT.
         preflight_checkpoints(recipe, out)
-        run_sft(recipe, resume=resume)
+        try:
+            run_sft(recipe, resume=resume)
+        except Preempted as stop:  # the adversarial command resumes it: say so
+            stop.warm_start = True
+            raise
     model = dataclasses.replace(
         recipe.model,
         name_or_path=str(out.resolve()),

@@ -44,6 +44,7 @@ from gan_rl.hardware import Precision
 from gan_rl.lora import lora_config
 from gan_rl.metrics import word_distance
 from gan_rl.models import Checkpoints, check_position_limit, load_generator, preflight_checkpoints
+from gan_rl.preemption import PreemptionCallback
 from gan_rl.recipe import (
     ModelSettings,
     Recipe,
@@ -105,7 +106,8 @@ def run(
 
     ``fresh_discriminator``: resume from a checkpoint without a discriminator, warming up a new one (else
     such a checkpoint is not complete and does not count). A :class:`gan_rl.errors.TrainingError` (a
-    non-finite loss, weight or reward) ends the run without a summary.
+    non-finite loss, weight or reward) ends the run without a summary; so does
+    :class:`gan_rl.preemption.Preempted` (SIGTERM or Ctrl-C while training), after a checkpoint.
     """
     # 1. Everything that can be checked without loading the generator.
     pre = preflight(algorithm, recipe, resume, overwrite, fresh_discriminator)
@@ -132,7 +134,9 @@ def run(
         fresh_discriminator=fresh_discriminator,
     )
 
-    # 4. TRL's trainer, rewarded by the discriminator, with the adversary wired in.
+    # 4. TRL's trainer, rewarded by the discriminator, with the adversary wired in; a stop signal ends
+    # training with a checkpoint (gan_rl.preemption).
+    stop = PreemptionCallback()
     trainer = build_trainer(
         algorithm,
         args,
@@ -142,7 +146,7 @@ def run(
         eval_ds,
         recipe.model,
         reward=adversary.reward,
-        callbacks=[adversary.callback, *(callbacks or [])],
+        callbacks=[adversary.callback, stop, *(callbacks or [])],
         progress=progress,
     )
     check_backend(trainer, algorithm)  # DeepSpeed / FSDP asked for and not in use: an error, not a fallback
@@ -163,7 +167,9 @@ def run(
     else:
         take_before()
     start = time.time()
-    trainer.train(resume_from_checkpoint=pre.resume)
+    with stop.signals():
+        trainer.train(resume_from_checkpoint=pre.resume)
+    stop.raise_if_stopped(trainer)  # stopped by a signal: a checkpoint, and neither model nor summary
     seconds = time.time() - start
     save_trainer(trainer, out)
     return summarize(algorithm, out, trainer, adversary, tokenizer, held_out, before, seconds, pre.precision)

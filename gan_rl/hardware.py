@@ -81,11 +81,26 @@ def cpu_model(path: Path = CPUINFO) -> str:
 
 
 def cpu_native_bf16(flags: set[str] | None = None) -> tuple[bool, str]:
-    """(whether the CPU computes bfloat16 in hardware, the evidence in words)."""
-    flags = read_cpu_flags() if flags is None else flags
+    """(whether the CPU computes bfloat16 in hardware, the evidence in words).
+
+    Read from the CPU's flags; on x86 PyTorch must also run its AVX512 kernels: with
+    ``ATEN_CPU_CAPABILITY=avx2`` (how a CPU without AVX512 is imitated on one with it) it emulates
+    bfloat16 like such a CPU does. ``flags`` given (tests): the flags alone decide.
+    """
+    capped = None
+    if flags is None:
+        flags = read_cpu_flags()
+        capability = _cpu_capability()
+        if capability in ("AVX2", "DEFAULT") and platform.machine().lower() in ("x86_64", "amd64"):
+            capped = capability
     if flags is None:
         return False, "the CPU's flags could not be read (no /proc/cpuinfo)"
     found = [f for f in NATIVE_BF16_FLAGS if f in flags]
+    if found and capped:
+        return (
+            False,
+            f"the CPU has {'/'.join(found)} but PyTorch runs its {capped} kernels (bfloat16 emulated)",
+        )
     if found:
         return True, f"the CPU has {'/'.join(found)}"
     return False, "the CPU has no avx512_bf16, amx_bf16 or bf16 flag (bfloat16 would be emulated)"

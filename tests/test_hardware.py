@@ -44,6 +44,19 @@ def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, text, native, model):
     assert hardware.cpu_model(path) == model if model else hardware.cpu_model(path)
 
 
+def test_avx2_kernels_on_an_avx512_bf16_cpu_mean_emulated(monkeypatch):
+    """``ATEN_CPU_CAPABILITY=avx2`` (tests/README.md: the other kind of CPU, on this one): PyTorch emulates
+    bfloat16 whatever the flags say, so auto takes float32."""
+    monkeypatch.setattr(hardware, "read_cpu_flags", lambda path=hardware.CPUINFO: {"avx512f", "avx512_bf16"})
+    monkeypatch.setattr(hardware.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(hardware, "_cpu_capability", lambda: "AVX512")
+    assert cpu_native_bf16() == (True, "the CPU has avx512_bf16")
+    monkeypatch.setattr(hardware, "_cpu_capability", lambda: "AVX2")
+    native, evidence = cpu_native_bf16()
+    assert not native and "AVX2 kernels" in evidence
+    assert resolve_precision("auto").dtype == "float32"
+
+
 def test_unreadable_flags_mean_float32(tmp_path, monkeypatch):
     """No /proc/cpuinfo (macOS, a container without it): the flags are unknown, so auto takes float32."""
     assert read_cpu_flags(tmp_path / "missing") is None

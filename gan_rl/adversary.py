@@ -196,8 +196,9 @@ class DiscriminatorTrainer:
         self.rounds = 0
         self.skipped_rounds = 0
         self.last_stats: RoundStats | None = None
-        # loss bradley_terry: the latest real response's features for each prompt (a generation's partner).
-        self._real_by_prompt: OrderedDict[str, Any] = OrderedDict()
+        # loss bradley_terry: the latest real response for each prompt (a generation's partner), as (its
+        # features, its pair); per process, like the buffer, and checkpointed with it (partners_state).
+        self._real_by_prompt: OrderedDict[str, tuple[Any, Pair]] = OrderedDict()
         if world_size() > 1:
             for tensor in discriminator.state_dict().values():
                 dist.broadcast(tensor, src=0)
@@ -219,7 +220,7 @@ class DiscriminatorTrainer:
     def _remember_real(self, features: list[Any], pairs: list[Pair | None]) -> None:
         for feature, pair in zip(features, pairs, strict=True):
             if pair is not None:
-                self._real_by_prompt[pair.prompt_text] = feature
+                self._real_by_prompt[pair.prompt_text] = (feature, pair)
                 self._real_by_prompt.move_to_end(pair.prompt_text)
         while len(self._real_by_prompt) > PARTNER_CAPACITY:
             self._real_by_prompt.popitem(last=False)
@@ -229,7 +230,7 @@ class DiscriminatorTrainer:
         (pairs not recorded, prompt not seen) are left out."""
         known = self._real_by_prompt
         return [
-            (feature, known[pair.prompt_text])
+            (feature, known[pair.prompt_text][0])
             for feature, pair in zip(generated, pairs, strict=True)
             if pair is not None and pair.prompt_text in known
         ]
@@ -434,3 +435,18 @@ class DiscriminatorTrainer:
     def load_state(self, state: dict[str, Any]) -> None:
         self.rounds = int(state.get("rounds", 0))
         self.skipped_rounds = int(state.get("skipped_rounds", 0))
+
+    def partners_state(self) -> list[dict[str, Any]]:
+        """This process's Bradley-Terry partners as JSON-able pairs, oldest first: without them a resumed
+        run would drop the replayed generations whose prompt's real response it has not met again (the
+        uninterrupted run keeps them), and would no longer be the same run."""
+        return [asdict(pair) for _, pair in self._real_by_prompt.values()]
+
+    def load_partners(self, pairs: list[dict[str, Any]], featurize: Callable[..., list[Any]]) -> None:
+        """Restore :meth:`partners_state`; ``featurize`` (the discriminator's) rebuilds the features. Called
+        on every process, with an empty list too (under ZeRO-3 / FSDP featurizing is a collective)."""
+        restored = [Pair(**p) for p in pairs]
+        features = featurize(restored, cache=True)
+        self._real_by_prompt = OrderedDict(
+            (pair.prompt_text, (feature, pair)) for feature, pair in zip(features, restored, strict=True)
+        )

@@ -65,10 +65,15 @@ def buffer_file(directory: str | Path, process: int | None = None) -> Path:
     return Path(directory) / f"buffer.rank{rank() if process is None else process}.json"
 
 
-def save_buffers(directory: str | Path, buffer: SampleBuffer) -> None:
+def save_buffers(
+    directory: str | Path, buffer: SampleBuffer, trainer: DiscriminatorTrainer | None = None
+) -> None:
     """Every process's buffer as text, written by the main process (a collective): a resumed run
-    replays the same past generations."""
-    states = gather_to_main(buffer.state())
+    replays the same past generations, with the same Bradley-Terry partners (``trainer``'s, per process)."""
+    state = buffer.state()
+    if trainer is not None:
+        state["partners"] = trainer.partners_state()
+    states = gather_to_main(state)
     if states is None:
         return
     Path(directory).mkdir(parents=True, exist_ok=True)
@@ -117,6 +122,8 @@ def load_discriminator(
         path = buffer_file(directory)
         state = json.loads(path.read_text()) if path.is_file() else buffer.state()
         buffer.load_state(state, trainer.discriminator.featurize)
+        # Absent (a checkpoint from before partners were saved, or another loss): none, as before.
+        trainer.load_partners(state.get("partners") or [], trainer.discriminator.featurize)
 
 
 class DiscriminatorCallback(TrainerCallback):
@@ -290,7 +297,7 @@ class DiscriminatorCallback(TrainerCallback):
         a kill part-way leaves a checkpoint without ``discriminator/`` (incomplete), never a partial one."""
         checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         staging = checkpoint / f"{DISCRIMINATOR_DIR}{PARTIAL_SUFFIX}"
-        save_buffers(staging, self.buffer)
+        save_buffers(staging, self.buffer, self.disc_trainer)
         if state.is_world_process_zero:
             save_discriminator(staging, self.disc_trainer, self.reward)
             final = checkpoint / DISCRIMINATOR_DIR

@@ -47,8 +47,15 @@ STATEFUL = {"replay_size": 8, "replay_fraction": 0.5, "real_pool_size": 16, "cac
 
 @pytest.mark.parametrize(
     "extra",
-    [{}, {"sft_loss": {"coef": 0.5, "batch_size": 4}}, {"discriminator": {"loss": "bradley_terry"}}],
-    ids=["bce", "sft-term", "bradley-terry"],
+    [
+        {},
+        {"sft_loss": {"coef": 0.5, "batch_size": 4}},
+        {"discriminator": {"loss": "bradley_terry"}},
+        # A real pool too small to hold the replayed generations' prompts: their partners come from the
+        # checkpointed partner map alone (without it the resumed run drops those pairs).
+        {"discriminator": {"loss": "bradley_terry", "real_pool_size": 1}},
+    ],
+    ids=["bce", "sft-term", "bradley-terry", "bradley-terry-small-pool"],
 )
 def test_resumed_run_is_bit_identical_to_the_uninterrupted_one(tmp_path, recipe_factory, extra):
     """Defect 6: the real-feature cache, replay, pool, the SFT term's draws and Bradley-Terry partners

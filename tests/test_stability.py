@@ -242,3 +242,41 @@ def test_bradley_terry_needs_real_partners_and_rejects_label_smoothing(generator
                 "discriminator": {"loss": "bradley_terry", "label_smoothing": 0.1},
             }
         )
+
+
+def test_bradley_terry_partners_travel_with_the_checkpoint(generator, tmp_path):
+    """The partner map (the latest real response per prompt) is saved with the buffers and restored in
+    order, features rebuilt bit for bit; a checkpoint written before partners were saved loads none."""
+    from gan_rl.callback import buffer_file, load_discriminator, save_buffers, save_discriminator
+
+    disc = make_head(generator, loss="bradley_terry", max_accuracy=1.0)
+    trainer, buffer = DiscriminatorTrainer(disc, disc.config), SampleBuffer(replay_size=8)
+    fill(buffer, disc)
+    assert trainer.train_round(buffer, updates=2) is not None
+    saved = trainer.partners_state()
+    latest = {}  # the latest real response per prompt, in the order last seen
+    for pair in REAL[:16]:
+        latest.pop(pair.prompt_text, None)
+        latest[pair.prompt_text] = pair.response
+    assert [(p["prompt_text"], p["response"]) for p in saved] == list(latest.items())
+    reward = DiscriminatorReward(disc, buffer, disc.config.reward)
+    save_discriminator(tmp_path, trainer, reward)
+    save_buffers(tmp_path, buffer, trainer)
+
+    fresh = make_head(generator, loss="bradley_terry", max_accuracy=1.0)
+    restored = DiscriminatorTrainer(fresh, fresh.config)
+    load_discriminator(
+        tmp_path, restored, DiscriminatorReward(fresh, SampleBuffer(8), fresh.config.reward), SampleBuffer(8)
+    )
+    assert restored.partners_state() == saved
+    for key, (feature, pair) in trainer._real_by_prompt.items():
+        got, got_pair = restored._real_by_prompt[key]
+        assert got_pair == pair and all(torch.equal(got[k], feature[k]) for k in feature)
+
+    state = json.loads(buffer_file(tmp_path).read_text())
+    del state["partners"]
+    buffer_file(tmp_path).write_text(json.dumps(state))
+    load_discriminator(
+        tmp_path, restored, DiscriminatorReward(fresh, SampleBuffer(8), fresh.config.reward), SampleBuffer(8)
+    )
+    assert restored.partners_state() == []

@@ -23,6 +23,10 @@ from gan_rl.synthetic import POSITIVE, polarity_of
 
 pytestmark = pytest.mark.slow
 
+# The floors a working run must reach. Each sits well below the worst of 8 draws (seeds 0-3, each with
+# PyTorch's AVX512 and AVX2 kernels) measured by benchmarks/controlled_seeds.py for ppo, reinforce and
+# gumbel with KL (results/controlled-seeds/; tests/README.md): positive >= 0.94, distinct-2 >= 0.77 of the
+# real posts', 6 adjectives, >= 277 rounds trained. A new CPU is one more draw from that spread.
 TARGET = 0.8  # fraction of positive posts the trained generator must reach
 DIVERSITY_FLOOR = 0.6  # distinct-2 at least this share of the real posts' own (~0.2 on 128 posts)
 MIN_ADJECTIVES = 4  # of the 6 positive adjectives, in 128 samples: no collapse onto one word
@@ -182,7 +186,7 @@ def run_gumbel(
 def test_gumbel_with_kl_reaches_the_same_floors(mixed_base, tmp_path):
     """Back-propagation through soft Gumbel-softmax tokens (tau 1) with a KL of 0.1 to the starting
     generator (``gumbel: {beta: 0.1}``; the policy-gradient runs above use 0.02) reaches the floors of
-    ppo and reinforce: measured 0.98 positive, distinct-2 0.207 against the real posts' 0.206, 6 of 6
+    ppo and reinforce: over 8 draws 0.95-0.98 positive, distinct-2 0.77-1.43 of the real posts', 6 of 6
     adjectives (docs/gumbel.md)."""
     fraction, distinct, real_distinct, adjectives, summary = run_gumbel(
         mixed_base, tmp_path, "gumbel-kl", {"beta": 0.1}
@@ -195,14 +199,21 @@ def test_gumbel_with_kl_reaches_the_same_floors(mixed_base, tmp_path):
     assert summary["disc_rounds"] >= 100
 
 
-def test_gumbel_straight_through_collapses_as_in_rlgaf(mixed_base, tmp_path):
-    """Straight-through tokens with the policy-gradient runs' small KL (0.02) collapse into repeated
-    adjectives, RLGAF's failure: the property is reached (measured 0.91 positive) but distinct-2 falls to
-    0.03 (real 0.21) and the discriminator wins (most rounds skipped by the guard). Pinned with margin;
-    if it stops collapsing, update docs/gumbel.md."""
-    fraction, distinct, real_distinct, _, summary = run_gumbel(
+def test_gumbel_straight_through_fails_as_in_rlgaf(mixed_base, tmp_path):
+    """Straight-through tokens with the policy-gradient runs' small KL (0.02) fail, RLGAF's finding: the
+    discriminator wins (the accuracy guard skips a large share of its rounds) and the run misses the
+    floors that the KL run above reaches. *How* it fails is chaotic and differs from CPU to CPU: collapse
+    into repeated adjectives (seed 0 with AVX512 kernels: 0.91 positive, distinct-2 0.03 against the real
+    posts' 0.21), the same with fewer positives (seed 0 with AVX2 kernels: 0.60), or short degenerate posts
+    (seed 1: 0.42 positive; seeds 2-3: none). So the test asserts the failure, not its form. Over 8 draws
+    (seeds 0-3, AVX512 and AVX2 kernels; benchmarks/controlled_seeds.py, docs/gumbel.md) every
+    straight-through run missed the floors and the guard skipped 73-234 of 301 rounds, where the working
+    runs (ppo, reinforce, gumbel with KL) skipped at most 24."""
+    fraction, distinct, real_distinct, adjectives, summary = run_gumbel(
         mixed_base, tmp_path, "gumbel-st", {"straight_through": True}
     )
-    assert fraction >= 0.7
-    assert distinct <= 0.3 * real_distinct  # collapse: far below the 0.6 floor
-    assert summary["disc_skipped_rounds"] >= 100  # the discriminator tells them apart: its guard skips
+    reached = (
+        fraction >= TARGET and distinct >= DIVERSITY_FLOOR * real_distinct and adjectives >= MIN_ADJECTIVES
+    )
+    assert not reached, "straight-through reached the floors: update docs/gumbel.md and this test"
+    assert summary["disc_skipped_rounds"] >= 50  # the discriminator wins: the guard skips its rounds

@@ -329,8 +329,8 @@ class DiscriminatorTrainer:
         generated_pairs, real_pairs = list(buffer.fresh_generated_pairs), list(buffer.fresh_real_pairs)
         generated, real = buffer.take_fresh()
         if self.paired:
-            # Each generation with a real response to its own prompt (the pool first: after a resume it
-            # holds the prompts of earlier rounds' replayed generations).
+            # Each generation with a real response to its own prompt: the pool's first, then this step's
+            # (the latest real response per prompt wins; the map is checkpointed, partners_state).
             self._remember_real(buffer.real_pool, buffer.real_pool_pairs)
             self._remember_real(real, real_pairs)
             fresh, past = (

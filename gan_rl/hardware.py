@@ -109,7 +109,9 @@ def cpu_native_bf16(flags: set[str] | None = None) -> tuple[bool, str]:
 def cuda_native_bf16() -> bool:
     import torch
 
-    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    # including_emulation=False: by default torch answers True on a GPU that only emulates bfloat16
+    # (a T4 or V100: it can hold bf16 tensors), exactly the case auto must avoid.
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False))
 
 
 def uses_cuda(use_cpu: bool = False) -> bool:

@@ -150,6 +150,16 @@ class StopRequest:
                 signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
+def at_generation_boundary(args: Any, global_step: int) -> bool:
+    """Whether TRL's GRPO/RLOO trainers sample afresh right after optimizer step ``global_step``: they
+    generate once per ``steps_per_generation x num_iterations`` micro-steps and reuse the samples in
+    between (in memory only). Trainers without those settings (SFT) are at a boundary after every step."""
+    accumulation = max(int(getattr(args, "gradient_accumulation_steps", 1) or 1), 1)
+    per_generation = int(getattr(args, "steps_per_generation", None) or accumulation)
+    every = per_generation * max(int(getattr(args, "num_iterations", 1) or 1), 1)
+    return (global_step * accumulation) % every == 0
+
+
 class PreemptionCallback(TrainerCallback):
     """At the end of an optimizer step after a stop signal: a checkpoint, then the end of training.
 
@@ -169,6 +179,7 @@ class PreemptionCallback(TrainerCallback):
         self.request = StopRequest()
         self.signum = 0  # the stop every process agreed on (0: none yet)
         self.checkpoint: Path | None = None  # the checkpoint written for it
+        self.deferred = False  # the stop waits for the end of TRL's generation cycle
 
     def signals(self) -> contextlib.AbstractContextManager[StopRequest]:
         """The signal handlers, installed for the duration of training (:meth:`StopRequest.installed`)."""
@@ -182,6 +193,19 @@ class PreemptionCallback(TrainerCallback):
             # Training ends with this step anyway: the final model and summary are quicker than a
             # checkpoint and a resume, and transformers would train one step too many resuming from a
             # checkpoint of the last step. raise_if_stopped says so.
+            return control
+        if signum and not at_generation_boundary(args, state.global_step):
+            # TRL's GRPO/RLOO sample once per steps_per_generation x num_iterations micro-steps and keep
+            # the samples in memory, not in checkpoints: a checkpoint inside that cycle would resume with
+            # fresh samples, another run. Stop at the cycle's end (at most num_iterations - 1 more steps;
+            # every process computes the same answer).
+            if not self.deferred:
+                logger.warning(
+                    "%s: finishing TRL's generation cycle (num_iterations / steps_per_generation) first, "
+                    "so that the checkpoint resumes the same run.",
+                    signal_name(signum),
+                )
+                self.deferred = True
             return control
         if signum:
             self.signum = signum

@@ -87,7 +87,6 @@ def run_sft(
             "to be re-quantized); run 'gan-rl sft' without quantization, or drop the warm start."
         )
     args = build_sft_config(recipe)
-    recipe, precision = with_resolved_dtype(recipe, args.use_cpu)  # model.dtype: auto -> this machine's
     setup_distributed(args, "sft")  # FSDP that accelerate would drop here: an error before loading
     out = Path(args.output_dir)
     resume_path, raw = open_run(recipe, out, resume, overwrite, field="sft.output_dir", discriminator=False)
@@ -96,6 +95,9 @@ def run_sft(
     train_ds = sft_dataset(raw["train"], recipe, chat)
     eval_ds = sft_dataset(raw["test"], recipe, chat) if "test" in raw else None
 
+    # model.dtype: auto -> this machine's (after recipe.yaml, which keeps "auto": a warm start that reuses
+    # this run compares recipes, and its own rule gives the same dtype and trainer.bf16 as here).
+    recipe, precision = with_resolved_dtype(recipe, args.use_cpu)
     model = load_generator(recipe.model, checkpoint)
     stop = PreemptionCallback()  # SIGTERM / Ctrl-C: a checkpoint after the current step, then Preempted
     trainer = SFTTrainer(
@@ -187,7 +189,10 @@ def check_same_sft_recipe(out: Path, recipe: Recipe) -> None:
     current = recipe.to_dict()
     for sections in (saved, current):  # whether the recipe asks for the warm start changes no weights
         if isinstance(sections.get("model"), dict):
-            sections["model"] = {k: v for k, v in sections["model"].items() if k != "warm_start"}
+            # nor the dtype it trained in (``auto`` resolves per machine; the weights are what they are)
+            sections["model"] = {
+                k: v for k, v in sections["model"].items() if k not in ("warm_start", "dtype")
+            }
     changed = [name for name in ("model", "data", "sft") if saved.get(name) != current[name]]
     if changed:
         raise RecipeError(

@@ -208,14 +208,15 @@ def preflight(
     preflight of this run's checkpoints (:func:`gan_rl.sft.warm_start`).
     """
     args = build_trainer_config(recipe, algorithm, remove_unused_columns=False)
-    # model.dtype: auto -> the dtype this machine runs natively (logged once, recorded in the summary).
-    recipe, precision = with_resolved_dtype(recipe, args.use_cpu)
     # The distributed state, the trainer's way (use_cpu, backend), before we use it; an FSDP request that
     # accelerate would drop here is an error now, before anything loads (DeepSpeed's: in the config build).
     setup_distributed(args)
     out = Path(args.output_dir)
     resume_path, raw = open_run(recipe, out, resume, overwrite, fresh_discriminator=fresh_discriminator)
     recipe = warm_start(recipe)  # model.warm_start: sft -> the generator is the SFT result (run it first)
+    # model.dtype: auto -> the dtype this machine runs natively (logged once, recorded in the summary).
+    # After the warm start, which resolves "auto" by the same rule for its own weights and sft.bf16.
+    recipe, precision = with_resolved_dtype(recipe, args.use_cpu)
     # Checkpoint names resolve now (a local path must exist), so a typo stops the run before any loading.
     checkpoints = preflight_checkpoints(recipe, out)
     return Preflight(recipe, args, out, resume_path, raw, checkpoints, precision)

@@ -25,6 +25,8 @@ NATIVE, EMULATED = {"avx512_bf16"}, {"avx2"}
 def cpu_only(monkeypatch):
     """Every case as on a machine without a GPU (CI's), whatever this one has."""
     monkeypatch.setattr(hardware, "uses_cuda", lambda use_cpu=False: False)
+    # PyTorch's own kernels as the flags say (ATEN_CPU_CAPABILITY=avx2 would cap them: tested below).
+    monkeypatch.setattr(hardware, "_cpu_capability", lambda: "AVX512")
     hardware._warn_once.cache_clear()
     hardware._info_once.cache_clear()
 
@@ -128,6 +130,16 @@ def test_trl_bf16_follows_the_weights_when_unset(monkeypatch, flags, lora):
     expected = "bfloat16" if (flags is NATIVE and lora) else "float32"
     assert resolved.model.dtype == precision.dtype == expected
     assert recipe.model.dtype == "auto"  # the recipe itself is left as written
+
+
+def test_a_gpu_that_only_emulates_bfloat16_is_not_native(monkeypatch):
+    """torch.cuda.is_bf16_supported() says True on a T4 or V100 by default (it can hold bf16 tensors):
+    asked without emulation, as here, it says False."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert hardware.cuda_native_bf16() is False
 
 
 def test_an_explicit_bf16_is_kept(monkeypatch):

@@ -134,21 +134,29 @@ def test_the_callback_saves_stops_and_raises_after_a_signal(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("algorithm", "trainer"),
-    [("ppo", {}), ("gumbel", {"per_device_train_batch_size": 4})],  # gumbel: its backward is the slow part
+    ("algorithm", "trainer", "steps", "signal_at", "stop_at"),
+    [
+        ("ppo", {}, 3, 2, 2),
+        ("gumbel", {"per_device_train_batch_size": 4}, 3, 2, 2),  # gumbel: its backward is the slow part
+        # PPO epochs: TRL samples every second step and keeps the samples in memory only, so a signal in
+        # step 1 stops after step 2, where a checkpoint resumes the same run.
+        ("ppo", {"num_iterations": 2}, 4, 1, 2),
+    ],
+    ids=["ppo", "gumbel", "ppo-num-iterations-2"],
 )
-def test_stopped_run_resumes_to_the_uninterrupted_one(tmp_path, recipe_factory, algorithm, trainer):
-    """SIGTERM during a step with save_strategy 'no': a checkpoint of that step, complete (generator,
-    optimizer, discriminator, buffers), no final model, no summary, exit 143; ``--resume`` then ends
-    bit-identical to a run that was never stopped."""
-    steps, stop_at = 3, 2
+def test_stopped_run_resumes_to_the_uninterrupted_one(
+    tmp_path, recipe_factory, algorithm, trainer, steps, signal_at, stop_at
+):
+    """SIGTERM during a step with save_strategy 'no': a checkpoint of that step (or of the end of TRL's
+    generation cycle), complete (generator, optimizer, discriminator, buffers), no final model, no
+    summary, exit 143; ``--resume`` then ends bit-identical to a run that was never stopped."""
     recipe = recipe_factory(
         trainer={"max_steps": steps, **trainer},
         discriminator={"replay_size": 8, "replay_fraction": 0.5, "real_pool_size": 16, "cache_size": 64},
     )
     out = tmp_path / "out"
     checkpoint = out / f"checkpoint-{stop_at}"
-    with signal_during_step(stop_at):
+    with signal_during_step(signal_at):
         result = invoke(algorithm, str(recipe), "--samples", "0")
     assert result.exit_code == 143, result.output
     assert stop_line(result.output) == (

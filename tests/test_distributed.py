@@ -328,7 +328,7 @@ def test_a_restored_buffer_runs_the_encoder_even_without_a_saved_state(generator
 
     disc.featurize = counting  # type: ignore[method-assign]
     load_discriminator(tmp_path, trainer, reward, SampleBuffer(replay_size=4))
-    assert seen == [0, 0, 0, 0]
+    assert seen == [0, 0, 0, 0, 0]  # the buffer's four groups and the Bradley-Terry partners
 
 
 def test_sampling_settings_follow_the_recipe_when_trl_has_none(caplog):

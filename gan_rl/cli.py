@@ -84,6 +84,28 @@ def _print_summary(summary, console) -> None:
             click.echo(f"  {name:<7} {sample[name]}")
 
 
+TEMPERATURE_OPTION = click.option(
+    "--temperature",
+    default=None,
+    metavar="T[,T...]",
+    help="Sampling temperature(s), comma-separated (sets evaluate.temperatures), e.g. 0.7,0.85,1.0.",
+)
+
+
+def _temperature_override(value: str | None) -> list[str]:
+    """``--temperature 0.7,0.85`` as the override ``evaluate.temperatures=[0.7, 0.85]``."""
+    if value is None:
+        return []
+    parts = [p.strip() for p in value.split(",")]
+    try:
+        numbers = [float(p) for p in parts]
+    except ValueError:
+        raise RecipeError(
+            f"--temperature {value!r}: expected positive numbers separated by commas, e.g. 0.7,0.85,1.0."
+        ) from None
+    return [f"evaluate.temperatures=[{', '.join(repr(t) for t in numbers)}]"]
+
+
 def _resume_command(command: str, recipe: str, sets: list[str], output_dir: str | None, *extra: str) -> str:
     """The command that resumes a stopped run: this one with ``--resume`` (the latest checkpoint) in place
     of ``--resume PATH``, and without ``--overwrite`` (which would delete the run) or
@@ -218,8 +240,14 @@ def sft(recipe: str, overrides: tuple[str, ...], output_dir: str | None, resume,
         click.echo(
             f"gan-rl sft: finished {summary.steps} steps in {summary.seconds:.1f} s; train loss {losses}"
         )
+        if summary.best_step is not None:
+            ended = "early stopping ended the run; " if summary.stopped_early else ""
+            click.echo(
+                f"validation loss: best {summary.best_validation_loss:.3f} at step {summary.best_step} "
+                f"({ended}{len(summary.validation_losses)} evaluations)"
+            )
         if summary.eval_loss is not None:
-            click.echo(f"held-out loss: {summary.eval_loss:.3f}")
+            click.echo(f"held-out (test) loss: {summary.eval_loss:.3f}")
         click.echo(f"outputs: {summary.output_dir}")
 
 
@@ -232,11 +260,15 @@ def sft(recipe: str, overrides: tuple[str, ...], output_dir: str | None, resume,
     help="A generator directory (full model or LoRA adapter), or a .gguf file (e.g. the untrained base model).",
 )
 @click.option("--output", default=None, help="JSONL file to write (default: MODEL/generations.jsonl).")
+@TEMPERATURE_OPTION
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
-def generate(recipe: str, model_path: str, output: str | None, overrides: tuple[str, ...]) -> None:
-    """Sample one response per held-out prompt (data.test) with the settings of 'evaluate:' into JSONL."""
+def generate(
+    recipe: str, model_path: str, output: str | None, temperature: str | None, overrides: tuple[str, ...]
+) -> None:
+    """Sample one response per held-out prompt (data.test) with the settings of 'evaluate:' into JSONL
+    (one row per prompt and temperature)."""
     try:
-        parsed = load_recipe(recipe, list(overrides))
+        parsed = load_recipe(recipe, [*overrides, *_temperature_override(temperature)])
         _quiet_libraries()
         from gan_rl.evaluate import generate as run_generate
 
@@ -260,14 +292,20 @@ def generate(recipe: str, model_path: str, output: str | None, overrides: tuple[
 @click.option(
     "--output-dir", default=None, help="Where the report goes (default: trainer.output_dir + '-eval')."
 )
+@TEMPERATURE_OPTION
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 def evaluate(
-    recipe: str, models: tuple[str, ...], output_dir: str | None, overrides: tuple[str, ...]
+    recipe: str,
+    models: tuple[str, ...],
+    output_dir: str | None,
+    temperature: str | None,
+    overrides: tuple[str, ...],
 ) -> None:
     """Compare generators on the held-out split with metrics no training sees: a classifier two-sample
-    test, Fréchet distance of sentence embeddings, diversity, length, and an optional domain judge."""
+    test, MAUVE and Fréchet distance of sentence embeddings, diversity, length, and an optional domain
+    judge; with several temperatures, each model's quality-diversity curve."""
     try:
-        parsed = load_recipe(recipe, list(overrides))
+        parsed = load_recipe(recipe, [*overrides, *_temperature_override(temperature)])
         _quiet_libraries()
         from gan_rl.evaluate import REPORT_FILE
         from gan_rl.evaluate import evaluate as run_evaluate
@@ -285,9 +323,12 @@ def _print_evaluation(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from gan_rl.evaluate import COLUMNS, _fmt
+    from gan_rl.evaluate import COLUMNS, REAL_LABEL, _fmt
 
     results = report["results"]
+    if report.get("best_temperature"):  # several temperatures: each model at its best (all in report.md)
+        best = {f"{m}@{b['temperature']:g}": results[b["row"]] for m, b in report["best_temperature"].items()}
+        results = {REAL_LABEL: results[REAL_LABEL], **best}
     columns = [c for c in COLUMNS if any(c[0] in r for r in results.values())]
     # One column per model (few) and one row per metric (many): fits a narrow terminal.
     table = Table(title=f"gan-rl evaluate: {report['held_out_prompts']} held-out prompts")

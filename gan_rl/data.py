@@ -133,20 +133,63 @@ def check_columns(ds: Dataset, data: DataSettings, where: str) -> None:
 
 
 def load_raw_splits(recipe: Recipe) -> dict[str, Dataset]:
-    """Both splits, checked and limited, before any tokenizer or model is loaded."""
+    """The splits (``train``, and ``test`` / ``validation`` when the recipe has them), checked and limited,
+    before any tokenizer or model is loaded.
+
+    ``data.validation_fraction`` carves the validation rows out of the whole train source first (shuffled
+    with the recipe's seed, so every command of a recipe sees the same split and none trains on them),
+    then ``max_train_samples`` / ``max_validation_samples`` cap what is left.
+    """
     data = recipe.data
     splits = {"train": (data.train, data.max_train_samples)}
     if data.test is not None:
         splits["test"] = (data.test, data.max_test_samples)
+    if data.validation is not None:
+        splits["validation"] = (data.validation, data.max_validation_samples)
     out = {}
     for name, (source, limit) in splits.items():
         where = f"data.{name}"
         ds = load_source(source, recipe, where)
         check_columns(ds, data, where)
-        if limit is not None:
-            ds = ds.select(range(min(limit, len(ds))))
-        out[name] = drop_rows_without_text(ds, data, where, source_name(source, recipe))
-    return out
+        if name == "train" and data.validation_fraction is not None:
+            ds, validation = carve_validation(ds, data.validation_fraction, recipe_seed(recipe))
+            out["validation"] = drop_rows_without_text(
+                cap(validation, data.max_validation_samples),
+                data,
+                "data.validation_fraction",
+                source_name(source, recipe),
+            )
+        out[name] = drop_rows_without_text(cap(ds, limit), data, where, source_name(source, recipe))
+    return {name: out[name] for name in ("train", "validation", "test") if name in out}
+
+
+def cap(ds: Dataset, limit: int | None) -> Dataset:
+    """The first ``limit`` rows (all when None)."""
+    return ds if limit is None else ds.select(range(min(limit, len(ds))))
+
+
+def recipe_seed(recipe: Recipe) -> int:
+    """The recipe's seed: ``trainer.seed`` (TRL's default 42 when unset), which ``gan-rl sft`` shares."""
+    seed = recipe.trainer.get("seed", 42)
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else 42
+
+
+def carve_validation(ds: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """(train, validation): ``fraction`` of the rows, at least one, drawn with ``seed``; the rest train, in
+    their original order (so ``max_train_samples`` still takes the file's first rows of what is left)."""
+    n_val = max(1, round(len(ds) * fraction))
+    if n_val >= len(ds):
+        raise RecipeError(
+            f"data.validation_fraction: {fraction} of {len(ds)} training rows leaves none to train on; "
+            "use a smaller fraction or give data.validation."
+        )
+    import numpy as np
+
+    order = np.random.default_rng(seed).permutation(len(ds))
+    validation = sorted(order[:n_val].tolist())
+    chosen = set(validation)
+    train = [i for i in range(len(ds)) if i not in chosen]
+    return ds.select(train), ds.select(validation)
 
 
 def source_name(source: DataSource, recipe: Recipe) -> str:

@@ -5,6 +5,12 @@ settings; its responses are compared with the real ones by metrics that no part 
 (:mod:`gan_rl.metrics`). A reference row does the same for real responses of the training split, so each
 number comes with the value that "as real as the data itself" would get (two-sample accuracy ~0.5, the
 Fréchet distance of two real samples, the real data's own diversity).
+
+With several sampling temperatures (``evaluate.temperatures``, ``--temperature 0.7,0.85,1.0``) every model
+is sampled at each, and the report draws its quality-diversity curve: distance to the real responses
+against diversity, one point per temperature. A model is then compared with another at its best
+temperature, as "Language GANs falling short" (Caccia et al., ICLR 2020) showed a fair comparison needs:
+a tuned temperature alone moved plain MLE past every text GAN of its time.
 """
 
 from __future__ import annotations
@@ -22,12 +28,15 @@ import torch
 
 from gan_rl.data import format_prompt, load_raw_splits, load_source, uses_chat_format
 from gan_rl.metrics import (
+    MAUVE_SETTINGS,
     TOKEN_PATTERN,
     TextEncoder,
     distinct_n,
     frechet_distance,
     judge_shift,
     length_stats,
+    mauve_available,
+    mauve_score,
     ngram_features,
     self_bleu,
     two_sample_accuracy,
@@ -64,15 +73,21 @@ def held_out(recipe: Recipe) -> tuple[list[str], list[str], list[str]]:
 
 
 def sample_responses(
-    model: Any, tokenizer: Any, recipe: Recipe, prompts: list[str], settings: EvaluateSettings
+    model: Any,
+    tokenizer: Any,
+    recipe: Recipe,
+    prompts: list[str],
+    settings: EvaluateSettings,
+    temperature: float | None = None,
 ) -> list[str]:
-    """One sampled response per prompt, with the prompt formatted as in training (chat or plain)."""
+    """One sampled response per prompt, with the prompt formatted as in training (chat or plain), at
+    ``temperature`` (default ``settings.temperature``); the same seed at every temperature."""
     chat = uses_chat_format(recipe.data, tokenizer)
     template_kwargs = recipe.trainer.get("chat_template_kwargs") or {}  # as in training
     torch.manual_seed(settings.seed)
     sampling = {
         "do_sample": True,
-        "temperature": settings.temperature,
+        "temperature": settings.temperature if temperature is None else temperature,
         "top_p": settings.top_p,
         "max_new_tokens": settings.max_new_tokens,
         "pad_token_id": tokenizer.pad_token_id,
@@ -84,16 +99,26 @@ def sample_responses(
     return [text.strip() for text, _ in completions]
 
 
-def write_jsonl(path: Path, prompts: list[str], reals: list[str], generated: list[str]) -> Path:
+Generations = dict[float, list[str]]  # temperature -> one response per held-out prompt
+
+
+def write_jsonl(path: Path, prompts: list[str], reals: list[str], generated: Generations) -> Path:
+    """One row per (temperature, prompt): ``prompt``, ``real``, ``generated``, ``temperature``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as f:
-        for p, r, g in zip(prompts, reals, generated, strict=True):
-            f.write(json.dumps({"prompt": p, "real": r, "generated": g}) + "\n")
+    tmp = path.with_name(path.name + ".tmp")  # a complete file or none: written aside, then renamed
+    with tmp.open("w") as f:
+        for temperature, texts in generated.items():
+            for p, r, g in zip(prompts, reals, texts, strict=True):
+                row = {"prompt": p, "real": r, "generated": g, "temperature": temperature}
+                f.write(json.dumps(row) + "\n")
+    tmp.replace(path)
     return path
 
 
-def read_jsonl(path: Path, prompts: list[str]) -> list[str]:
-    """Responses written by ``gan-rl generate``; they must answer the same held-out prompts."""
+def read_jsonl(path: Path, prompts: list[str], temperatures: list[float]) -> Generations:
+    """Responses written by ``gan-rl generate`` at each of ``temperatures``; they must answer the same
+    held-out prompts. A file from before temperatures were recorded counts as sampled at the one
+    temperature asked for."""
     rows = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
@@ -107,35 +132,54 @@ def read_jsonl(path: Path, prompts: list[str]) -> list[str]:
                 f"--model {path}: line {number} lacks 'prompt' and 'generated' (write it with gan-rl generate)."
             )
         rows.append(row)
-    by_prompt = [r["prompt"] for r in rows]
-    if by_prompt[: len(prompts)] != prompts:
-        raise RecipeError(
-            f"--model {path}: its prompts are not this recipe's held-out prompts (same data.test, "
-            "evaluate.max_samples and evaluate.seed are needed); generate it again."
-        )
-    return [str(r["generated"]) for r in rows[: len(prompts)]]
+    groups: dict[float | None, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row.get("temperature"), []).append(row)
+    out: Generations = {}
+    for temperature in temperatures:
+        group = groups.get(temperature)
+        if group is None and set(groups) == {None} and len(temperatures) == 1:
+            group = groups[None]
+        if group is None:
+            have = ", ".join(f"{t:g}" for t in groups if t is not None) or "none recorded"
+            raise RecipeError(
+                f"--model {path}: no generations at temperature {temperature:g} (it has: {have}); "
+                f"generate them with --temperature {','.join(f'{t:g}' for t in temperatures)}."
+            )
+        if [r["prompt"] for r in group[: len(prompts)]] != prompts:
+            raise RecipeError(
+                f"--model {path}: its prompts are not this recipe's held-out prompts (same data.test, "
+                "evaluate.max_samples and evaluate.seed are needed); generate it again."
+            )
+        out[temperature] = [str(r["generated"]) for r in group[: len(prompts)]]
+    return out
 
 
-def generations_for(recipe: Recipe, source: str, prompts: list[str]) -> list[str]:
-    """Responses of a generator (a directory or a ``.gguf`` file, sampled now) or of a JSONL file from
-    ``gan-rl generate``."""
+def generations_for(recipe: Recipe, source: str, prompts: list[str]) -> Generations:
+    """Responses of a generator (a directory or a ``.gguf`` file, sampled now, once per temperature of
+    ``evaluate``) or of a JSONL file from ``gan-rl generate``."""
     path = Path(source)
+    temperatures = recipe.evaluate.sampling_temperatures
     if path.suffix == ".jsonl":
         if not path.is_file():
             raise RecipeError(f"--model: no such file: {path}")
-        return read_jsonl(path, prompts)
+        return read_jsonl(path, prompts, temperatures)
     model, tokenizer = load_for_generation(
         path, _device(), recipe.model.trust_remote_code, dtype=recipe.model.dtype
     )
     try:
-        return sample_responses(model, tokenizer, recipe, prompts, recipe.evaluate)
+        return {
+            t: sample_responses(model, tokenizer, recipe, prompts, recipe.evaluate, temperature=t)
+            for t in temperatures
+        }
     finally:
         del model
         gc.collect()
 
 
 def generate(recipe: Recipe, model_path: str, output: str | Path | None = None) -> Path:
-    """``gan-rl generate``: sample the held-out prompts with ``model_path`` into a JSONL file."""
+    """``gan-rl generate``: sample the held-out prompts with ``model_path`` into a JSONL file (at every
+    temperature of ``evaluate``)."""
     if Path(model_path).suffix == ".jsonl":
         raise RecipeError(
             f"--model {model_path}: 'generate' samples from a generator directory, not a JSONL file."
@@ -165,6 +209,26 @@ def parse_models(specs: list[str]) -> dict[str, str]:
     if not models:
         raise RecipeError("--model: give at least one generator to evaluate.")
     return models
+
+
+def result_key(label: str, temperature: float, temperatures: list[float]) -> str:
+    """A results row's name: the model's label, with ``@T`` when several temperatures are compared."""
+    return label if len(temperatures) == 1 else f"{label}@{temperature:g}"
+
+
+def best_temperatures(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each model's best temperature: the lowest embedding two-sample accuracy (the closest to real in
+    the encoder's space), ties to the higher MAUVE. ``{model: {"temperature": T, "row": key}}``."""
+    best: dict[str, tuple[tuple[float, float], float, str]] = {}
+    for key, row in results.items():
+        model = row.get("model")
+        if model is None:
+            continue
+        mauve = row.get("mauve")
+        score = (row["two_sample_acc"], -(mauve if mauve is not None else 0.0))
+        if model not in best or score < best[model][0]:
+            best[model] = (score, row["temperature"], key)
+    return {model: {"temperature": t, "row": key} for model, (_, t, key) in best.items()}
 
 
 def text_metrics(texts: list[str], seed: int) -> dict[str, Any]:
@@ -290,10 +354,16 @@ def domain_judge(
 
 def evaluate(recipe: Recipe, model_specs: list[str], out_dir: str | Path) -> dict[str, Any]:
     """``gan-rl evaluate``: every generator on the held-out prompts; metrics.json, report.md, plots."""
-    from gan_rl.plots import plot_evaluation
+    from gan_rl.plots import plot_evaluation, plot_frontier
 
     settings = recipe.evaluate
     models = parse_models(model_specs)
+    if settings.mauve and not mauve_available():
+        raise RecipeError(
+            "evaluate.mauve: MAUVE needs the mauve-text package, which is not installed; "
+            "pip install 'gan-rl[eval]', or set evaluate.mauve: false."
+        )
+    temperatures = settings.sampling_temperatures
     out = Path(out_dir)
     start = time.time()
     prompts, reals, train_all = held_out(recipe)
@@ -304,16 +374,24 @@ def evaluate(recipe: Recipe, model_specs: list[str], out_dir: str | Path) -> dic
     except ValueError as exc:
         raise RecipeError(f"evaluate.encoder: {exc}") from None
     generated = {label: generations_for(recipe, path, prompts) for label, path in models.items()}
-    for label, texts in generated.items():
-        write_jsonl(out / "generations" / f"{label}.jsonl", prompts, reals, texts)
+    for label, by_temperature in generated.items():
+        write_jsonl(out / "generations" / f"{label}.jsonl", prompts, reals, by_temperature)
 
     real_emb = encoder.encode(reals)
     judged = domain_judge(recipe, train_all[len(reals) :] or train_all, reals, exclude=train_reals)
 
+    rows: dict[str, tuple[str | None, float | None, list[str]]] = {REAL_LABEL: (None, None, train_reals)}
+    for label, by_temperature in generated.items():
+        for t, texts in by_temperature.items():
+            rows[result_key(label, t, temperatures)] = (label, t, texts)
     results: dict[str, dict[str, Any]] = {}
-    for label, texts in {REAL_LABEL: train_reals, **generated}.items():
+    for key, (label, temperature, texts) in rows.items():
         emb = encoder.encode(texts)
         row = {**text_metrics(texts, settings.seed), **compare(reals, real_emb, texts, emb, settings)}
+        if settings.mauve:
+            row["mauve"] = mauve_score(real_emb, emb, seed=settings.seed)
+        if label is not None:
+            row.update(model=label, temperature=temperature)
         if judged is not None:
             judge, facts = judged
             row["judge_prob_target"] = judge.prob_target(texts)
@@ -321,10 +399,22 @@ def evaluate(recipe: Recipe, model_specs: list[str], out_dir: str | Path) -> dic
                 row["judge_shift"] = judge_shift(
                     row["judge_prob_target"], facts["p_target_real"], facts["p_contrast_real"]
                 )
-        results[label] = row
+        results[key] = row
     report = {
         "models": models,
         "settings": asdict(settings),
+        "temperatures": temperatures,
+        "best_temperature": best_temperatures(results) if len(temperatures) > 1 else None,
+        "mauve": (
+            {
+                "features": settings.encoder,
+                "texts_per_side": len(prompts),
+                "seed": settings.seed,
+                **MAUVE_SETTINGS,
+            }
+            if settings.mauve
+            else None
+        ),
         "held_out_prompts": len(prompts),
         "test_real": text_metrics(reals, settings.seed),
         "judge": judged[1] if judged is not None else None,
@@ -334,6 +424,8 @@ def evaluate(recipe: Recipe, model_specs: list[str], out_dir: str | Path) -> dic
     out.mkdir(parents=True, exist_ok=True)
     (out / METRICS_FILE).write_text(json.dumps(report, indent=2, default=_json_default))
     report["plots"] = [str(p) for p in plot_evaluation(results, out)]
+    if len(temperatures) > 1:
+        report["plots"] += [str(p) for p in plot_frontier(results, out)]
     (out / REPORT_FILE).write_text(markdown_report(report, prompts, reals, generated))
     (out / METRICS_FILE).write_text(json.dumps(report, indent=2, default=_json_default))
     return report
@@ -348,6 +440,7 @@ def _json_default(value: Any) -> Any:
 COLUMNS = [
     ("two_sample_acc", "two-sample acc (emb.)", "0.5 = indistinguishable"),
     ("two_sample_acc_ngram", "two-sample acc (n-gram)", "0.5 = indistinguishable"),
+    ("mauve", "MAUVE", "1 = same distribution"),
     ("frechet", "Fréchet dist.", "lower = closer"),
     ("distinct_1", "distinct-1", "real's value"),
     ("distinct_2", "distinct-2", "real's value"),
@@ -368,11 +461,17 @@ def _fmt(value: Any) -> str:
 def markdown_report(report: dict[str, Any], prompts: list[str], reals: list[str], generated: dict) -> str:
     results = report["results"]
     columns = [c for c in COLUMNS if any(c[0] in r for r in results.values())]
+    temperatures = report.get("temperatures") or [report["settings"]["temperature"]]
+    sampled_at = (
+        f"temperature {temperatures[0]:g}"
+        if len(temperatures) == 1
+        else f"at each of the temperatures {', '.join(f'{t:g}' for t in temperatures)} (row MODEL@T)"
+    )
     lines = [
         "# gan-rl evaluation",
         "",
         f"{report['held_out_prompts']} held-out prompts, one sampled response each "
-        f"(temperature {report['settings']['temperature']}, top-p {report['settings']['top_p']}, "
+        f"({sampled_at}, top-p {report['settings']['top_p']}, "
         f"at most {report['settings']['max_new_tokens']} new tokens); sentence encoder "
         f"`{report['settings']['encoder']}`. Every metric compares with the real held-out responses. "
         f"Row `{REAL_LABEL}`: real responses of the training split, the value a generator as real as the "
@@ -384,6 +483,33 @@ def markdown_report(report: dict[str, Any], prompts: list[str], reals: list[str]
     for label, row in results.items():
         lines.append(f"| {label} | " + " | ".join(_fmt(row.get(c[0])) for c in columns) + " |")
     lines += ["", "Reading: " + "; ".join(f"{c[1]}: {c[2]}" for c in columns) + "."]
+    if report.get("best_temperature"):
+        lines += [
+            "",
+            "## At each model's best temperature",
+            "",
+            "Best: the lowest embedding two-sample accuracy of the model's temperatures (ties: the higher "
+            "MAUVE). The quality-diversity plot draws every temperature.",
+            "",
+            "| model | temperature | " + " | ".join(c[1] for c in columns) + " |",
+            "| --- | ---: | " + " | ".join("---:" for _ in columns) + " |",
+        ]
+        for model, best in report["best_temperature"].items():
+            row = results[best["row"]]
+            lines.append(
+                f"| {model} | {best['temperature']:g} | "
+                + " | ".join(_fmt(row.get(c[0])) for c in columns)
+                + " |"
+            )
+    if report.get("mauve"):
+        m = report["mauve"]
+        lines += [
+            "",
+            f"MAUVE: mauve-text on the `{m['features']}` embeddings, {m['texts_per_side']} texts per side, "
+            f"k-means buckets {m['num_buckets']} (n/10), scaling factor {m['mauve_scaling_factor']}, "
+            f"seed {m['seed']}. The score depends on the number of texts and these settings: compare it "
+            "only with scores of equal sample size and settings.",
+        ]
     if report["judge"]:
         j = report["judge"]
         held_out = (
@@ -403,6 +529,10 @@ def markdown_report(report: dict[str, Any], prompts: list[str], reals: list[str]
     lines += ["", "## Samples", ""]
     for i in range(min(5, len(prompts))):
         lines += [f"**prompt** {prompts[i]}", "", f"- real: {reals[i]}"]
-        lines += [f"- {label}: {texts[i]}" for label, texts in generated.items()]
+        lines += [
+            f"- {result_key(label, t, temperatures)}: {texts[i]}"
+            for label, by_temperature in generated.items()
+            for t, texts in by_temperature.items()
+        ]
         lines.append("")
     return "\n".join(lines) + "\n"

@@ -438,3 +438,54 @@ def judge_shift(p_generated: float, p_target_real: float, p_contrast_real: float
     if not math.isfinite(denominator) or abs(denominator) < 1e-8:
         return float("nan")
     return float((p_generated - p_contrast_real) / denominator)
+
+
+# --------------------------------------------------------------------------------------------------
+# MAUVE
+# --------------------------------------------------------------------------------------------------
+
+# The mauve-text package's defaults (Pillutla et al., 2021), written out so that metrics.json records them:
+# a score is comparable with another only at the same settings and the same number of texts per side.
+MAUVE_SETTINGS: dict[str, float | int | str] = {
+    "num_buckets": "auto",  # k-means clusters: n / 10 of the smaller side
+    "kmeans_explained_var": 0.9,  # PCA before k-means keeps this much variance
+    "kmeans_num_redo": 5,
+    "kmeans_max_iter": 500,
+    "divergence_curve_discretization_size": 25,
+    "mauve_scaling_factor": 5,
+}
+
+
+def mauve_available() -> bool:
+    """Whether the mauve-text package (the ``eval`` extra) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("mauve") is not None
+
+
+def mauve_score(real: np.ndarray, generated: np.ndarray, seed: int = 0) -> float:
+    """MAUVE between real (P) and generated (Q) texts, from their feature rows (here the evaluation
+    encoder's sentence embeddings, so no second featurizer is downloaded).
+
+    The area under the divergence frontier of the two quantized distributions: 1.0 when they coincide,
+    toward 0 as they separate; it weighs both kinds of error (generations where real texts are not, real
+    texts the generator never produces). It depends on the number of texts and on ``MAUVE_SETTINGS``:
+    compare scores only at equal sizes and settings.
+    """
+    real, generated = _as_rows("mauve_score", real, generated)
+    if min(len(real), len(generated)) < 2:
+        raise ValueError(f"mauve_score: need at least 2 rows per side, got {len(real)} and {len(generated)}")
+    if not mauve_available():
+        raise ModuleNotFoundError(
+            "mauve_score needs the mauve-text package: pip install 'gan-rl[eval]' (or mauve-text)"
+        )
+    import mauve
+
+    out = mauve.compute_mauve(
+        p_features=real.astype(np.float32),
+        q_features=generated.astype(np.float32),
+        seed=seed,
+        verbose=False,
+        **MAUVE_SETTINGS,
+    )
+    return float(out.mauve)

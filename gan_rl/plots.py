@@ -27,6 +27,7 @@ REAL = "real"
 EVAL_METRICS: list[tuple[str, str, float | None]] = [
     ("two_sample_acc", "two-sample accuracy (0.5 = indistinguishable)", 0.5),
     ("two_sample_acc_ngram", "two-sample accuracy, n-gram (0.5 ideal)", 0.5),
+    ("mauve", "MAUVE to real (1 = same distribution)", None),
     ("frechet", "Fréchet distance to real (lower is better)", None),
     ("length_wasserstein", "length Wasserstein to real (lower is better)", None),
     ("distinct_1", "distinct-1", None),
@@ -120,6 +121,17 @@ def plot_training_curves(log_history: list[dict], out_dir: str | Path) -> list[P
             "completion length (mean, min-max)" if get("completions/min_length") else "completion length"
         )
 
+    def nll(ax: Axes) -> None:  # gan-rl sft: training loss, validation loss and its best step
+        if get("loss"):
+            _plot(ax, get("loss"), label="train", color="C0")
+        validation = get("eval_loss")
+        if validation:
+            _plot(ax, validation, label="validation", color="C1")
+            best = min(validation, key=validation.get)
+            ax.axvline(best, ls="--", color="C1", lw=1, label=f"best (step {best:g})")
+        ax.set_title("loss (NLL of real responses)")
+        ax.legend(fontsize=8)
+
     def simple(key: str, title: str):
         def draw(ax: Axes) -> None:
             _plot(ax, get(key), color="C0")
@@ -128,6 +140,7 @@ def plot_training_curves(log_history: list[dict], out_dir: str | Path) -> list[P
         return draw
 
     panels = [
+        (bool(get("eval_loss")) or (not get(reward_key) and bool(get("loss"))), nll),
         (bool(get(reward_key)), reward),
         (bool(get("disc/loss")), simple("disc/loss", "discriminator loss")),
         (any(get(k) for k, _ in acc_keys), disc_acc),
@@ -146,7 +159,7 @@ def plot_training_curves(log_history: list[dict], out_dir: str | Path) -> list[P
     fig, axes = _grid(len(panels), 4.5, 3.2)
     for ax, draw in zip(axes, panels, strict=True):
         draw(ax)
-        ax.set_xlabel("policy step")
+        ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -208,3 +221,68 @@ def plot_evaluation(results: dict[str, dict], out_dir: str | Path) -> list[Path]
         fig.savefig(out / EVAL_LENGTHS_FILE, dpi=100)
         written.append(out / EVAL_LENGTHS_FILE)
     return written
+
+
+FRONTIER_FILE = "quality_diversity.png"
+# (distance key, its label), (diversity key, its label): one panel per pair that has values.
+FRONTIER_AXES = [
+    (
+        ("two_sample_acc", "two-sample acc., emb. (lower = closer)"),
+        ("distinct_2", "distinct-2 (higher = more diverse)"),
+    ),
+    (("mauve", "MAUVE (higher = closer)"), ("distinct_2", "distinct-2 (higher = more diverse)")),
+    (
+        ("two_sample_acc", "two-sample acc., emb. (lower = closer)"),
+        ("self_bleu", "self-BLEU (lower = more diverse)"),
+    ),
+    (("mauve", "MAUVE (higher = closer)"), ("self_bleu", "self-BLEU (lower = more diverse)")),
+]
+
+
+def plot_frontier(results: dict[str, dict], out_dir: str | Path) -> list[Path]:
+    """The quality-diversity plot of an evaluation at several temperatures: for each model a curve through
+    its temperatures (distance to the real responses against diversity), the real reference as a star.
+
+    Rows carry ``model`` and ``temperature`` (``gan-rl evaluate`` with ``evaluate.temperatures``); a
+    model is better than another where its curve passes closer to the star.
+    """
+    curves: dict[str, list[dict]] = {}
+    for row in results.values():
+        if row.get("model") is not None and _num(row.get("temperature")) is not None:
+            curves.setdefault(row["model"], []).append(row)
+    real = results.get(REAL) or {}
+    panels = [
+        (y, x)
+        for y, x in FRONTIER_AXES
+        if any(
+            _num(r.get(y[0])) is not None and _num(r.get(x[0])) is not None
+            for c in curves.values()
+            for r in c
+        )
+    ]
+    if not curves or not panels:
+        return []
+    fig, axes = _grid(len(panels), 4.8, 3.8)
+    for ax, ((ykey, ylabel), (xkey, xlabel)) in zip(axes, panels, strict=True):
+        for i, (model, rows) in enumerate(curves.items()):
+            points = sorted(
+                (r["temperature"], _num(r.get(xkey)), _num(r.get(ykey)))
+                for r in rows
+                if _num(r.get(xkey)) is not None and _num(r.get(ykey)) is not None
+            )
+            if not points:
+                continue
+            xs, ys = [p[1] for p in points], [p[2] for p in points]
+            ax.plot(xs, ys, marker="o", color=f"C{i % 10}", label=model)
+            for t, x, y in points:
+                ax.annotate(f"{t:g}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+        if _num(real.get(xkey)) is not None and _num(real.get(ykey)) is not None:
+            ax.scatter([real[xkey]], [real[ykey]], marker="*", s=150, color="black", label="real", zorder=3)
+        ax.set(xlabel=xlabel, ylabel=ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("quality against diversity, one point per sampling temperature", fontsize=10)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / FRONTIER_FILE, dpi=100)
+    return [out / FRONTIER_FILE]

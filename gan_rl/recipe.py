@@ -105,12 +105,28 @@ class DataSettings:
     prompt_template: str = "{prompt}\n"
     max_train_samples: int | None = None
     max_test_samples: int | None = None
+    # Held-out real pairs for model selection (``gan-rl sft``'s validation NLL and early stopping), apart
+    # from ``test``, which only ``gan-rl evaluate`` reads: a source of its own, or a fraction of the train
+    # source carved off with the recipe's seed (``trainer.seed``) before ``max_train_samples`` applies.
+    validation: DataSource | None = None
+    validation_fraction: float | None = None
+    max_validation_samples: int | None = None
 
     def validate(self) -> None:
-        for name in ("max_train_samples", "max_test_samples"):
+        for name in ("max_train_samples", "max_test_samples", "max_validation_samples"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name}: expected a positive number of rows, got {value}.")
+        if self.validation_fraction is not None:
+            if not 0 < self.validation_fraction < 1:
+                raise ValueError(
+                    f"validation_fraction: expected a fraction in (0, 1), got {self.validation_fraction}."
+                )
+            if self.validation is not None:
+                raise ValueError(
+                    "validation_fraction: give either 'validation' (a source) or 'validation_fraction' "
+                    "(carved from train), not both."
+                )
         try:
             filled = self.prompt_template.format(prompt="\x00")
         except (KeyError, IndexError, ValueError) as exc:
@@ -157,6 +173,9 @@ class EvaluateSettings:
     max_samples: int = 500
     max_new_tokens: int = 64
     temperature: float = 1.0
+    # Several sampling temperatures in one evaluation (a quality-diversity curve per model); replaces
+    # ``temperature`` when given.
+    temperatures: list[float] | None = None
     top_p: float = 1.0
     batch_size: int = 32
     folds: int = 5
@@ -168,8 +187,24 @@ class EvaluateSettings:
     judge_samples: int = 20000
     # For ``encoder`` only (not inherited from ``model.trust_remote_code``): run that checkpoint's own code.
     trust_remote_code: bool = False
+    # MAUVE (Pillutla et al., 2021) on the ``encoder``'s embeddings, with the mauve-text package (the
+    # ``eval`` extra); false skips it.
+    mauve: bool = True
+
+    @property
+    def sampling_temperatures(self) -> list[float]:
+        """The temperatures every model is sampled at: ``temperatures``, else ``[temperature]``."""
+        return list(self.temperatures) if self.temperatures else [self.temperature]
 
     def validate(self) -> None:
+        if self.temperatures is not None:
+            if not self.temperatures:
+                raise ValueError("temperatures: expected a non-empty list of positive numbers, got [].")
+            bad = [t for t in self.temperatures if not t > 0]
+            if bad:
+                raise ValueError(f"temperatures: expected positive numbers, got {bad[0]!r}.")
+            if len(set(self.temperatures)) != len(self.temperatures):
+                raise ValueError(f"temperatures: each temperature once, got {self.temperatures}.")
         checks = [
             ("max_samples", self.max_samples >= 10, "at least 10"),
             ("judge_samples", self.judge_samples >= 2, "at least 2"),
@@ -422,6 +457,8 @@ def parse_recipe(raw: Any, base_dir: Path | str = ".") -> Recipe:
     _check_source(recipe.data.train, "data.train")
     if recipe.data.test is not None:
         _check_source(recipe.data.test, "data.test")
+    if recipe.data.validation is not None:
+        _check_source(recipe.data.validation, "data.validation")
     contrast = recipe.evaluate.contrast
     if contrast is not None:
         _check_source(contrast.train, "evaluate.contrast.train")
@@ -455,6 +492,7 @@ def load_yaml(text: str) -> Any:
 DATA_SOURCE_KEYS = (
     ["data", "train"],
     ["data", "test"],
+    ["data", "validation"],
     ["evaluate", "contrast", "train"],
     ["evaluate", "contrast", "test"],
 )
@@ -657,19 +695,90 @@ def sft_output_dir(recipe: Recipe) -> str:
     return str(recipe.trainer.get("output_dir", "outputs/gan-rl")).rstrip("/") + "-sft"
 
 
+# The ``sft:`` keys that are gan-rl's, not SFTConfig fields: transformers' ``EarlyStoppingCallback``
+# arguments (evaluations without improvement before SFT stops; the improvement that counts).
+EARLY_STOPPING_KEYS = {"early_stopping_patience": int, "early_stopping_threshold": float}
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """``sft.early_stopping_patience`` / ``sft.early_stopping_threshold``, checked."""
+
+    patience: int
+    threshold: float = 0.0
+
+
+def sft_early_stopping(recipe: Recipe) -> EarlyStopping | None:
+    """The SFT run's early stopping, or None when ``sft.early_stopping_patience`` is unset.
+
+    It selects on the validation NLL, so it needs ``data.validation`` or ``data.validation_fraction``:
+    stopping on ``data.test`` would choose the model on the split that evaluation reports.
+    """
+    if recipe.sft.get("early_stopping_patience") is None:
+        if "early_stopping_threshold" in recipe.sft:
+            raise RecipeError("sft.early_stopping_threshold: needs sft.early_stopping_patience too.")
+        return None
+    values = {
+        key: coerce(recipe.sft[key], tp, f"sft.{key}")
+        for key, tp in EARLY_STOPPING_KEYS.items()
+        if key in recipe.sft
+    }
+    stop = EarlyStopping(
+        patience=values["early_stopping_patience"], threshold=values.get("early_stopping_threshold", 0.0)
+    )
+    if stop.patience < 1:
+        raise RecipeError(
+            f"sft.early_stopping_patience: expected at least 1 evaluation, got {stop.patience}."
+        )
+    if stop.threshold < 0:
+        raise RecipeError(f"sft.early_stopping_threshold: expected 0 or more, got {stop.threshold}.")
+    if recipe.data.validation is None and recipe.data.validation_fraction is None:
+        raise RecipeError(
+            "sft.early_stopping_patience: early stopping selects on a validation split; add "
+            "data.validation (a source) or data.validation_fraction (carved from train)."
+        )
+    return stop
+
+
 def build_sft_config(recipe: Recipe, **forced: Any) -> Any:
-    """TRL's ``SFTConfig`` from the ``sft:`` section (plus the machine settings of ``trainer``)."""
+    """TRL's ``SFTConfig`` from the ``sft:`` section (plus the machine settings of ``trainer``).
+
+    With a validation split, SFT evaluates its NLL every ``eval_steps`` unless ``sft.eval_strategy`` says
+    otherwise; with early stopping it also keeps the best checkpoint (``load_best_model_at_end`` on
+    ``eval_loss``, a checkpoint at every evaluation) and ends with that model.
+    """
     from trl import SFTConfig
 
     own_fields = {f.name for f in dataclasses.fields(SFTConfig) if f.init}
     hints = typing.get_type_hints(SFTConfig)
     kwargs: dict[str, Any] = {k: recipe.trainer[k] for k in SHARED_WITH_SFT if k in recipe.trainer}
     for key, value in recipe.sft.items():
+        if key in EARLY_STOPPING_KEYS:
+            continue
         if key not in own_fields:
-            err = unknown_key_error(key, sorted(own_fields), "sft")
+            valid = sorted(own_fields | set(EARLY_STOPPING_KEYS))
+            err = unknown_key_error(key, valid, "sft")
             raise RecipeError(f"{err} (sft holds SFTConfig fields.)")
         kwargs[key] = _coerce_trl(value, hints.get(key, Any), f"sft.{key}")
     kwargs["output_dir"] = sft_output_dir(recipe)
+    has_validation = recipe.data.validation is not None or recipe.data.validation_fraction is not None
+    if has_validation and "eval_strategy" not in kwargs:
+        kwargs["eval_strategy"] = "steps"
+    if sft_early_stopping(recipe) is not None:
+        if kwargs.get("eval_strategy") == "no" or kwargs.get("save_strategy") == "no":
+            which = "eval_strategy" if kwargs.get("eval_strategy") == "no" else "save_strategy"
+            raise RecipeError(
+                f"sft.{which}: 'no' leaves early stopping (sft.early_stopping_patience) nothing to select "
+                f"from; drop it (evaluations and checkpoints then follow sft.eval_steps)."
+            )
+        kwargs.setdefault("save_strategy", kwargs["eval_strategy"])
+        if kwargs["save_strategy"] == "steps" and "save_steps" not in kwargs:
+            # a checkpoint at every evaluation (transformers' eval_steps default: logging_steps)
+            logging_steps = {f.name: f.default for f in dataclasses.fields(SFTConfig)}["logging_steps"]
+            kwargs["save_steps"] = kwargs.get("eval_steps") or kwargs.get("logging_steps", logging_steps)
+        kwargs.setdefault("load_best_model_at_end", True)
+        kwargs.setdefault("metric_for_best_model", "eval_loss")
+        kwargs.setdefault("greater_is_better", False)
     if recipe.model.gradient_checkpointing is not None:
         kwargs["gradient_checkpointing"] = recipe.model.gradient_checkpointing
     kwargs.update(forced)

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import yaml
 from datasets import Dataset
+from transformers import EarlyStoppingCallback
 
 from gan_rl.backends import check_backend, setup_distributed
 from gan_rl.data import format_prompt
@@ -31,7 +32,14 @@ from gan_rl.lora import lora_config
 from gan_rl.models import generator_checkpoint, load_generator, preflight_checkpoints
 from gan_rl.outputs import RECIPE_FILE, is_finished
 from gan_rl.preemption import Preempted, PreemptionCallback
-from gan_rl.recipe import Recipe, RecipeError, build_sft_config, sft_output_dir, with_resolved_dtype
+from gan_rl.recipe import (
+    Recipe,
+    RecipeError,
+    build_sft_config,
+    sft_early_stopping,
+    sft_output_dir,
+    with_resolved_dtype,
+)
 from gan_rl.runs import open_run, prepare_run, save_trainer, write_summary
 
 logger = logging.getLogger(__name__)
@@ -46,7 +54,14 @@ class SFTSummary:
     seconds: float
     train_loss_first: float | None
     train_loss_last: float | None
+    # The final model's NLL on data.test (what ``gan-rl evaluate`` also reads), when there is a test split.
     eval_loss: float | None = None
+    # With a validation split: its NLL at each evaluation ({step: loss}), the best of them and its step
+    # (the model saved, with early stopping), and whether early stopping ended the run before max_steps.
+    validation_losses: dict[int, float] = field(default_factory=dict)
+    best_validation_loss: float | None = None
+    best_step: int | None = None
+    stopped_early: bool = False
     merged_lora: bool = False
     status: str = "completed"
     algorithm: str = "sft"
@@ -93,13 +108,20 @@ def run_sft(
     checkpoint = generator_checkpoint(recipe.model, recipe.resolve_path, out)
     tokenizer, chat = prepare_run(recipe, out, raw, "sft")
     train_ds = sft_dataset(raw["train"], recipe, chat)
-    eval_ds = sft_dataset(raw["test"], recipe, chat) if "test" in raw else None
+    test_ds = sft_dataset(raw["test"], recipe, chat) if "test" in raw else None
+    # Model selection (eval_strategy, early stopping) reads the validation split when there is one, never
+    # the test split that the final eval_loss and ``gan-rl evaluate`` report.
+    eval_ds = sft_dataset(raw["validation"], recipe, chat) if "validation" in raw else test_ds
+    early = sft_early_stopping(recipe)
 
     # model.dtype: auto -> this machine's (after recipe.yaml, which keeps "auto": a warm start that reuses
     # this run compares recipes, and its own rule gives the same dtype and trainer.bf16 as here).
     recipe, precision = with_resolved_dtype(recipe, args.use_cpu)
     model = load_generator(recipe.model, checkpoint)
     stop = PreemptionCallback()  # SIGTERM / Ctrl-C: a checkpoint after the current step, then Preempted
+    own = [stop]
+    if early is not None:
+        own.append(EarlyStoppingCallback(early.patience, early.threshold))
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -107,7 +129,7 @@ def run_sft(
         eval_dataset=eval_ds if args.eval_strategy != "no" else None,
         processing_class=tokenizer,
         peft_config=lora_config(recipe.model.lora, "CAUSAL_LM"),
-        callbacks=[stop, *(callbacks or [])],
+        callbacks=[*own, *(callbacks or [])],
     )
     check_backend(trainer, "sft")
     start = time.time()
@@ -116,8 +138,8 @@ def run_sft(
     stop.raise_if_stopped(trainer)
     seconds = time.time() - start
     eval_loss = None
-    if eval_ds is not None:
-        eval_loss = trainer.evaluate(eval_dataset=eval_ds).get("eval_loss")
+    if test_ds is not None:  # the final model (the best one, with early stopping) on the test split
+        eval_loss = trainer.evaluate(eval_dataset=test_ds, metric_key_prefix="test").get("test_loss")
 
     merged = recipe.model.lora is not None and recipe.model.quantization is None
     save_trainer(trainer, out, merge_lora=merged)
@@ -125,6 +147,10 @@ def run_sft(
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h] or [
         h["train_loss"] for h in trainer.state.log_history if "train_loss" in h
     ]
+    validation = validation_curve(trainer.state.log_history) if "validation" in raw else {}
+    best_step = trainer.state.best_global_step if early is not None else None
+    if validation and best_step is None:  # no early stopping: the best evaluation, for the record
+        best_step = min(validation, key=validation.get)
     summary = SFTSummary(
         output_dir=str(out),
         steps=trainer.state.global_step,
@@ -132,6 +158,10 @@ def run_sft(
         train_loss_first=losses[0] if losses else None,
         train_loss_last=losses[-1] if losses else None,
         eval_loss=eval_loss,
+        validation_losses=validation,
+        best_validation_loss=validation.get(best_step) if best_step is not None else None,
+        best_step=best_step,
+        stopped_early=early is not None and trainer.state.global_step < trainer.state.max_steps,
         merged_lora=merged,
         **precision.as_dict(),
     )
@@ -142,6 +172,11 @@ def run_sft(
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return summary
+
+
+def validation_curve(log_history: list[dict[str, Any]]) -> dict[int, float]:
+    """``{step: validation NLL}`` from the trainer's log history (its ``eval_loss`` entries)."""
+    return {int(h["step"]): float(h["eval_loss"]) for h in log_history if "eval_loss" in h and "step" in h}
 
 
 def warm_start(recipe: Recipe) -> Recipe:

@@ -348,3 +348,18 @@ def test_text_encoder_minilm(monkeypatch):
     ).astype(np.float64)
     assert a @ b > a @ c + 0.3
     assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_mauve_is_one_for_one_distribution_and_near_zero_for_two():
+    from gan_rl.metrics import mauve_score
+
+    pytest.importorskip("mauve", reason="MAUVE needs the eval extra (mauve-text)")
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(200, 8))
+    same = mauve_score(a, a.copy(), seed=0)
+    close = mauve_score(a, rng.normal(size=(200, 8)), seed=0)
+    apart = mauve_score(a, rng.normal(loc=6.0, size=(200, 8)), seed=0)
+    assert same == pytest.approx(1.0, abs=1e-6)
+    assert apart < 0.1 < close and close > 0.8
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        mauve_score(a[:1], a)

@@ -10,7 +10,8 @@ temperature):
    and stopping after ``--patience`` evaluations without a new best; the best checkpoint is the model.
 2. From ``sft-best``, each method for each seed, with the same wall-clock training budget
    (``--budget-minutes`` from the recipe's loading, the discriminator's warm-up included: a callback ends
-   training at the first step past it):
+   the first seed's training at the first step past it; the later seeds train the steps the first one
+   reached, so that their comparison does not hang on what else the machine was running):
    ``sft-more`` (more SFT at the same settings), ``ppo`` (the shipped adversarial recipe) and the
    variants named with ``--methods`` (``VARIANTS`` below).
 3. Every model answers the same 300 held-out right.test prompts at each of ``--temperatures``
@@ -206,6 +207,8 @@ def main(argv: list[str] | None = None) -> None:
             return out
         cmd = [sys.executable, __file__, "--run-one", command, str(out), str(budget_s), *sets(overrides)]
         record(label, out, call(cmd, work / "logs" / f"{label}.log"))
+        runs[label]["budget"] = f"{budget_s / 60:g} min wall clock" if budget_s else "steps"
+        runs_file.write_text(json.dumps(runs, indent=2))
         return out
 
     def generate(label: str, model: Path) -> None:
@@ -248,13 +251,15 @@ def main(argv: list[str] | None = None) -> None:
                 start = [f"model.name_or_path={sft_best}", "model.warm_start=none", "model.gguf_file=null"]
                 # trainer.seed stays 0, the seed of the data split (data.validation_fraction): every run
                 # trains on the same rows; the seed of the run is its own section's (sft / ppo / ...).
+                first = runs.get(f"{method}-s{args.seeds[0]}") if seed != args.seeds[0] else None
+                steps, budget = (first["steps"], 0.0) if first else (100000, args.budget_minutes * 60)
+                section = "sft" if command == "sft" else "trainer"
+                own = [f"{section}.max_steps={steps}", f"{section}.save_strategy=no"]
                 if command == "sft":
-                    own = ["sft.max_steps=100000", "sft.eval_strategy=no", "sft.save_strategy=no"]
-                    own += [f"sft.seed={seed}"]
+                    own += ["sft.eval_strategy=no", f"sft.seed={seed}"]
                 else:
-                    own = ["trainer.max_steps=100000", "trainer.save_strategy=no"]
                     own += [f"{command}.seed={seed}", f"discriminator.seed={seed}"]
-                model = train(label, command, [*start, *own, *overrides, *common], args.budget_minutes * 60)
+                model = train(label, command, [*start, *own, *overrides, *common], budget)
                 generate(label, model)
             evaluate(args, work, generations, common)
     evaluate(args, work, generations, common)

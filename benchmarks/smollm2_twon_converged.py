@@ -67,6 +67,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # No SFT term: the adversarial signal alone moves the policy (the term pulls toward the NLL optimum
     # that sft-best already sits at).
     "ppo-no-sft-term": ("ppo", ["sft_loss.coef=0.0"]),
+    # A discriminator as strong as the generator at no second model's cost: its own LoRA adapter on the
+    # generator's base, read at the last token (GAD's critic); the recipe's head-only layer reset.
+    "ppo-adapter": ("ppo", ["discriminator.kind=adapter", "discriminator.encoder_layer=-1"]),
 }
 METRICS = (
     ("two_sample_acc", "two-sample acc (emb.)"),

@@ -189,9 +189,7 @@ class DiscriminatorTrainer:
     def __init__(self, discriminator: Discriminator, config: DiscriminatorConfig) -> None:
         self.discriminator = discriminator
         self.config = config
-        self.optimizer = torch.optim.AdamW(
-            discriminator.trainable_parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-        )
+        self.optimizer = self._new_optimizer()
         self.rng = random.Random()
         self.rounds = 0
         self.skipped_rounds = 0
@@ -199,9 +197,26 @@ class DiscriminatorTrainer:
         # loss bradley_terry: the latest real response for each prompt (a generation's partner), as (its
         # features, its pair); per process, like the buffer, and checkpointed with it (partners_state).
         self._real_by_prompt: OrderedDict[str, tuple[Any, Pair]] = OrderedDict()
+        self._broadcast_weights()
+
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(
+            self.discriminator.trainable_parameters(),
+            lr=self.config.learning_rate,
+            weight_decay=self.config.weight_decay,
+        )
+
+    def _broadcast_weights(self) -> None:
+        """Every process starts from rank 0's weights."""
         if world_size() > 1:
-            for tensor in discriminator.state_dict().values():
+            for tensor in self.discriminator.state_dict().values():
                 dist.broadcast(tensor, src=0)
+
+    def rebuild(self) -> None:
+        """A new optimizer over the discriminator's weights as they are now, and rank 0's weights on every
+        process: for kind ``adapter``, whose adapter joins the generator after the trainer exists."""
+        self.optimizer = self._new_optimizer()
+        self._broadcast_weights()
 
     def _draw(self, pool: list[Any], n: int) -> list[Any]:
         if len(pool) >= n:
@@ -257,25 +272,8 @@ class DiscriminatorTrainer:
         disc.eval()
         totals = torch.zeros(5, dtype=torch.float64)  # loss sum, correct real, n real, correct gen, n gen
         try:
-            if self.paired:  # real[i] and generated[i] answer the same prompt: is the real one ranked higher?
-                for start in range(0, len(real), batch_size):
-                    r = disc(disc.collate(real[start : start + batch_size])).float()
-                    g = disc(disc.collate(generated[start : start + batch_size])).float()
-                    totals[0] += bradley_terry_loss(r, g).item() * 2 * len(r)
-                    totals[1] += (r > g).sum().item()
-                    totals[3] += (r > g).sum().item()
-                    totals[2] += len(r)
-                    totals[4] += len(r)
-            for samples, label in ((real, 1.0), (generated, 0.0)) if not self.paired else ():
-                for start in range(0, len(samples), batch_size):
-                    chunk = samples[start : start + batch_size]
-                    logits = disc(disc.collate(chunk)).float()
-                    target = torch.full_like(logits, label)
-                    totals[0] += bce_loss(logits, target, self.config.label_smoothing).item() * len(chunk)
-                    correct = (logits > 0) if label == 1.0 else (logits <= 0)
-                    index = 1 if label == 1.0 else 3
-                    totals[index] += correct.sum().item()
-                    totals[index + 1] += len(chunk)
+            with disc.engaged():
+                self._evaluate_into(totals, real, generated, batch_size)
         finally:
             disc.train(was_training)
         totals = all_reduce_(totals)
@@ -287,18 +285,44 @@ class DiscriminatorTrainer:
             updates=0,
         )
 
+    def _evaluate_into(
+        self, totals: torch.Tensor, real: list[Any], generated: list[Any], batch_size: int
+    ) -> None:
+        """This process's sums for :meth:`evaluate`: loss, correct and seen real, correct and seen generated."""
+        disc = self.discriminator
+        if self.paired:  # real[i] and generated[i] answer the same prompt: is the real one ranked higher?
+            for start in range(0, len(real), batch_size):
+                r = disc(disc.collate(real[start : start + batch_size])).float()
+                g = disc(disc.collate(generated[start : start + batch_size])).float()
+                totals[0] += bradley_terry_loss(r, g).item() * 2 * len(r)
+                totals[1] += (r > g).sum().item()
+                totals[3] += (r > g).sum().item()
+                totals[2] += len(r)
+                totals[4] += len(r)
+        for samples, label in ((real, 1.0), (generated, 0.0)) if not self.paired else ():
+            for start in range(0, len(samples), batch_size):
+                chunk = samples[start : start + batch_size]
+                logits = disc(disc.collate(chunk)).float()
+                target = torch.full_like(logits, label)
+                totals[0] += bce_loss(logits, target, self.config.label_smoothing).item() * len(chunk)
+                correct = (logits > 0) if label == 1.0 else (logits <= 0)
+                index = 1 if label == 1.0 else 3
+                totals[index] += correct.sum().item()
+                totals[index + 1] += len(chunk)
+
     def update(self, real: list[Any], generated: list[Any]) -> tuple[float, float, float]:
         """One optimizer step on a balanced batch; returns (loss, acc_real, acc_generated) before the step."""
         disc = self.discriminator
         disc.train()
-        logits = disc(disc.collate(real + generated))
-        if self.paired:  # real[i] and generated[i] answer the same prompt
-            loss = bradley_terry_loss(logits[: len(real)], logits[len(real) :])
-        else:
-            is_real = torch.cat([torch.ones(len(real)), torch.zeros(len(generated))]).to(logits.device)
-            loss = bce_loss(logits, is_real, self.config.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with disc.engaged():  # from the forward through the backward (kind adapter: its adapter active)
+            logits = disc(disc.collate(real + generated))
+            if self.paired:  # real[i] and generated[i] answer the same prompt
+                loss = bradley_terry_loss(logits[: len(real)], logits[len(real) :])
+            else:
+                is_real = torch.cat([torch.ones(len(real)), torch.zeros(len(generated))]).to(logits.device)
+                loss = bce_loss(logits, is_real, self.config.label_smoothing)
+            loss.backward()
         params = disc.trainable_parameters()
         self._sync_gradients(params)
         if self.config.max_grad_norm > 0:

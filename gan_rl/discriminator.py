@@ -243,6 +243,11 @@ class Discriminator(nn.Module):
         calls it at the same points, even with nothing to encode, and it keeps the ranks in step."""
         return False
 
+    def engaged(self) -> contextlib.AbstractContextManager:
+        """A context for forwards and their backward: what must hold from the forward to the gradient
+        (kind ``adapter``: its adapter active on the generator's base). Nothing for the other kinds."""
+        return contextlib.nullcontext()
+
     def featurize(self, pairs: list[Pair], cache: bool = False) -> list[Any]:
         """Frozen features, one per pair (on CPU). ``cache=True`` for real pairs: they never change."""
         if not cache or self.config.cache_size == 0:
@@ -282,13 +287,61 @@ class Discriminator(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            chunks = [
-                self(self.collate(features[i : i + batch_size])).float().cpu()
-                for i in range(0, len(features), batch_size)
-            ]
+            with self.engaged():
+                chunks = [
+                    self(self.collate(features[i : i + batch_size])).float().cpu()
+                    for i in range(0, len(features), batch_size)
+                ]
         finally:
             self.train(was_training)
         return torch.cat(chunks) if chunks else torch.zeros(0)
+
+
+class PairTokenizer:
+    """A (prompt, response) pair as the token ids of one sequence, and where its response starts.
+
+    With ``generator_format`` the prompt is tokenized exactly as the generator saw it (its chat template);
+    otherwise as the raw prompt text and a newline. Unconditional: the BOS token alone stands for the
+    prompt. ``mark_end`` appends the EOS token to a response that ended on its own. A long prompt keeps
+    its last ``max_length // 2`` tokens; the response fills the rest.
+    """
+
+    def __init__(self, config: DiscriminatorConfig, tokenizer: Any, generator_format: bool) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.generator_format = generator_format
+        self._prompt_ids: OrderedDict[str, list[int]] = OrderedDict()
+
+    def prompt_ids(self, pair: Pair) -> list[int]:
+        tok = self.tokenizer
+        if not self.config.conditional:
+            return [tok.bos_token_id] if tok.bos_token_id is not None else []
+        if self.generator_format:
+            prompt = pair.prompt
+            if isinstance(prompt, list):
+                prompt = tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+            return tok(prompt, add_special_tokens=False)["input_ids"]
+        return tok(pair.prompt_text + "\n", add_special_tokens=True)["input_ids"]
+
+    def __call__(self, pair: Pair) -> tuple[list[int], int]:
+        key = str(pair.prompt) if self.config.conditional else ""
+        prompt_ids = self._prompt_ids.get(key)
+        if prompt_ids is None:
+            prompt_ids = self._prompt_ids[key] = self.prompt_ids(pair)
+            if len(self._prompt_ids) > 4096:
+                self._prompt_ids.popitem(last=False)
+        response_ids = self.tokenizer(pair.response, add_special_tokens=False)["input_ids"]
+        end = self.tokenizer.eos_token_id
+        if self.config.mark_end and pair.ended and end is not None:
+            response_ids = [*response_ids, end]
+        max_len = self.config.max_length
+        prompt_ids = prompt_ids[-(max_len // 2) :] if len(prompt_ids) > max_len // 2 else prompt_ids
+        response_ids = response_ids[: max_len - len(prompt_ids)]
+        if not prompt_ids and not response_ids:  # an empty response, no prompt, a tokenizer without BOS
+            tok = self.tokenizer
+            start = tok.eos_token_id if tok.eos_token_id is not None else tok.pad_token_id
+            return [start if start is not None else 0], 1
+        return prompt_ids + response_ids, len(prompt_ids)
 
 
 # The frozen encoder reads every chunk padded to a multiple of this many tokens. A row's hidden states
@@ -336,40 +389,22 @@ class HeadDiscriminator(Discriminator):
         )
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(2 * config.lstm_hidden if config.lstm else config.d_model, 1)
-        self._prompt_ids: OrderedDict[str, list[int]] = OrderedDict()
+        self._tokens: PairTokenizer | None = None
 
     # -- tokenisation -------------------------------------------------------------------------------
 
+    @property
+    def tokens(self) -> PairTokenizer:
+        """The pair tokenizer of the encoder (built on first use: ``encoder: generator`` binds late)."""
+        if self._tokens is None or self._tokens.tokenizer is not self.encoder.tokenizer:
+            self._tokens = PairTokenizer(self.config, self.encoder.tokenizer, self.encoder.generator_format)
+        return self._tokens
+
     def _prompt_token_ids(self, pair: Pair) -> list[int]:
-        tok = self.encoder.tokenizer
-        if not self.config.conditional:
-            return [tok.bos_token_id] if tok.bos_token_id is not None else []
-        if self.encoder.generator_format:
-            prompt = pair.prompt
-            if isinstance(prompt, list):
-                prompt = tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-            return tok(prompt, add_special_tokens=False)["input_ids"]
-        return tok(pair.prompt_text + "\n", add_special_tokens=True)["input_ids"]
+        return self.tokens.prompt_ids(pair)
 
     def _tokenize(self, pair: Pair) -> tuple[list[int], int]:
-        key = str(pair.prompt) if self.config.conditional else ""
-        prompt_ids = self._prompt_ids.get(key)
-        if prompt_ids is None:
-            prompt_ids = self._prompt_ids[key] = self._prompt_token_ids(pair)
-            if len(self._prompt_ids) > 4096:
-                self._prompt_ids.popitem(last=False)
-        response_ids = self.encoder.tokenizer(pair.response, add_special_tokens=False)["input_ids"]
-        end = self.encoder.tokenizer.eos_token_id
-        if self.config.mark_end and pair.ended and end is not None:
-            response_ids = [*response_ids, end]
-        max_len = self.config.max_length
-        prompt_ids = prompt_ids[-(max_len // 2) :] if len(prompt_ids) > max_len // 2 else prompt_ids
-        response_ids = response_ids[: max_len - len(prompt_ids)]
-        if not prompt_ids and not response_ids:  # an empty response, no prompt, a tokenizer without BOS
-            tok = self.encoder.tokenizer
-            start = tok.eos_token_id if tok.eos_token_id is not None else tok.pad_token_id
-            return [start if start is not None else 0], 1
-        return prompt_ids + response_ids, len(prompt_ids)
+        return self.tokens(pair)
 
     @property
     def collective_featurize(self) -> bool:
@@ -504,16 +539,149 @@ class ClassifierDiscriminator(Discriminator):
         return self.model(**batch).logits[:, 0].float()
 
 
+DISCRIMINATOR_ADAPTER = "discriminator"  # the adapter's name beside the policy's ("default")
+
+
+class AdapterDiscriminator(Discriminator):
+    """GAD's critic without a second model: a LoRA adapter of its own on the generator's base weights and
+    a linear score head on the final hidden state of the pair's last token.
+
+    The generator is a PEFT model (``model.lora``); :meth:`bind` adds the adapter ``discriminator`` beside
+    the policy's. Every forward runs with that adapter alone active (:meth:`engaged`), from the forward
+    through its backward, so its gradient reaches its own weights and never the policy's; the policy's
+    adapter is active again after it, TRL's reference (all adapters off) is untouched, and TRL's optimizer,
+    created while the policy's adapter is the trainable one, never holds this adapter's weights.
+    Its weights are this module's: :meth:`state_dict` holds them under ``adapter.`` beside the head, so
+    checkpoints, the rank broadcast and the fingerprint cover them.
+
+    The cost is the generator's: a full forward per scored pair, and a backward through the base for each
+    update (a ``head`` reads cached frozen features instead).
+    """
+
+    def __init__(self, config: DiscriminatorConfig, tokenizer: Any, hidden_size: int) -> None:
+        super().__init__(config)
+        self.tokens = PairTokenizer(config, tokenizer, generator_format=True)
+        self.score_head = nn.Linear(hidden_size, 1)
+        self._peft: list[nn.Module] = []  # the generator (a list: not a submodule, not in the head's state)
+        self._depth = 0
+        self.position_limit: int | None = None
+
+    # -- the adapter on the generator -----------------------------------------------------------------
+
+    @property
+    def peft_model(self) -> nn.Module:
+        if not self._peft:
+            raise RuntimeError("AdapterDiscriminator.bind() must be called before the discriminator is used.")
+        return self._peft[0]
+
+    def bind(self, peft_model: nn.Module) -> None:
+        """Add the adapter to the generator (``model.lora``'s PEFT model, unwrapped), seeded by the config's
+        seed; the policy's adapter stays the active and trainable one."""
+        from gan_rl.lora import ClassifierLoraSettings
+
+        if DISCRIMINATOR_ADAPTER not in peft_model.peft_config:
+            active = peft_model.active_adapter
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.config.seed)
+                settings = self.config.lora or ClassifierLoraSettings()
+                peft_model.add_adapter(DISCRIMINATOR_ADAPTER, lora_config(settings, "CAUSAL_LM"))
+            peft_model.set_adapter(active)  # PEFT marks the active adapter (alone) trainable
+        self._peft = [peft_model]
+        self.position_limit = learned_position_limit(peft_model)
+
+    def adapter_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """The adapter's weights by name, in a fixed order (none before :meth:`bind`)."""
+        if not self._peft:
+            return []
+        tag = f".{DISCRIMINATOR_ADAPTER}."
+        return sorted((n, p) for n, p in self.peft_model.named_parameters() if tag in n)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        # The adapter's weights whether or not it is active now (requires_grad follows the active one).
+        return [*self.score_head.parameters(), *(p for _, p in self.adapter_parameters())]
+
+    @contextlib.contextmanager
+    def engaged(self):
+        if self._depth:  # nested (score -> forward): already active
+            yield
+            return
+        model = self.peft_model
+        active, was_training = model.active_adapter, model.training
+        model.set_adapter(DISCRIMINATOR_ADAPTER)
+        model.train(self.training)
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            model.set_adapter(active)
+            model.train(was_training)
+
+    # -- weights: the head's and the adapter's ----------------------------------------------------------
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        out = super().state_dict(*args, **kwargs)
+        prefix = kwargs.get("prefix", "")
+        for name, param in self.adapter_parameters():
+            out[f"{prefix}adapter.{name}"] = param if kwargs.get("keep_vars") else param.detach()
+        return out
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        adapter = {k[len("adapter.") :]: v for k, v in state_dict.items() if k.startswith("adapter.")}
+        result = super().load_state_dict(
+            {k: v for k, v in state_dict.items() if not k.startswith("adapter.")}, strict=False, assign=assign
+        )
+        own = dict(self.adapter_parameters())
+        missing = [*result.missing_keys, *(f"adapter.{n}" for n in own if n not in adapter)]
+        unexpected = [*result.unexpected_keys, *(f"adapter.{n}" for n in adapter if n not in own)]
+        with torch.no_grad():
+            for name, value in adapter.items():
+                if name in own:
+                    own[name].copy_(value)
+        if strict and (missing or unexpected):
+            raise RuntimeError(f"AdapterDiscriminator: missing keys {missing}, unexpected keys {unexpected}")
+        return type(result)(missing, unexpected)
+
+    # -- pairs --------------------------------------------------------------------------------------
+
+    def _featurize(self, pairs: list[Pair]) -> list[torch.Tensor]:
+        return [torch.tensor(self.tokens(p)[0], dtype=torch.long) for p in pairs]
+
+    def collate(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        pad = self.tokens.tokenizer.pad_token_id or 0
+        multiple = ENCODE_PAD_MULTIPLE  # as the head's encoder reads chunks: see its comment
+        longest = max(len(f) for f in features)
+        if self.position_limit is not None and -(-longest // multiple) * multiple > self.position_limit:
+            multiple = 1
+        input_ids, attention = right_pad(features, pad, multiple)
+        device = self.device
+        return {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        with self.engaged():
+            model = self.peft_model.get_base_model()  # the generator with the adapters in its layers
+            body = model.get_decoder() if hasattr(model, "get_decoder") else model
+            hidden = body(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+            ).last_hidden_state
+        last = batch["attention_mask"].sum(dim=1) - 1  # right-padded: each pair's last token
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        return self.score_head(pooled.float()).squeeze(-1)
+
+
 def build_discriminator(
     config: DiscriminatorConfig,
     *,
     encoder: FrozenEncoder | None = None,
     checkpoint: str | None = None,
+    tokenizer: Any = None,
+    hidden_size: int | None = None,
     device: torch.device | str = "cpu",
 ) -> Discriminator:
     """The discriminator a config describes, on ``device``, seeded by ``config.seed``.
 
-    ``encoder`` for kind ``head``; ``checkpoint`` (resolved: a local path or hub id) for ``classifier``.
+    ``encoder`` for kind ``head``; ``checkpoint`` (resolved: a local path or hub id) for ``classifier``;
+    the generator's ``tokenizer`` and ``hidden_size`` for ``adapter`` (bound to the generator later).
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -521,6 +689,10 @@ def build_discriminator(
             if encoder is None:
                 raise ValueError("kind 'head' needs a FrozenEncoder.")
             disc: Discriminator = HeadDiscriminator(config, encoder, config.encode_batch_size)
+        elif config.kind == "adapter":
+            if tokenizer is None or hidden_size is None:
+                raise ValueError("kind 'adapter' needs the generator's tokenizer and hidden size.")
+            disc = AdapterDiscriminator(config, tokenizer, hidden_size)
         else:
             disc = ClassifierDiscriminator(config, checkpoint or str(config.model))
     return disc.to(device)

@@ -38,7 +38,8 @@ class RewardConfig:
             raise ValueError(f"running_momentum: expected a value in [0, 1), got {self.running_momentum}.")
 
 
-# The fields only one kind reads (everything else applies to both).
+KINDS = ("head", "classifier", "adapter")
+# The fields only some kinds read (every other field applies to all of them).
 KIND_FIELDS = {
     "head": (
         "encoder",
@@ -52,6 +53,7 @@ KIND_FIELDS = {
         "encode_batch_size",
     ),
     "classifier": ("model", "lora"),
+    "adapter": ("lora",),
 }
 
 
@@ -62,9 +64,12 @@ class DiscriminatorConfig:
     ``kind: head`` is the original design: a frozen encoder LM (by default the generator's own reference
     weights) gives hidden states, and a small Transformer encoder (+ optional LSTM) + linear layer gives
     one logit. ``kind: classifier`` is a separate sequence-classification model with its own tokenizer.
+    ``kind: adapter`` is GAD's critic without a second model: a LoRA adapter of its own on the generator's
+    base weights (beside the policy's, PEFT multi-adapter) and a linear score head on the last token's
+    final hidden state; as strong as the generator, and trained through it.
     """
 
-    kind: Literal["head", "classifier"] = "head"
+    kind: Literal["head", "classifier", "adapter"] = "head"
     # Condition on the prompt (prompt + response) or read the response alone.
     conditional: bool = True
     max_length: int = 256
@@ -97,6 +102,8 @@ class DiscriminatorConfig:
     model: str | None = None
     # A GGUF file inside ``model`` (classifier) or ``encoder`` (head) when that checkpoint is one.
     gguf_file: str | None = None
+    # LoRA on a classifier (none: full fine-tuning), or the adapter of kind ``adapter`` (none: these
+    # defaults, r 8, alpha 16, every linear layer).
     lora: ClassifierLoraSettings | None = None
     trust_remote_code: bool = False
 
@@ -168,6 +175,10 @@ class DiscriminatorConfig:
                 "model: kind 'classifier' needs a sequence-classification checkpoint "
                 "(or 'generator' for the generator's own)."
             )
+        if self.gguf_file is not None and self.kind == "adapter":
+            raise ValueError(
+                "gguf_file: kind 'adapter' reads the generator's own weights (model.gguf_file); remove it."
+            )
         if self.gguf_file is not None:
             own = self.model if self.kind == "classifier" else self.encoder
             name = "model" if self.kind == "classifier" else "encoder"
@@ -182,14 +193,20 @@ class DiscriminatorConfig:
         self._check_fields_of_kind()
 
     def _check_fields_of_kind(self) -> None:
-        """A field that only the other kind reads, set to anything but its default, is an error: the run
+        """A field that only other kinds read, set to anything but its default, is an error: the run
         would ignore it silently (a ``d_model`` for a classifier, a ``model`` for a head)."""
-        owner = "head" if self.kind == "classifier" else "classifier"
         defaults = {f.name: f.default for f in fields(self)}
-        for name in KIND_FIELDS[owner]:
-            if getattr(self, name) != defaults[name]:
-                hint = " (a head reads its own checkpoint through 'encoder')" if name == "model" else ""
-                raise ValueError(
-                    f"{name}: only kind '{owner}' reads it, and this discriminator is kind "
-                    f"'{self.kind}'{hint}; remove it, or set kind: {owner}."
-                )
+        for name in dict.fromkeys(n for names in KIND_FIELDS.values() for n in names):
+            owners = [kind for kind in KINDS if name in KIND_FIELDS[kind]]
+            if self.kind in owners or getattr(self, name) == defaults[name]:
+                continue
+            hint = " (a head reads its own checkpoint through 'encoder')" if name == "model" else ""
+            readers = (
+                f"only kind '{owners[0]}' reads it"
+                if len(owners) == 1
+                else "only kinds " + " and ".join(f"'{k}'" for k in owners) + " read it"
+            )
+            raise ValueError(
+                f"{name}: {readers}, and this discriminator is kind '{self.kind}'{hint}; remove it, or "
+                f"set kind: {' or '.join(owners)}."
+            )

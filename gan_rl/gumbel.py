@@ -269,6 +269,11 @@ class RelaxedDiscriminator:
         elif isinstance(discriminator, ClassifierDiscriminator):
             matrix = discriminator.model.get_input_embeddings().weight
             self._check(discriminator.tokenizer, matrix, "model", generator_tokenizer, vocab_size)
+        elif discriminator.config.kind == "adapter":
+            raise RecipeError(
+                "discriminator.kind: 'adapter' is not supported by gan-rl gumbel (its relaxed tokens would "
+                "back-propagate through the generator's own weights twice); use kind 'head' or 'classifier'."
+            )
         else:
             raise TypeError(f"gan-rl gumbel cannot read relaxed tokens with {type(discriminator).__name__}")
 

@@ -459,6 +459,11 @@ def parse_recipe(raw: Any, base_dir: Path | str = ".") -> Recipe:
         _check_source(recipe.data.test, "data.test")
     if recipe.data.validation is not None:
         _check_source(recipe.data.validation, "data.validation")
+    if recipe.discriminator.kind == "adapter" and recipe.model.lora is None:
+        raise RecipeError(
+            "discriminator.kind: 'adapter' adds a LoRA adapter beside the generator's own, on its base "
+            "weights; add model.lora (or use kind 'head')."
+        )
     contrast = recipe.evaluate.contrast
     if contrast is not None:
         _check_source(contrast.train, "evaluate.contrast.train")

@@ -33,6 +33,7 @@ from gan_rl.backends import (
 from gan_rl.callback import DISCRIMINATOR_DIR, DiscriminatorCallback, save_discriminator
 from gan_rl.data import Pair, real_pairs, to_trl_dataset
 from gan_rl.discriminator import (
+    AdapterDiscriminator,
     Discriminator,
     FrozenEncoder,
     build_discriminator,
@@ -250,6 +251,9 @@ class Adversary:
         if self.encoder is not None and self.config.encoder == "generator":
             how = bind_generator_encoder(self.encoder, trainer, generator_checkpoint, settings)
             logger.info("Discriminator encoder: %s", how)
+        if isinstance(self.discriminator, AdapterDiscriminator):
+            bind_generator_adapter(self.discriminator, trainer)
+            self.disc_trainer.rebuild()  # its optimizer now holds the adapter too
         self.callback.attach(trainer)
         self.reward.recording = lambda: trainer.model.training
 
@@ -273,13 +277,20 @@ def build_adversary(
     """
     encoder = None
     try:
+        hidden = model.config.get_text_config().hidden_size
         if cfg.kind == "head" and checkpoints.encoder is None:
-            hidden = model.config.get_text_config().hidden_size
             check_encoder_layer(cfg.encoder_layer, model)
             encoder = FrozenEncoder(tokenizer, hidden, cfg.encoder_layer, generator_format=True)
         elif cfg.kind == "head":
             encoder = load_checkpoint_encoder(cfg, checkpoints.encoder, device)
-        disc = build_discriminator(cfg, encoder=encoder, checkpoint=checkpoints.classifier, device=device)
+        disc = build_discriminator(
+            cfg,
+            encoder=encoder,
+            checkpoint=checkpoints.classifier,
+            tokenizer=tokenizer,
+            hidden_size=hidden,
+            device=device,
+        )
     except RecipeError:
         raise
     except (OSError, ValueError) as exc:
@@ -324,6 +335,24 @@ def bind_generator_encoder(encoder: FrozenEncoder, trainer: Any, checkpoint: str
     prepared = prepare_frozen_copy(load_generator(settings, checkpoint), accelerator)
     encoder.bind(accelerator.unwrap_model(prepared), runner=lambda: prepared, sharded=sharded)
     return "a frozen copy of the initial generator (no LoRA, beta=0: one extra model in memory)"
+
+
+def bind_generator_adapter(discriminator: AdapterDiscriminator, trainer: Any) -> None:
+    """Put kind ``adapter``'s LoRA adapter on the generator TRL wrapped in PEFT (``model.lora``), before
+    TRL creates its optimizer (which then holds the policy's adapter alone)."""
+    accelerator = trainer.accelerator
+    model = accelerator.unwrap_model(trainer.model)
+    if not (hasattr(model, "add_adapter") and hasattr(model, "peft_config")):
+        raise RecipeError(
+            "discriminator.kind: 'adapter' adds a LoRA adapter beside the generator's own; the generator "
+            "needs one too (model.lora)."
+        )
+    if is_sharded(accelerator):
+        raise RecipeError(
+            "discriminator.kind: 'adapter' reads the generator's weights whole, which ZeRO-3 / FSDP shard; "
+            "use kind 'head' (it reads sharded weights) or a DDP / ZeRO-2 launch."
+        )
+    discriminator.bind(model)
 
 
 # --------------------------------------------------------------------------------------------------

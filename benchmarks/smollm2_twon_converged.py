@@ -14,7 +14,8 @@ temperature):
    reached, so that their comparison does not hang on what else the machine was running):
    ``sft-more`` (more SFT at the same settings), ``ppo`` (the shipped adversarial recipe) and the
    variants named with ``--methods`` (``VARIANTS`` below).
-3. Every model answers the same 300 held-out right.test prompts at each of ``--temperatures``
+3. Every model answers the same 300 held-out right.test prompts at each of ``--temperatures``, with the
+   sampling seed of its seed (``sft-best``, one model, is sampled with each seed: its spread)
    (``gan-rl generate``); the JSONL files (``prompt``, ``real``, ``generated``, ``temperature``) are
    committed under ``benchmarks/results/smollm2-twon-converged/generations/``.
 4. One ``gan-rl evaluate`` scores them all (two-sample tests, MAUVE, Fréchet, distinct-2, self-BLEU, length,
@@ -197,13 +198,15 @@ def main(argv: list[str] | None = None) -> None:
         runs_file.write_text(json.dumps(runs, indent=2))
         return out
 
-    def generate(label: str, model: Path) -> None:
+    def generate(label: str, model: Path, seed: int) -> None:
+        """Sample the held-out prompts with sampling seed ``seed`` (the prompts are the same for all)."""
         target = generations / f"{label}.jsonl"
         if target.is_file():
             return
         tmp = work / "generations" / f"{label}.jsonl"
         cmd = [sys.executable, "-m", "gan_rl", "generate", str(RECIPE), "--model", str(model)]
-        cmd += ["--output", str(tmp), "--temperature", args.temperatures, *sets(common)]
+        overrides = [*common, f"evaluate.sampling_seed={seed}"]
+        cmd += ["--output", str(tmp), "--temperature", args.temperatures, *sets(overrides)]
         runs[f"generate {label}"] = {"seconds": round(call(cmd, work / "logs" / f"generate-{label}.log"), 1)}
         runs[f"generate {label}"]["machine"] = machine
         runs_file.write_text(json.dumps(runs, indent=2))
@@ -228,9 +231,12 @@ def main(argv: list[str] | None = None) -> None:
             ],
             0,
         )
-        generate("sft-best", sft_best)
-        evaluate(args, work, generations, common)
+        # sft-best is one model: its seeds are sampling seeds (its spread over draws of the same prompts).
+        # A file from before sampling seeds existed was drawn with evaluate.seed 0, which is sampling seed 0.
+        if (generations / "sft-best.jsonl").is_file() and not (generations / "sft-best-s0.jsonl").is_file():
+            (generations / "sft-best.jsonl").rename(generations / "sft-best-s0.jsonl")
         for seed in args.seeds:  # seed by seed, so that every finished seed is a complete comparison
+            generate(f"sft-best-s{seed}", sft_best, seed)
             for method in args.methods:
                 command, overrides = VARIANTS[method]
                 label = f"{method}-s{seed}"
@@ -246,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
                 else:
                     own += [f"{command}.seed={seed}", f"discriminator.seed={seed}"]
                 model = train(label, command, [*start, *own, *overrides, *common], budget)
-                generate(label, model)
+                generate(label, model, seed)
             evaluate(args, work, generations, common)
     evaluate(args, work, generations, common)
 

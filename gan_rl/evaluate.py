@@ -81,10 +81,11 @@ def sample_responses(
     temperature: float | None = None,
 ) -> list[str]:
     """One sampled response per prompt, with the prompt formatted as in training (chat or plain), at
-    ``temperature`` (default ``settings.temperature``); the same seed at every temperature."""
+    ``temperature`` (default ``settings.temperature``); the same seed (``sampling_seed``, else ``seed``)
+    at every temperature."""
     chat = uses_chat_format(recipe.data, tokenizer)
     template_kwargs = recipe.trainer.get("chat_template_kwargs") or {}  # as in training
-    torch.manual_seed(settings.seed)
+    torch.manual_seed(settings.seed if settings.sampling_seed is None else settings.sampling_seed)
     sampling = {
         "do_sample": True,
         "temperature": settings.temperature if temperature is None else temperature,

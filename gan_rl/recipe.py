@@ -179,7 +179,10 @@ class EvaluateSettings:
     top_p: float = 1.0
     batch_size: int = 32
     folds: int = 5
+    # Shuffling (which held-out prompts), sampling and the classifiers' folds.
     seed: int = 0
+    # The sampling seed alone, when set: other draws of the same model on the same prompts (its spread).
+    sampling_seed: int | None = None
     contrast: ContrastSettings | None = None
     # Real training responses per side the domain judge learns from (the whole target training source,
     # not capped by data.max_train_samples): its accuracy grows with rows (TWON: 0.69 from 1,200, 0.79 from

@@ -355,3 +355,21 @@ def test_evaluate_without_mauve_installed_says_what_to_do(
     )  # fmt: skip
     results = json.loads((tmp_path / "e" / "metrics.json").read_text())["results"]
     assert "mauve" not in results["real"]
+
+
+def test_sampling_seed_draws_other_samples_of_the_same_prompts(tmp_path, recipe_factory, tiny_model_dir):
+    path = recipe_factory(evaluate={"max_new_tokens": 6})
+
+    def rows(name: str, *sets: str) -> list[dict]:
+        out = tmp_path / f"{name}.jsonl"
+        cli("generate", str(path), "--model", str(tiny_model_dir), "--output", str(out), *sets)
+        return [json.loads(line) for line in out.read_text().splitlines()]
+
+    default, zero, one = (
+        rows("a"),
+        rows("b", "--set", "evaluate.sampling_seed=0"),
+        rows("c", "--set", "evaluate.sampling_seed=1"),
+    )
+    assert default == zero  # unset: the sampling seed is evaluate.seed (0)
+    assert [r["prompt"] for r in one] == [r["prompt"] for r in default]
+    assert [r["generated"] for r in one] != [r["generated"] for r in default]

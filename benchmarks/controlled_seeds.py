@@ -1,6 +1,6 @@
 """The controlled tests' outcomes over seeds and thread counts: the margins their thresholds are set from.
 
-``tests/test_controlled.py`` trains a tiny generator for 300 adversarial steps and asserts what the run
+``tests/cli/test_controlled.py`` trains a tiny generator for 300 adversarial steps and asserts what the run
 reached (the share of positive posts, distinct-2 against the real posts', the positive adjectives used, the
 discriminator rounds trained and skipped). Such a run is chaotic: another CPU (AVX512 against AVX2 kernels
 sum in another order), another thread count or another seed changes the last bits of the first step and
@@ -9,7 +9,7 @@ script measures the spread instead: each case of the test, with the same recipes
 starting generator's initialisation and SFT data order, the policy's and the discriminator's seeds) and
 torch thread counts, so that every threshold in the test sits below the worst run measured here, with a
 margin. A new CPU is one more draw from the same spread. The ``quickstart`` case does the same for
-``tests/test_end_to_end.py::test_quickstart_recipe_runs`` (1200 steps of ``recipes/quickstart.yaml``).
+``tests/cli/test_end_to_end.py::test_quickstart_recipe_runs`` (1200 steps of ``recipes/quickstart.yaml``).
 
     python benchmarks/controlled_seeds.py                       # seeds 0-3, 2 threads, native and AVX2 kernels
     python benchmarks/controlled_seeds.py --seeds 1 2 --threads 1 2 --cases gumbel-st
@@ -41,10 +41,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.dtype_speed import machine_slug  # noqa: E402
-from gan_rl.hardware import describe_machine, machine_info  # noqa: E402
-from gan_rl.metrics import distinct_n  # noqa: E402
-from gan_rl.synthetic import POSITIVE, polarity_of  # noqa: E402
-from tests.test_controlled import gan_recipe, mixed_base_recipe  # noqa: E402
+from gan_rl.cli.synthetic import POSITIVE, polarity_of  # noqa: E402
+from gan_rl.eval.metrics import distinct_n  # noqa: E402
+from gan_rl.utils.hardware import describe_machine, machine_info  # noqa: E402
+from tests.cli.test_controlled import gan_recipe, mixed_base_recipe  # noqa: E402
 
 # The test's cases: the command and the recipe's gumbel section.
 CASES = {
@@ -130,7 +130,7 @@ def one_run(case: str, seed: int, threads: int, isa: str, work: Path) -> dict:
 
 
 def quickstart_run(seed: int, threads: int, isa: str, work: Path) -> dict:
-    """``recipes/quickstart.yaml`` (tests/test_end_to_end.py::test_quickstart_recipe_runs) with ``seed`` as
+    """``recipes/quickstart.yaml`` (tests/cli/test_end_to_end.py::test_quickstart_recipe_runs) with ``seed`` as
     the generator's initialisation and the policy's and discriminator's seed: the word distance to the real
     posts and the final discriminator's P(real) for held-out samples, before and after."""
     name = f"quickstart-s{seed}-t{threads}-{isa}"

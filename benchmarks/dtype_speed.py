@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gan_rl.hardware import describe_machine, machine_info  # noqa: E402
+from gan_rl.utils.hardware import describe_machine, machine_info
 
 RESULTS = Path(__file__).resolve().parent / "results" / "dtype-speed"
 
@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load(model_dir: str, gguf_file: str | None, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from gan_rl.models import load_gguf
+    from gan_rl.cli.models import load_gguf
 
     if gguf_file:
         model, tok = load_gguf(model_dir, gguf_file)
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     model_dir, gguf_file = args.model, args.gguf_file
     if model_dir is None:
-        from gan_rl.models import bundled_smollm2
+        from gan_rl.cli.models import bundled_smollm2
 
         model_dir, gguf_file = bundled_smollm2()
     from peft import LoraConfig, get_peft_model

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A GPU check of gan-rl, run on a lent NVIDIA H200 (benchmarks/results/gpu-check/): model.dtype auto on a
 # CUDA device (issue 16) and discriminator.kind adapter (issue 17) through quickstart runs of ppo and
-# reinforce, then tests/test_hardware.py and the adapter unit tests. The image there had torch,
+# reinforce, then tests/utils/test_hardware.py and the adapter unit tests. The image there had torch,
 # transformers and accelerate; the wheels of what it lacked (trl, datasets, dill, multiprocess, peft) were
 # carried in .whl/ (pip download --no-deps; see the device README). Writes logs and summaries into $OUT.
 set -u
@@ -11,7 +11,7 @@ export PYTHONPATH=/tmp/site:$PWD
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import sys, torch, transformers, accelerate, peft, trl, datasets, pyarrow; print(sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__, 'peft', peft.__version__, 'trl', trl.__version__, 'datasets', datasets.__version__, 'pyarrow', pyarrow.__version__)" || exit 1
 python3 - <<'PY'
-from gan_rl.hardware import describe_machine, resolve_precision
+from gan_rl.utils.hardware import describe_machine, resolve_precision
 print(describe_machine())
 for full in (False, True):
     print("auto, full_weights", full, "->", resolve_precision("auto", full_weights=full))
@@ -33,7 +33,7 @@ run q-full ppo recipes/quickstart.yaml --set trainer.max_steps=200 --samples 4
 run q-lora ppo recipes/quickstart.yaml --set trainer.max_steps=200 --samples 4 "${LORA[@]}"
 run q-adapter ppo recipes/quickstart.yaml --set trainer.max_steps=200 --samples 4 "${LORA[@]}" "${ADAPTER[@]}"
 run q-adapter-reinforce reinforce recipes/quickstart.yaml --set trainer.max_steps=50 --samples 2 "${LORA[@]}" "${ADAPTER[@]}"
-python3 -m pytest -q -p no:cacheprovider tests/test_hardware.py tests/test_adapter_discriminator.py -k "not ppo" 2>&1 | tail -5
+python3 -m pytest -q -p no:cacheprovider tests/utils/test_hardware.py tests/discriminator/test_adapter_discriminator.py -k "not ppo" 2>&1 | tail -5
 python3 - <<'PY'
 import json, glob, os
 for f in sorted(glob.glob(os.environ["OUT"] + "/*.summary.json")):

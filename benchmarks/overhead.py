@@ -53,15 +53,16 @@ from transformers import AutoConfig, AutoModelForCausalLM, TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gan_rl.callback import DiscriminatorCallback  # noqa: E402
-from gan_rl.data import load_raw_splits, to_trl_dataset, uses_chat_format  # noqa: E402
-from gan_rl.hardware import describe_machine, machine_info, resolve_precision  # noqa: E402
-from gan_rl.lora import lora_config  # noqa: E402
-from gan_rl.models import build_word_tokenizer, load_generator  # noqa: E402
-from gan_rl.recipe import build_trainer_config, parse_recipe  # noqa: E402
-from gan_rl.reward import DiscriminatorReward  # noqa: E402
-from gan_rl.synthetic import quickstart_rows  # noqa: E402
-from gan_rl.train import run  # noqa: E402
+from gan_rl.cli.data import load_raw_splits, to_trl_dataset, uses_chat_format
+from gan_rl.cli.models import build_word_tokenizer, load_generator
+from gan_rl.cli.recipe import parse_recipe
+from gan_rl.cli.synthetic import quickstart_rows
+from gan_rl.cli.train import run
+from gan_rl.cli.trl_config import build_trainer_config
+from gan_rl.trainer.callback import DiscriminatorCallback
+from gan_rl.trainer.reward import DiscriminatorReward
+from gan_rl.utils.hardware import describe_machine, machine_info, resolve_precision
+from gan_rl.utils.lora import lora_config
 
 
 class StepTimer(TrainerCallback):
@@ -141,8 +142,8 @@ LORA = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
 
 def real_model_dir(args: argparse.Namespace, directory: Path) -> Path:
     """``--model``: a checkpoint directory as it is, or its GGUF file dequantized once into ``directory``."""
-    from gan_rl.models import bundled_smollm2, materialize_gguf
-    from gan_rl.recipe import ModelSettings
+    from gan_rl.cli.models import bundled_smollm2, materialize_gguf
+    from gan_rl.cli.recipe import ModelSettings
 
     folder, gguf = bundled_smollm2() if args.model == "smollm2" else (args.model, args.gguf_file)
     if gguf is None:

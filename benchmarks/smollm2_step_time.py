@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.dtype_speed import machine_slug  # noqa: E402
-from gan_rl.hardware import describe_machine, machine_info, resolve_precision  # noqa: E402
+from gan_rl.utils.hardware import describe_machine, machine_info, resolve_precision  # noqa: E402
 
 RECIPE = REPO / "recipes" / "smollm2-twon.yaml"
 DATA = REPO.parent / "shared" / "data" / "twon"
@@ -36,7 +36,7 @@ DATA = REPO.parent / "shared" / "data" / "twon"
 
 def one_run(dtype: str, steps: int, extra: list[str], out: Path) -> list[float]:
     """``gan-rl ppo`` for ``steps`` steps with ``model.dtype: dtype``; TRL's step_time of every step."""
-    from gan_rl.models import bundled_smollm2
+    from gan_rl.cli.models import bundled_smollm2
 
     model_dir, gguf = bundled_smollm2()
     sets = [

@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"skipped: TWON data not found in {DATA}")
         return
     sys.path.insert(0, str(REPO))
-    from gan_rl.hardware import describe_machine
-    from gan_rl.models import bundled_smollm2
+    from gan_rl.cli.models import bundled_smollm2
+    from gan_rl.utils.hardware import describe_machine
 
     model_dir, gguf = bundled_smollm2()
     work, results = args.work_dir, args.results

@@ -116,7 +116,7 @@ def run_one(argv: list[str]) -> None:
     through the library, ended by :class:`WallClockBudget` (BUDGET_SECONDS 0: no budget)."""
     from transformers import TrainerCallback
 
-    from gan_rl.recipe import load_recipe
+    from gan_rl.cli.recipe import load_recipe
 
     command, out, budget, *rest = argv
     overrides = [rest[i + 1] for i in range(0, len(rest), 2) if rest[i] == "--set"]
@@ -134,12 +134,12 @@ def run_one(argv: list[str]) -> None:
 
     callbacks = [WallClockBudget(float(budget))]
     if command == "sft":
-        from gan_rl.sft import run_sft
+        from gan_rl.cli.sft import run_sft
 
         recipe = load_recipe(RECIPE, [*overrides, f"sft.output_dir={out}"])
         run_sft(recipe, overwrite=True, callbacks=callbacks)
     else:
-        from gan_rl.train import run
+        from gan_rl.cli.train import run
 
         recipe = load_recipe(RECIPE, [*overrides, f"trainer.output_dir={out}"])
         run(command, recipe, overwrite=True, num_samples=0, progress=False, callbacks=callbacks)
@@ -155,8 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     if not (DATA / "right.train.parquet").is_file():
         print(f"skipped: TWON data not found in {DATA}")
         return
-    from gan_rl.hardware import describe_machine
-    from gan_rl.models import bundled_smollm2
+    from gan_rl.cli.models import bundled_smollm2
+    from gan_rl.utils.hardware import describe_machine
 
     model_dir, gguf = bundled_smollm2()
     work, results = args.work_dir, args.results

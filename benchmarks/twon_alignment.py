@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         log=logs / "evaluate.log",
     )
     metrics = json.loads((eval_dir / "metrics.json").read_text())
-    from gan_rl.evaluate import COLUMNS, _fmt
+    from gan_rl.cli.evaluate import COLUMNS, _fmt
 
     results = metrics["results"]
     columns = [c for c in COLUMNS if any(c[0] in r for r in results.values())]

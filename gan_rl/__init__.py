@@ -3,11 +3,82 @@
 A discriminator learns to tell real responses from the generator's own; its judgement is the reward for
 TRL's GRPOTrainer (``gan-rl ppo``) or RLOOTrainer (``gan-rl reinforce``), and a callback retrains it
 between policy updates.
+
+The Python API (docs/python-api.md), imported lazily as TRL does, so ``import gan_rl`` loads neither
+torch nor TRL::
+
+    from gan_rl import Adversary, AdversarialGRPOTrainer, DiscriminatorConfig, adversarial_dataset
+
+Layers, each importing only those below it: ``cli`` (recipes, commands) -> ``trainer`` / ``gumbel`` /
+``eval`` -> ``discriminator`` -> ``utils`` / ``types`` / ``errors``.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from gan_rl.discriminator_config import DiscriminatorConfig, RewardConfig
-from gan_rl.recipe import Recipe, RecipeError, load_recipe
+# Public name -> the module that defines it.
+_EXPORTS: dict[str, str] = {
+    "DiscriminatorConfig": "gan_rl.discriminator.config",
+    "RewardConfig": "gan_rl.discriminator.config",
+    "Adversary": "gan_rl.trainer.adversary",
+    "adversarial_dataset": "gan_rl.trainer.dataset",
+    "AdversarialGRPOTrainer": "gan_rl.trainer.trainers",
+    "AdversarialRLOOTrainer": "gan_rl.trainer.trainers",
+    "RealResponseLoss": "gan_rl.trainer.sft_term",
+    "GumbelConfig": "gan_rl.gumbel.config",
+    "GumbelTrainer": "gan_rl.gumbel.trainer",
+    "Pair": "gan_rl.types",
+    "TrainingError": "gan_rl.errors",
+    "RecipeError": "gan_rl.errors",
+    "Recipe": "gan_rl.cli.recipe",
+    "load_recipe": "gan_rl.cli.recipe",
+    "run": "gan_rl.cli.train",
+}
 
-__all__ = ["DiscriminatorConfig", "Recipe", "RecipeError", "RewardConfig", "__version__", "load_recipe"]
+__all__ = [
+    "AdversarialGRPOTrainer",
+    "AdversarialRLOOTrainer",
+    "Adversary",
+    "DiscriminatorConfig",
+    "GumbelConfig",
+    "GumbelTrainer",
+    "Pair",
+    "RealResponseLoss",
+    "Recipe",
+    "RecipeError",
+    "RewardConfig",
+    "TrainingError",
+    "__version__",
+    "adversarial_dataset",
+    "load_recipe",
+    "run",
+]
+
+if TYPE_CHECKING:
+    from gan_rl.cli.recipe import Recipe, load_recipe
+    from gan_rl.cli.train import run
+    from gan_rl.discriminator.config import DiscriminatorConfig, RewardConfig
+    from gan_rl.errors import RecipeError, TrainingError
+    from gan_rl.gumbel.config import GumbelConfig
+    from gan_rl.gumbel.trainer import GumbelTrainer
+    from gan_rl.trainer.adversary import Adversary
+    from gan_rl.trainer.dataset import adversarial_dataset
+    from gan_rl.trainer.sft_term import RealResponseLoss
+    from gan_rl.trainer.trainers import AdversarialGRPOTrainer, AdversarialRLOOTrainer
+    from gan_rl.types import Pair
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'gan_rl' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # once: later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -32,13 +32,13 @@ TINY_LLAMA = {
 
 
 def quickstart_texts(rows: int = 256) -> list[dict[str, str]]:
-    from gan_rl.synthetic import quickstart_rows
+    from gan_rl.cli.synthetic import quickstart_rows
 
     return quickstart_rows(rows, seed=0)
 
 
 def _quickstart_pairs() -> tuple[list, list]:
-    from gan_rl.data import Pair
+    from gan_rl.types import Pair
 
     real = [Pair(r["topic"] + "\n", r["topic"], r["post"]) for r in quickstart_texts(64)]
     # Clearly fake: the prompt's own words, shuffled; separable from real posts.
@@ -52,7 +52,7 @@ REAL, FAKE = _quickstart_pairs()
 
 def head_config(**kw):
     """A small head (fast on CPU), with ``kw`` overriding any DiscriminatorConfig field."""
-    from gan_rl.discriminator_config import DiscriminatorConfig
+    from gan_rl.discriminator.config import DiscriminatorConfig
 
     base = {
         "d_model": 32,
@@ -68,7 +68,7 @@ def head_config(**kw):
 
 def make_head(generator, **kw):
     """A head discriminator reading ``generator``'s hidden states (the ``generator`` fixture)."""
-    from gan_rl.discriminator import FrozenEncoder, build_discriminator
+    from gan_rl.discriminator.modeling import FrozenEncoder, build_discriminator
 
     model, tok = generator
     encoder = FrozenEncoder(tok, model.config.hidden_size, generator_format=True, model=model)
@@ -79,7 +79,7 @@ def _save_tiny(path: Path, chat: bool, head: str = "causal") -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    from gan_rl.models import build_word_tokenizer
+    from gan_rl.cli.models import build_word_tokenizer
 
     rows = quickstart_texts()
     tok = build_word_tokenizer(

@@ -1,0 +1,233 @@
+"""Loading prompt/response data and shaping it for TRL.
+
+Every split ends up with three columns: ``prompt`` (what the generator sees: chat messages for chat
+models, plain text otherwise), ``prompt_text`` (the raw prompt) and ``real_response``. TRL passes the
+last two to reward functions as keyword arguments, which is how the discriminator reward sees the real
+response paired with each generated one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, load_dataset
+
+from gan_rl.cli.recipe import DataSettings, DataSource, Recipe
+from gan_rl.cli.synthetic import SYNTHETIC
+from gan_rl.errors import RecipeError
+from gan_rl.trainer.dataset import adversarial_dataset
+from gan_rl.trainer.dataset import format_prompt as shape_prompt
+
+FILE_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
+
+
+def load_source(source: DataSource, recipe: Recipe, where: str) -> Dataset:
+    """Read one split from a local file, the hub, or a synthetic generator."""
+    if source.synthetic is not None:
+        return Dataset.from_list(SYNTHETIC[source.synthetic](source.rows, source.seed))
+    if source.path is not None:
+        path = recipe.resolve_path(source.path)
+        builder = FILE_BUILDERS.get(path.suffix.lower())
+        if builder is None:
+            raise RecipeError(
+                f"{where}.path: unsupported file type '{path.suffix}' ({path}); "
+                f"valid: {', '.join(FILE_BUILDERS)}."
+            )
+        if not path.is_file():
+            raise RecipeError(f"{where}.path: file not found: {path}")
+        if is_blank_file(path):
+            raise RecipeError(f"{where}.path: {path} is empty (0 rows).")
+        try:
+            return load_dataset(builder, data_files=str(path), split="train")
+        except Exception as exc:  # noqa: BLE001 - any parse failure is the file's fault
+            if "corresponds to no data" in str(exc):  # a file with a header and no rows
+                raise RecipeError(f"{where}: the dataset is empty ({path}).") from None
+            problem = json_problem(path) if builder == "json" else None
+            if problem is not None:
+                raise RecipeError(f"{where}.path: {problem}.") from None
+            reason = str(exc) or type(exc).__name__
+            raise RecipeError(f"{where}.path: cannot read {path} as {builder}: {reason}") from None
+    try:
+        return load_dataset(source.hub, source.config, split=source.split)
+    except Exception as exc:  # noqa: BLE001 - network, missing dataset or split
+        raise RecipeError(
+            f"{where}.hub: cannot load {source.hub!r} (split {source.split!r}): {exc}"
+        ) from None
+
+
+def is_blank_file(path: Path) -> bool:
+    """Empty, or whitespace only."""
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 16):
+            if chunk.strip():
+                return False
+    return True
+
+
+def json_problem(path: Path) -> str | None:
+    """The first problem of a ``.json`` / ``.jsonl`` file as ``FILE:LINE: reason`` (the datasets library
+    names a byte position, or nothing), or None when none is found. A ``.json`` file may hold one JSON
+    document or JSON Lines; a ``.jsonl`` file one JSON object per line."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        return f"{path}:{line}: not UTF-8 text (byte {exc.start})"
+    if path.suffix.lower() == ".json":
+        try:
+            json.loads(text)
+            return None
+        except json.JSONDecodeError as exc:
+            if exc.msg != "Extra data":  # "Extra data": more than one document, so read it as JSON Lines
+                return f"{path}:{exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})"
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            return (
+                f"{path}:{number}: not valid JSON ({exc.msg}, column {exc.colno}); one JSON object per line"
+            )
+        if not isinstance(row, dict):
+            return f"{path}:{number}: expected a JSON object (one row), got {type(row).__name__}"
+    return None
+
+
+def check_columns(ds: Dataset, data: DataSettings, where: str) -> None:
+    """The prompt and response columns exist and the split is not empty."""
+    for key in ("prompt_column", "response_column"):
+        column = getattr(data, key)
+        if column not in ds.column_names:
+            raise RecipeError(
+                f"data.{key}: column '{column}' not found in {where}; "
+                f"available columns: {', '.join(ds.column_names)}."
+            )
+    if len(ds) == 0:
+        raise RecipeError(f"{where}: the dataset is empty.")
+
+
+def load_raw_splits(recipe: Recipe) -> dict[str, Dataset]:
+    """The splits (``train``, and ``test`` / ``validation`` when the recipe has them), checked and limited,
+    before any tokenizer or model is loaded.
+
+    ``data.validation_fraction`` carves the validation rows out of the whole train source first (shuffled
+    with the recipe's seed, so every command of a recipe sees the same split and none trains on them),
+    then ``max_train_samples`` / ``max_validation_samples`` cap what is left.
+    """
+    data = recipe.data
+    splits = {"train": (data.train, data.max_train_samples)}
+    if data.test is not None:
+        splits["test"] = (data.test, data.max_test_samples)
+    if data.validation is not None:
+        splits["validation"] = (data.validation, data.max_validation_samples)
+    out = {}
+    for name, (source, limit) in splits.items():
+        where = f"data.{name}"
+        ds = load_source(source, recipe, where)
+        check_columns(ds, data, where)
+        if name == "train" and data.validation_fraction is not None:
+            ds, validation = carve_validation(ds, data.validation_fraction, recipe_seed(recipe))
+            out["validation"] = drop_rows_without_text(
+                cap(validation, data.max_validation_samples),
+                data,
+                "data.validation_fraction",
+                source_name(source, recipe),
+            )
+        out[name] = drop_rows_without_text(cap(ds, limit), data, where, source_name(source, recipe))
+    return {name: out[name] for name in ("train", "validation", "test") if name in out}
+
+
+def cap(ds: Dataset, limit: int | None) -> Dataset:
+    """The first ``limit`` rows (all when None)."""
+    return ds if limit is None else ds.select(range(min(limit, len(ds))))
+
+
+def recipe_seed(recipe: Recipe) -> int:
+    """The recipe's seed: ``trainer.seed`` (TRL's default 42 when unset), which ``gan-rl sft`` shares."""
+    seed = recipe.trainer.get("seed", 42)
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else 42
+
+
+def carve_validation(ds: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """(train, validation): ``fraction`` of the rows, at least one, drawn with ``seed``; the rest train, in
+    their original order (so ``max_train_samples`` still takes the file's first rows of what is left)."""
+    n_val = max(1, round(len(ds) * fraction))
+    if n_val >= len(ds):
+        raise RecipeError(
+            f"data.validation_fraction: {fraction} of {len(ds)} training rows leaves none to train on; "
+            "use a smaller fraction or give data.validation."
+        )
+    import numpy as np
+
+    order = np.random.default_rng(seed).permutation(len(ds))
+    validation = sorted(order[:n_val].tolist())
+    chosen = set(validation)
+    train = [i for i in range(len(ds)) if i not in chosen]
+    return ds.select(train), ds.select(validation)
+
+
+def source_name(source: DataSource, recipe: Recipe) -> str:
+    """The file, hub dataset or synthetic set a split comes from, for messages."""
+    if source.path is not None:
+        return str(recipe.resolve_path(source.path))
+    if source.hub is not None:
+        return f"hub dataset {source.hub!r} (split {source.split!r})"
+    return f"synthetic {source.synthetic!r}"
+
+
+def drop_rows_without_text(ds: Dataset, data: DataSettings, where: str, name: str) -> Dataset:
+    """Rows with a text prompt and a response that is not empty or blank; an error when none is left."""
+    prompt, response = data.prompt_column, data.response_column
+    kept = ds.filter(
+        lambda row: (
+            isinstance(row[prompt], str) and isinstance(row[response], str) and bool(row[response].strip())
+        )
+    )
+    if len(kept) == 0:
+        responses = [r for r in ds[response] if isinstance(r, str)]
+        if responses and not any(r.strip() for r in responses):
+            raise RecipeError(
+                f"{where}: every response in column '{response}' (data.response_column) of {name} is empty; "
+                "there is nothing to train on."
+            )
+        raise RecipeError(
+            f"{where}: no row of {name} has text in both column '{prompt}' (data.prompt_column) and "
+            f"column '{response}' (data.response_column)."
+        )
+    return kept
+
+
+def uses_chat_format(data: DataSettings, tokenizer: Any) -> bool:
+    """Chat messages for chat models (TRL's conversational format), plain text otherwise."""
+    has_template = getattr(tokenizer, "chat_template", None) is not None
+    if data.format == "chat" and not has_template:
+        raise RecipeError(
+            "data.format: 'chat' needs a tokenizer with a chat template; use 'plain' or 'auto'."
+        )
+    return data.format == "chat" or (data.format == "auto" and has_template)
+
+
+def format_prompt(text: str, data: DataSettings, chat: bool) -> str | list[dict[str, str]]:
+    """The generator's input for one prompt, as the recipe's ``data`` section shapes it."""
+    return shape_prompt(text, chat, data.system_prompt, data.prompt_template)
+
+
+def to_trl_dataset(ds: Dataset, data: DataSettings, chat: bool) -> Dataset:
+    """Columns ``prompt``, ``prompt_text`` and ``real_response`` for TRL's trainers."""
+    return adversarial_dataset(
+        ds,
+        prompt_column=data.prompt_column,
+        response_column=data.response_column,
+        system_prompt=data.system_prompt,
+        prompt_template=data.prompt_template,
+        chat=chat,
+    )
+
+
+def data_texts(raw: dict[str, Dataset], data: DataSettings) -> list[str]:
+    """Every prompt and response of every split (what a word-level tokenizer is built from)."""
+    return [t for ds in raw.values() for col in (data.prompt_column, data.response_column) for t in ds[col]]

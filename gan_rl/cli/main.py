@@ -1,0 +1,390 @@
+"""The ``gan-rl`` command line: thin wrappers around :mod:`gan_rl.cli.train`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import sys
+import warnings
+from pathlib import Path
+
+import click
+
+from gan_rl.cli.algorithms import ALGORITHMS
+from gan_rl.cli.recipe import load_recipe
+from gan_rl.errors import RecipeError
+
+RESUME_OPTION = click.option(
+    "--resume",
+    is_flag=False,
+    flag_value="latest",
+    default=None,
+    metavar="[CHECKPOINT]",
+    help="Resume from the latest checkpoint in the output directory, or from CHECKPOINT.",
+)
+OVERWRITE_OPTION = click.option(
+    "--overwrite", is_flag=True, help="Delete an earlier run in the output directory first."
+)
+SAMPLES_DEFAULT = 16
+SET_HELP = "Override a recipe field, e.g. --set trainer.max_steps=10 (repeatable; the value is read as YAML)."
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # peft imports bitsandbytes whenever it is installed; its CPU backend complains about optional kernels.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    warnings.filterwarnings("ignore", message=".*pin_memory.*")
+
+
+def _print_summary(summary, console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"gan-rl {summary.algorithm}: finished", show_header=False)
+    table.add_row("policy steps", str(summary.steps))
+    table.add_row("training time", f"{summary.seconds:.1f} s")
+    table.add_row("discriminator rounds", str(summary.disc_rounds))
+    if summary.disc_skipped_rounds:
+        table.add_row("rounds skipped (discriminator too strong)", str(summary.disc_skipped_rounds))
+    for name, value in summary.disc_stats.items():
+        table.add_row(f"final {name}", f"{value:.3f}")
+    if summary.reward_first is not None:
+        table.add_row(
+            "mean reward, first -> last log", f"{summary.reward_first:.3f} -> {summary.reward_last:.3f}"
+        )
+    if summary.distance_before is not None:
+        table.add_row(
+            "word distance to real (TV, 0 = same)",
+            f"{summary.distance_before:.3f} -> {summary.distance_after:.3f}",
+        )
+        table.add_row(
+            "final discriminator P(real), before -> after",
+            f"{summary.judge_before:.3f} -> {summary.judge_after:.3f}",
+        )
+    if summary.distributed != "single":
+        table.add_row("distributed", summary.distributed)
+    if len(summary.fingerprints) > 1:
+        same = len(set(summary.fingerprints)) == 1
+        table.add_row(
+            "discriminator equal on all ranks",
+            f"{'yes' if same else 'NO'} ({len(summary.fingerprints)} ranks)",
+        )
+    console.print(table)
+    click.echo(f"outputs: {summary.output_dir} (generator, discriminator/, run_summary.json)")
+    for sample in summary.samples[:3]:
+        click.echo(f"prompt  {sample['prompt']}")
+        for name in ("real", "before", "after"):
+            click.echo(f"  {name:<7} {sample[name]}")
+
+
+TEMPERATURE_OPTION = click.option(
+    "--temperature",
+    default=None,
+    metavar="T[,T...]",
+    help="Sampling temperature(s), comma-separated (sets evaluate.temperatures), e.g. 0.7,0.85,1.0.",
+)
+
+
+def _temperature_override(value: str | None) -> list[str]:
+    """``--temperature 0.7,0.85`` as the override ``evaluate.temperatures=[0.7, 0.85]``."""
+    if value is None:
+        return []
+    parts = [p.strip() for p in value.split(",")]
+    try:
+        numbers = [float(p) for p in parts]
+    except ValueError:
+        raise RecipeError(
+            f"--temperature {value!r}: expected positive numbers separated by commas, e.g. 0.7,0.85,1.0."
+        ) from None
+    return [f"evaluate.temperatures=[{', '.join(repr(t) for t in numbers)}]"]
+
+
+def _resume_command(command: str, recipe: str, sets: list[str], output_dir: str | None, *extra: str) -> str:
+    """The command that resumes a stopped run: this one with ``--resume`` (the latest checkpoint) in place
+    of ``--resume PATH``, and without ``--overwrite`` (which would delete the run) or
+    ``--fresh-discriminator`` (the checkpoint has its discriminator)."""
+    words = ["gan-rl", command, recipe]
+    for value in sets:
+        words += ["--set", value]
+    if output_dir:
+        words += ["--output-dir", output_dir]
+    return shlex.join([*words, *extra, "--resume"])
+
+
+def _stopped(stop, resume_command: str) -> None:
+    """A run stopped by SIGTERM or Ctrl-C (:mod:`gan_rl.cli.preemption`): one line from the main process
+    (where the checkpoint is, the command that resumes), exit code 128 + the signal (143, 130)."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.is_main_process:
+        launcher = " (under the same launcher)" if state.num_processes > 1 else ""
+        click.echo(f"{stop}; resume with{launcher}: {resume_command}", err=True)
+    state.wait_for_everyone()  # no process exits (and has its launcher stop the rest) before the line
+    sys.exit(stop.exit_code)
+
+
+def _train(
+    algorithm: str,
+    recipe_path: str,
+    overrides: tuple[str, ...],
+    output_dir: str | None,
+    resume,
+    overwrite: bool,
+    samples: int,
+    fresh_discriminator: bool = False,
+) -> None:
+    from accelerate import PartialState
+    from rich.console import Console
+
+    from gan_rl.cli.preemption import Preempted
+    from gan_rl.errors import TrainingError
+
+    console = Console(stderr=False)
+    sets = list(overrides) + ([f"trainer.output_dir={output_dir}"] if output_dir else [])
+    try:
+        recipe = load_recipe(recipe_path, sets)
+        _quiet_libraries()
+        from gan_rl.cli.train import run
+
+        summary = run(
+            algorithm,
+            recipe,
+            resume=resume,
+            overwrite=overwrite,
+            num_samples=samples,
+            fresh_discriminator=fresh_discriminator,
+        )
+    except RecipeError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except TrainingError as exc:  # the run failed: one line, no summary, exit 1 (not "completed")
+        click.echo(f"training failed: {exc}", err=True)
+        sys.exit(1)
+    except Preempted as stop:  # SIGTERM / Ctrl-C: a checkpoint, no summary, exit 143 / 130
+        extra = ["--samples", str(samples)] if samples != SAMPLES_DEFAULT else []
+        _stopped(stop, _resume_command(algorithm, recipe_path, list(overrides), output_dir, *extra))
+    if PartialState().is_main_process:
+        _print_summary(summary, console)
+
+
+def _train_command(algorithm: str, doc: str, name: str | None = None):
+    @click.command(name=name or algorithm, help=doc)
+    @click.argument("recipe", type=click.Path(dir_okay=False))
+    @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+    @click.option("--output-dir", default=None, help="Shortcut for --set trainer.output_dir=DIR.")
+    @RESUME_OPTION
+    @OVERWRITE_OPTION
+    @click.option(
+        "--samples",
+        default=SAMPLES_DEFAULT,
+        show_default=True,
+        help="Held-out prompts sampled before and after training for the summary (0: none).",
+    )
+    @click.option(
+        "--fresh-discriminator",
+        is_flag=True,
+        help="With --resume: accept a checkpoint without a discriminator and warm up a new one.",
+    )
+    def command(recipe, overrides, output_dir, resume, overwrite, samples, fresh_discriminator):
+        _train(algorithm, recipe, overrides, output_dir, resume, overwrite, samples, fresh_discriminator)
+
+    return command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="gan-rl")
+def main() -> None:
+    """Adversarial RL for LLMs: a discriminator's judgement is the reward for TRL's trainers."""
+
+
+for _algorithm in ALGORITHMS.values():  # one command per registered algorithm
+    main.add_command(_train_command(_algorithm.name, _algorithm.help))
+    for _alias in _algorithm.aliases:  # TRL's names: grpo = ppo, rloo = reinforce
+        _doc = f"TRL's name for 'gan-rl {_algorithm.name}' (the same command, the same recipe section)."
+        main.add_command(_train_command(_algorithm.name, _doc, name=_alias))
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--output-dir", default=None, help="Shortcut for --set sft.output_dir=DIR.")
+@RESUME_OPTION
+@OVERWRITE_OPTION
+def sft(recipe: str, overrides: tuple[str, ...], output_dir: str | None, resume, overwrite: bool) -> None:
+    """Supervised fine-tuning on the real responses (TRL SFTTrainer): the baseline, and the warm start
+    of 'model.warm_start: sft'. Writes to sft.output_dir (default: trainer.output_dir + '-sft')."""
+    from accelerate import PartialState
+
+    from gan_rl.cli.preemption import Preempted
+
+    sets = list(overrides) + ([f"sft.output_dir={output_dir}"] if output_dir else [])
+    try:
+        parsed = load_recipe(recipe, sets)
+        _quiet_libraries()
+        from gan_rl.cli.sft import run_sft
+
+        summary = run_sft(parsed, resume=resume, overwrite=overwrite)
+    except RecipeError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except Preempted as stop:  # SIGTERM / Ctrl-C: a checkpoint, no summary, exit 143 / 130
+        _stopped(stop, _resume_command("sft", recipe, list(overrides), output_dir))
+    if PartialState().is_main_process:
+        first, last = summary.train_loss_first, summary.train_loss_last
+        losses = f"{first:.3f} -> {last:.3f}" if first is not None and last is not None else "-"
+        click.echo(
+            f"gan-rl sft: finished {summary.steps} steps in {summary.seconds:.1f} s; train loss {losses}"
+        )
+        if summary.best_step is not None:
+            ended = "early stopping ended the run; " if summary.stopped_early else ""
+            click.echo(
+                f"validation loss: best {summary.best_validation_loss:.3f} at step {summary.best_step} "
+                f"({ended}{len(summary.validation_losses)} evaluations)"
+            )
+        if summary.eval_loss is not None:
+            click.echo(f"held-out (test) loss: {summary.eval_loss:.3f}")
+        click.echo(f"outputs: {summary.output_dir}")
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option(
+    "--model",
+    "model_path",
+    required=True,
+    help="A generator directory (full model or LoRA adapter), or a .gguf file (e.g. the untrained base model).",
+)
+@click.option("--output", default=None, help="JSONL file to write (default: MODEL/generations.jsonl).")
+@TEMPERATURE_OPTION
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+def generate(
+    recipe: str, model_path: str, output: str | None, temperature: str | None, overrides: tuple[str, ...]
+) -> None:
+    """Sample one response per held-out prompt (data.test) with the settings of 'evaluate:' into JSONL
+    (one row per prompt and temperature)."""
+    try:
+        parsed = load_recipe(recipe, [*overrides, *_temperature_override(temperature)])
+        _quiet_libraries()
+        from gan_rl.cli.evaluate import generate as run_generate
+
+        path = run_generate(parsed, model_path, output)
+    except RecipeError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    required=True,
+    metavar="[LABEL=]PATH",
+    help="A generator directory, a .gguf file, or a JSONL file from 'gan-rl generate' (repeatable).",
+)
+@click.option(
+    "--output-dir", default=None, help="Where the report goes (default: trainer.output_dir + '-eval')."
+)
+@TEMPERATURE_OPTION
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+def evaluate(
+    recipe: str,
+    models: tuple[str, ...],
+    output_dir: str | None,
+    temperature: str | None,
+    overrides: tuple[str, ...],
+) -> None:
+    """Compare generators on the held-out split with metrics no training sees: a classifier two-sample
+    test, MAUVE and Fréchet distance of sentence embeddings, diversity, length, and an optional domain
+    judge; with several temperatures, each model's quality-diversity curve."""
+    try:
+        parsed = load_recipe(recipe, [*overrides, *_temperature_override(temperature)])
+        _quiet_libraries()
+        from gan_rl.cli.evaluate import REPORT_FILE
+        from gan_rl.cli.evaluate import evaluate as run_evaluate
+
+        out = output_dir or str(parsed.trainer.get("output_dir", "outputs/gan-rl")).rstrip("/") + "-eval"
+        report = run_evaluate(parsed, list(models), out)
+    except RecipeError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    _print_evaluation(report)
+    click.echo(f"report: {Path(out) / REPORT_FILE} (metrics.json, plots, generations/)")
+
+
+def _print_evaluation(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from gan_rl.cli.evaluate import COLUMNS, REAL_LABEL, _fmt
+
+    results = report["results"]
+    if report.get("best_temperature"):  # several temperatures: each model at its best (all in report.md)
+        best = {f"{m}@{b['temperature']:g}": results[b["row"]] for m, b in report["best_temperature"].items()}
+        results = {REAL_LABEL: results[REAL_LABEL], **best}
+    columns = [c for c in COLUMNS if any(c[0] in r for r in results.values())]
+    # One column per model (few) and one row per metric (many): fits a narrow terminal.
+    table = Table(title=f"gan-rl evaluate: {report['held_out_prompts']} held-out prompts")
+    table.add_column("metric")
+    for label in results:
+        table.add_column(label, justify="right")
+    for key, title, _ in columns:
+        table.add_row(title, *(_fmt(row.get(key)) for row in results.values()))
+    Console().print(table)
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option(
+    "--algorithm",
+    type=click.Choice([*ALGORITHMS, *(n for a in ALGORITHMS.values() for n in a.aliases), "sft"]),
+    default="ppo",
+    show_default=True,
+)
+def check(recipe: str, overrides: tuple[str, ...], algorithm: str) -> None:
+    """Validate RECIPE (sections, TRL config, checkpoint paths, data files and columns) without loading a
+    model."""
+    try:
+        parsed = load_recipe(recipe, list(overrides))
+        _quiet_libraries()
+        from gan_rl.cli.data import load_raw_splits
+        from gan_rl.cli.evaluate import load_contrast
+        from gan_rl.cli.models import generator_checkpoint, preflight_checkpoints
+        from gan_rl.cli.trl_config import build_sft_config, build_trainer_config, sft_output_dir
+
+        # Every checkpoint resolves as the run resolves it: a local path must exist, with its GGUF file.
+        if algorithm == "sft":
+            generator_checkpoint(parsed.model, parsed.resolve_path, Path(sft_output_dir(parsed)))
+        else:
+            args = build_trainer_config(parsed, algorithm, remove_unused_columns=False)
+            preflight_checkpoints(parsed, args.output_dir)
+        if algorithm == "sft" or parsed.sft or parsed.model.warm_start == "sft":
+            build_sft_config(parsed)
+        splits = load_raw_splits(parsed)
+        contrast = parsed.evaluate.contrast
+        if contrast is not None:
+            for name in ("train", "test"):
+                source = getattr(contrast, name)
+                if source is not None:
+                    splits[f"contrast {name}"] = load_contrast(parsed, name, source)
+    except RecipeError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    rows = ", ".join(f"{name}: {len(ds)} rows" for name, ds in splits.items())
+    click.echo(f"{Path(recipe)}: valid for {algorithm} ({rows}).")
+
+
+if __name__ == "__main__":
+    main()

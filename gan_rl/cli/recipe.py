@@ -1,0 +1,556 @@
+"""Recipes: one YAML file describes a run, validated strictly before any model is loaded.
+
+Our own sections (``model``, ``data``, ``discriminator``) are dataclasses checked field by field: an
+unknown key, a wrong type or a bad choice is one :class:`RecipeError` naming the field. The ``trainer``
+section is TRL's own ``GRPOConfig`` (``ppo``) or ``RLOOConfig`` (``reinforce``) fields, handed over as is
+so TRL's validation applies; ``ppo:``, ``reinforce:`` and ``gumbel:`` hold fields for one algorithm only
+(``gumbel`` builds gan_rl's own :class:`gan_rl.gumbel.config.GumbelConfig`, a ``TrainingArguments`` subclass).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from gan_rl.discriminator.config import DiscriminatorConfig
+from gan_rl.errors import ConfigError, RecipeError
+from gan_rl.utils.lora import LoraSettings
+
+# --------------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class QuantizationSettings:
+    """bitsandbytes quantization of the frozen base weights (QLoRA when combined with ``lora``)."""
+
+    bits: Literal[4, 8] = 4
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+    compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+
+
+@dataclass
+class ModelSettings:
+    """The generator: a checkpoint (hub id or local path), or a fresh model built from a config."""
+
+    name_or_path: str | None = None
+    # A GGUF file inside ``name_or_path`` (a folder or hub repo): model and tokenizer come from it,
+    # dequantized once per run into an ordinary checkpoint (``OUTPUT_DIR/initial-model``).
+    gguf_file: str | None = None
+    # Build a new, randomly initialised model from these transformers config fields (needs ``model_type``).
+    init_config: dict[str, Any] | None = None
+    init_seed: int = 0
+    # Tokenizer checkpoint; defaults to ``name_or_path``.
+    tokenizer: str | None = None
+    # Build a word-level tokenizer from the training data (for ``init_config`` models without a tokenizer).
+    word_tokenizer_from_data: bool = False
+    # ``auto``: bfloat16 where the hardware runs it natively (a CUDA device with bf16; a CPU with
+    # avx512_bf16 / amx_bf16), float32 elsewhere and for full fine-tuning (gan_rl.utils.hardware); it also decides
+    # trainer.bf16 / sft.bf16 when they are unset. run_summary.json records the choice (``dtype``,
+    # ``dtype_reason``).
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    lora: LoraSettings | None = None
+    quantization: QuantizationSettings | None = None
+    # Forwarded to the trainer's ``gradient_checkpointing`` (TRL's default: on); also used by QLoRA.
+    gradient_checkpointing: bool | None = None
+    trust_remote_code: bool = False
+    attn_implementation: str | None = None
+    # ``sft``: ``ppo``/``reinforce`` start from the result of ``gan-rl sft`` on the same recipe (run first
+    # when it is not there yet), which is then also the KL reference and the head's frozen encoder.
+    warm_start: Literal["none", "sft"] = "none"
+
+
+@dataclass
+class DataSource:
+    """Where a split comes from: a local file, a hub dataset, or a dataset gan-rl generates."""
+
+    path: str | None = None
+    hub: str | None = None
+    split: str = "train"
+    config: str | None = None
+    synthetic: Literal["quickstart", "polarity-positive", "polarity-negative", "polarity-mixed"] | None = None
+    rows: int = 512
+    seed: int = 0
+
+
+@dataclass
+class DataSettings:
+    """Prompt/response data; ``prompt_column`` -> ``response_column`` is the real distribution."""
+
+    train: DataSource = field(default_factory=DataSource)
+    test: DataSource | None = None
+    prompt_column: str = "prompt"
+    response_column: str = "response"
+    system_prompt: str | None = None
+    # ``auto``: the chat template when the tokenizer has one, plain text otherwise.
+    format: Literal["auto", "chat", "plain"] = "auto"
+    # Plain format only: how a prompt is turned into the generator's input text.
+    prompt_template: str = "{prompt}\n"
+    max_train_samples: int | None = None
+    max_test_samples: int | None = None
+    # Held-out real pairs for model selection (``gan-rl sft``'s validation NLL and early stopping), apart
+    # from ``test``, which only ``gan-rl evaluate`` reads: a source of its own, or a fraction of the train
+    # source carved off with the recipe's seed (``trainer.seed``) before ``max_train_samples`` applies.
+    validation: DataSource | None = None
+    validation_fraction: float | None = None
+    max_validation_samples: int | None = None
+
+    def validate(self) -> None:
+        for name in ("max_train_samples", "max_test_samples", "max_validation_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name}: expected a positive number of rows, got {value}.")
+        if self.validation_fraction is not None:
+            if not 0 < self.validation_fraction < 1:
+                raise ValueError(
+                    f"validation_fraction: expected a fraction in (0, 1), got {self.validation_fraction}."
+                )
+            if self.validation is not None:
+                raise ValueError(
+                    "validation_fraction: give either 'validation' (a source) or 'validation_fraction' "
+                    "(carved from train), not both."
+                )
+        try:
+            filled = self.prompt_template.format(prompt="\x00")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"prompt_template: {self.prompt_template!r} is not a valid template ({exc!r}); "
+                "use '{prompt}' for the prompt and '{{' / '}}' for literal braces."
+            ) from None
+        if "\x00" not in filled:
+            raise ValueError(f"prompt_template: {self.prompt_template!r} does not contain '{{prompt}}'.")
+
+
+@dataclass
+class SFTLossSettings:
+    """InstructGPT's pretraining mix for the policy: ``coef`` x the NLL of real (prompt, response) pairs
+    added to the policy-gradient loss, so the text stays close to the real data while the reward rises."""
+
+    coef: float = 0.0
+    batch_size: int = 8
+    max_length: int = 256
+
+    def validate(self) -> None:
+        if self.coef < 0:
+            raise ValueError(f"coef: expected 0 (off) or a positive weight, got {self.coef}.")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size: expected a positive number, got {self.batch_size}.")
+        if self.max_length < 8:
+            raise ValueError(f"max_length: expected at least 8, got {self.max_length}.")
+
+
+@dataclass
+class ContrastSettings:
+    """Real data of another side (e.g. TWON left when training on right) for the domain judge."""
+
+    train: DataSource = field(default_factory=DataSource)
+    test: DataSource | None = None
+
+
+@dataclass
+class EvaluateSettings:
+    """``gan-rl generate`` / ``gan-rl evaluate``: held-out sampling and the metrics no training sees."""
+
+    # Sentence-embedding encoder for the Fréchet distance, the two-sample test and the domain judge.
+    encoder: str = "sentence-transformers/all-MiniLM-L6-v2"
+    max_samples: int = 500
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    # Several sampling temperatures in one evaluation (a quality-diversity curve per model); replaces
+    # ``temperature`` when given.
+    temperatures: list[float] | None = None
+    top_p: float = 1.0
+    batch_size: int = 32
+    folds: int = 5
+    # Shuffling (which held-out prompts), sampling and the classifiers' folds.
+    seed: int = 0
+    # The sampling seed alone, when set: other draws of the same model on the same prompts (its spread).
+    sampling_seed: int | None = None
+    contrast: ContrastSettings | None = None
+    # Real training responses per side the domain judge learns from (the whole target training source,
+    # not capped by data.max_train_samples): its accuracy grows with rows (TWON: 0.69 from 1,200, 0.79 from
+    # 14,250 per side).
+    judge_samples: int = 20000
+    # For ``encoder`` only (not inherited from ``model.trust_remote_code``): run that checkpoint's own code.
+    trust_remote_code: bool = False
+    # MAUVE (Pillutla et al., 2021) on the ``encoder``'s embeddings, with the mauve-text package (the
+    # ``eval`` extra); false skips it.
+    mauve: bool = True
+
+    @property
+    def sampling_temperatures(self) -> list[float]:
+        """The temperatures every model is sampled at: ``temperatures``, else ``[temperature]``."""
+        return list(self.temperatures) if self.temperatures else [self.temperature]
+
+    def validate(self) -> None:
+        if self.temperatures is not None:
+            if not self.temperatures:
+                raise ValueError("temperatures: expected a non-empty list of positive numbers, got [].")
+            bad = [t for t in self.temperatures if not t > 0]
+            if bad:
+                raise ValueError(f"temperatures: expected positive numbers, got {bad[0]!r}.")
+            if len(set(self.temperatures)) != len(self.temperatures):
+                raise ValueError(f"temperatures: each temperature once, got {self.temperatures}.")
+        checks = [
+            ("max_samples", self.max_samples >= 10, "at least 10"),
+            ("judge_samples", self.judge_samples >= 2, "at least 2"),
+            ("max_new_tokens", self.max_new_tokens >= 1, "positive"),
+            ("temperature", self.temperature > 0, "positive"),
+            ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
+            ("batch_size", self.batch_size >= 1, "positive"),
+            ("folds", self.folds >= 2, "at least 2"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"{name}: expected {expected}, got {getattr(self, name)!r}.")
+
+
+@dataclass
+class Recipe:
+    """A whole run. ``trainer`` is shared by every algorithm; ``ppo``/``reinforce``/``gumbel`` override it."""
+
+    model: ModelSettings
+    data: DataSettings
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    ppo: dict[str, Any] = field(default_factory=dict)
+    reinforce: dict[str, Any] = field(default_factory=dict)
+    gumbel: dict[str, Any] = field(default_factory=dict)
+    # TRL SFTConfig fields for ``gan-rl sft`` (and the warm start).
+    sft: dict[str, Any] = field(default_factory=dict)
+    sft_loss: SFTLossSettings = field(default_factory=SFTLossSettings)
+    evaluate: EvaluateSettings = field(default_factory=EvaluateSettings)
+    # Directory of the recipe file: relative input paths resolve against it.
+    base_dir: Path = field(default=Path("."), metadata={"internal": True})
+
+    def resolve_path(self, path: str) -> Path:
+        """An input path from the recipe, relative to the recipe file unless absolute."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recipe as plain data (what ``recipe.yaml`` in the output directory holds)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.metadata.get("internal"):
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+        return out
+
+    def trainer_args(self, algorithm: str) -> dict[str, Any]:
+        """The TRL config fields for ``algorithm``: ``trainer`` merged with its own section."""
+        return {**self.trainer, **getattr(self, algorithm)}
+
+
+# --------------------------------------------------------------------------------------------------
+# Strict parsing
+# --------------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    if origin is not None:
+        return getattr(origin, "__name__", str(origin))
+    return getattr(tp, "__name__", str(tp))
+
+
+def unknown_key_error(key: str, valid: list[str], where: str) -> RecipeError:
+    """The error for a key that is not a field, with the closest valid spelling."""
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    shown = ", ".join(sorted(valid)) if len(valid) <= 40 else f"{len(valid)} fields, see the docs"
+    return RecipeError(f"{where}: unknown key '{key}'.{hint} Valid keys: {shown}.")
+
+
+def coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (converting where YAML is ambiguous), or raise."""
+    if tp is Any or tp is typing.Any:
+        return value
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(value, arg, where)
+            except RecipeError as exc:
+                errors.append(exc)
+        raise RecipeError(f"{where}: expected {_type_name(tp)}, got {value!r}.")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value in choices and type(value) in {type(c) for c in choices}:
+            return value
+        raise RecipeError(
+            f"{where}: {value!r} is not a valid choice; valid: {', '.join(repr(c) for c in choices)}."
+        )
+    if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and isinstance(value, tp):
+            return value
+        return parse_section(tp, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise RecipeError(f"{where}: expected a list, got {value!r}.")
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        return [coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where}: expected a mapping, got {value!r}.")
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise RecipeError(f"{where}: expected true or false, got {value!r}.")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise RecipeError(f"{where}: expected an integer, got {value!r}.")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise RecipeError(f"{where}: expected a number, got {value!r}.")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise RecipeError(f"{where}: expected a string, got {value!r}.")
+    if tp is Path:
+        return Path(value)
+    return value  # types we do not check (left to the library that owns the field)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    import gan_rl.discriminator.config as dc
+
+    return typing.get_type_hints(cls, globalns={**globals(), **vars(dc)})
+
+
+def parse_section(cls: type, raw: Any, where: str) -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
+    if raw is None:
+        raw = {}
+    if cls is DataSource and isinstance(raw, str):
+        raw = {"path": raw}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{where}: expected a mapping, got {raw!r}.")
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise unknown_key_error(str(key), list(fields), where)
+        kwargs[key] = coerce(value, hints[key], f"{where}.{key}")
+    try:
+        obj = cls(**kwargs)
+    except ConfigError as exc:  # a config that checks itself at construction (DiscriminatorConfig)
+        raise RecipeError(f"{where}.{exc.detail}") from None
+    except TypeError as exc:  # a required field is missing
+        missing = [n for n, f in fields.items() if n not in kwargs and _is_required(f)]
+        raise RecipeError(f"{where}: missing required key(s): {', '.join(missing)}.") from exc
+    check = getattr(obj, "validate", None)
+    if check is not None:
+        try:
+            check()
+        except ValueError as exc:
+            raise RecipeError(f"{where}.{exc}") from None
+    return obj
+
+
+def _is_required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _check_model(model: ModelSettings) -> None:
+    if model.gguf_file is not None:
+        if model.name_or_path is None:
+            raise RecipeError(
+                "model.gguf_file: names a file inside 'name_or_path' (a folder or hub repo); set name_or_path."
+            )
+        if "/" in model.gguf_file or "\\" in model.gguf_file or not model.gguf_file.endswith(".gguf"):
+            raise RecipeError(
+                f"model.gguf_file: expected the name of a .gguf file inside name_or_path, got {model.gguf_file!r}."
+            )
+    if (model.name_or_path is None) == (model.init_config is None):
+        raise RecipeError("model: give exactly one of 'name_or_path' (a checkpoint) or 'init_config'.")
+    if model.init_config is not None:
+        if "model_type" not in model.init_config:
+            raise RecipeError("model.init_config: needs 'model_type' (for example 'llama' or 'qwen2').")
+        if model.tokenizer is None and not model.word_tokenizer_from_data:
+            raise RecipeError(
+                "model.tokenizer: a model built from 'init_config' needs a tokenizer checkpoint, "
+                "or 'word_tokenizer_from_data: true'."
+            )
+    if model.word_tokenizer_from_data and model.tokenizer is not None:
+        raise RecipeError("model: 'tokenizer' and 'word_tokenizer_from_data' exclude each other.")
+    if model.word_tokenizer_from_data and model.name_or_path is not None:
+        raise RecipeError(
+            "model.word_tokenizer_from_data: only for a model built from 'init_config'; a checkpoint "
+            "('name_or_path') brings its own tokenizer."
+        )
+    if model.quantization is not None and model.lora is None:
+        raise RecipeError(
+            "model.quantization: quantized weights cannot be trained directly; add a 'lora' section (QLoRA)."
+        )
+
+
+def _check_source(src: DataSource, where: str) -> None:
+    given = [k for k in ("path", "hub", "synthetic") if getattr(src, k) is not None]
+    if len(given) != 1:
+        raise RecipeError(
+            f"{where}: give exactly one of 'path', 'hub' or 'synthetic' (got {given or 'none'})."
+        )
+
+
+def parse_recipe(raw: Any, base_dir: Path | str = ".") -> Recipe:
+    """Validate a recipe mapping (as loaded from YAML) into a :class:`Recipe`."""
+    if not isinstance(raw, dict):
+        raise RecipeError(f"recipe: expected a mapping of sections, got {type(raw).__name__}.")
+    sections = [f.name for f in dataclasses.fields(Recipe) if not f.metadata.get("internal")]
+    for key in raw:
+        if key not in sections:
+            raise unknown_key_error(str(key), sections, "recipe")
+    for required in ("model", "data"):
+        if raw.get(required) is None:
+            raise RecipeError(f"recipe: missing required section '{required}'.")
+    recipe = Recipe(
+        model=parse_section(ModelSettings, raw["model"], "model"),
+        data=parse_section(DataSettings, raw["data"], "data"),
+        discriminator=parse_section(DiscriminatorConfig, raw.get("discriminator"), "discriminator"),
+        trainer=coerce(raw.get("trainer") or {}, dict, "trainer"),
+        ppo=coerce(raw.get("ppo") or {}, dict, "ppo"),
+        reinforce=coerce(raw.get("reinforce") or {}, dict, "reinforce"),
+        gumbel=coerce(raw.get("gumbel") or {}, dict, "gumbel"),
+        sft=coerce(raw.get("sft") or {}, dict, "sft"),
+        sft_loss=parse_section(SFTLossSettings, raw.get("sft_loss"), "sft_loss"),
+        evaluate=parse_section(EvaluateSettings, raw.get("evaluate"), "evaluate"),
+        base_dir=Path(base_dir).resolve(),
+    )
+    _check_model(recipe.model)
+    _check_source(recipe.data.train, "data.train")
+    if recipe.data.test is not None:
+        _check_source(recipe.data.test, "data.test")
+    if recipe.data.validation is not None:
+        _check_source(recipe.data.validation, "data.validation")
+    if recipe.discriminator.kind == "adapter" and recipe.model.lora is None:
+        raise RecipeError(
+            "discriminator.kind: 'adapter' adds a LoRA adapter beside the generator's own, on its base "
+            "weights; add model.lora (or use kind 'head')."
+        )
+    contrast = recipe.evaluate.contrast
+    if contrast is not None:
+        _check_source(contrast.train, "evaluate.contrast.train")
+        if contrast.test is not None:
+            _check_source(contrast.test, "evaluate.contrast.test")
+    return recipe
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` with YAML 1.2 booleans: only true/false.
+
+    YAML 1.1 also reads yes/no/on/off as booleans, which would turn TRL's ``save_strategy: no`` and
+    ``--set trainer.eval_strategy=no`` into False.
+    """
+
+
+RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse recipe YAML (safe: plain data only)."""
+    return yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+DATA_SOURCE_KEYS = (
+    ["data", "train"],
+    ["data", "test"],
+    ["data", "validation"],
+    ["evaluate", "contrast", "train"],
+    ["evaluate", "contrast", "test"],
+)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides (values parsed as YAML) to a raw recipe mapping."""
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"--set {item!r}: expected KEY=VALUE, for example trainer.max_steps=10.")
+        dotted, text = item.split("=", 1)
+        keys = [k for k in dotted.strip().split(".") if k]
+        if not keys:
+            raise RecipeError(f"--set {item!r}: empty key.")
+        try:
+            value = load_yaml(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"--set {item!r}: value is not valid YAML ({exc}).") from None
+        node = raw
+        for i, key in enumerate(keys[:-1]):
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            if isinstance(child, str) and keys[: i + 1] in DATA_SOURCE_KEYS:
+                child = node[key] = {"path": child}
+            if not isinstance(child, dict):
+                raise RecipeError(f"--set {item!r}: '{'.'.join(keys[: i + 1])}' is not a section.")
+            node = child
+        node[keys[-1]] = value
+    return raw
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override and validate a recipe file."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe: file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(
+            f"recipe {path}: not a text file (byte {exc.start} is not UTF-8); a recipe is a YAML file."
+        ) from None
+    except OSError as exc:
+        raise RecipeError(f"recipe {path}: cannot read it: {exc.strerror or exc}.") from None
+    try:
+        raw = load_yaml(text) or {}
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"recipe {path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"recipe {path}: expected a mapping of sections at the top level.")
+    raw = apply_overrides(raw, overrides or [])
+    return parse_recipe(raw, base_dir=path.resolve().parent)
+
+
+# --------------------------------------------------------------------------------------------------
+# The trainer section: TRL's own config classes
+# --------------------------------------------------------------------------------------------------

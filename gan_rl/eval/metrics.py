@@ -1,0 +1,491 @@
+"""Evaluation metrics that no part of training sees.
+
+``gan-rl evaluate`` compares generators (base, SFT, GAN-trained) on held-out prompts by their responses
+versus the real ones. Every metric here is independent of the discriminator and the reward, so a
+generator cannot have been optimised against it: diversity (distinct-n, self-BLEU), distribution
+distance in a frozen sentence-embedding space (Fréchet distance), length statistics, a classifier
+two-sample test (can a fresh classifier still tell generated from real?), and a domain judge trained
+on real data only (does the output sit on the intended side of two real distributions?).
+
+All functions take and return numpy arrays / plain floats and are deterministic given their seed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from gan_rl.utils.padding import ensure_pad_token
+
+logger = logging.getLogger(__name__)
+
+TOKEN_PATTERN = r"\w+|[^\w\s]"
+_TOKEN_RE = re.compile(TOKEN_PATTERN)
+
+
+def word_tokens(text: str) -> list[str]:
+    """Lowercased words and punctuation marks: the one tokenization all text metrics here share."""
+    return _TOKEN_RE.findall(text.lower())
+
+
+def _ngrams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Sentence embeddings
+# --------------------------------------------------------------------------------------------------
+
+
+class TextEncoder:
+    """Sentence embeddings: mean-pooled last hidden states of an encoder checkpoint (as all-MiniLM-L6-v2 /
+    sentence-transformers do), L2-normalised.
+
+    A frozen encoder that none of the compared generators was trained against gives a neutral space in
+    which to measure how far generated responses sit from real ones (Fréchet distance, two-sample test).
+    Loaded with plain ``transformers`` so sentence-transformers is not a dependency.
+    """
+
+    def __init__(
+        self,
+        name_or_path: str,
+        device: str | torch.device = "cpu",
+        batch_size: int = 64,
+        max_length: int = 128,
+        trust_remote_code: bool = False,
+    ) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        if batch_size < 1 or max_length < 1:
+            raise ValueError(
+                f"TextEncoder: batch_size and max_length must be >= 1, got {batch_size}, {max_length}"
+            )
+        self.name_or_path = str(name_or_path)
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(
+                self.name_or_path, trust_remote_code=trust_remote_code
+            )
+            self.model = AutoModel.from_pretrained(
+                self.name_or_path, trust_remote_code=trust_remote_code, dtype=torch.float32
+            )
+        except (OSError, ValueError) as exc:
+            raise ValueError(
+                f"TextEncoder: cannot load encoder checkpoint {self.name_or_path!r}: {exc}"
+            ) from None
+        # Right padding: absolute position embeddings then see the same positions batched or alone.
+        self.tokenizer.padding_side = "right"
+        if ensure_pad_token(self.tokenizer) is None:
+            raise ValueError(
+                f"TextEncoder: the tokenizer of {self.name_or_path!r} has no pad, eos or unk token"
+            )
+        positions = getattr(self.model.config, "max_position_embeddings", None)
+        self.max_length = min(max_length, positions) if positions else max_length
+        self.model.to(self.device).eval()
+
+    @property
+    def dim(self) -> int:
+        """Embedding width (the encoder's hidden size)."""
+        return int(self.model.config.hidden_size)
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Embed ``texts`` as rows of a float32 array of shape ``(len(texts), dim)``, each of unit norm.
+
+        Texts are batched by token length (less padding, faster) and returned in the input order. Empty
+        strings are allowed; a text that yields no tokens at all (a tokenizer without special tokens)
+        gets the zero vector.
+        """
+        texts = [str(t) for t in texts]
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length)
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        lengths = np.array([len(ids) for ids in enc["input_ids"]])
+        order = np.argsort(-lengths, kind="stable")
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            if lengths[idx[0]] == 0:  # sorted longest first: the rest of the batches are empty too
+                break
+            batch = self.tokenizer.pad({k: [enc[k][i] for i in idx] for k in keys}, return_tensors="pt")
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            hidden = self.model(**batch).last_hidden_state.float()
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            pooled = torch.nn.functional.normalize(pooled, p=2, dim=-1)
+            out[idx] = pooled.cpu().numpy()
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Diversity
+# --------------------------------------------------------------------------------------------------
+
+
+def distinct_n(texts: list[str], n: int) -> float:
+    """Unique n-grams / total n-grams over all texts (n-grams do not cross text boundaries).
+
+    Low values mean repetition within and across responses (mode collapse); 0.0 when there are no n-grams.
+    """
+    if n < 1:
+        raise ValueError(f"distinct_n: n must be >= 1, got {n}")
+    counts: Counter[tuple[str, ...]] = Counter()
+    for text in texts:
+        counts.update(_ngrams(word_tokens(text), n))
+    total = sum(counts.values())
+    return len(counts) / total if total else 0.0
+
+
+def word_distance(generated: list[str], real: list[str]) -> float:
+    """Total-variation distance between the word (unigram) distributions of two sets of texts.
+
+    0 means the same word frequencies, 1 no word in common. Crude, but independent of the discriminator
+    and of training, so it shows whether samples moved toward the real data.
+    """
+    g = Counter(w for t in generated for w in word_tokens(t))
+    r = Counter(w for t in real for w in word_tokens(t))
+    ng, nr = sum(g.values()), sum(r.values())
+    if ng == 0 or nr == 0:
+        return 1.0
+    return 0.5 * sum(abs(g[w] / ng - r[w] / nr) for w in set(g) | set(r))
+
+
+def self_bleu(texts: list[str], max_n: int = 4, max_texts: int = 300, seed: int = 0) -> float:
+    """Mean sentence BLEU of each text against all the others as references; higher = less diverse.
+
+    BLEU here: clipped n-gram precisions (a hypothesis n-gram counts up to its largest count in any one
+    reference), add-one smoothing for orders n > 1, geometric mean over the orders the hypothesis is long
+    enough for (effective order, so short texts are not scored by empty orders), and the brevity penalty
+    against the closest reference length (ties to the shorter). Texts are subsampled to ``max_texts``
+    with ``seed``. Runs in time linear in the total n-gram count: for each n-gram only the largest count
+    and the runner-up count over texts are kept, which answers "max over all references but me".
+    Returns nan for fewer than two texts (no references).
+    """
+    if max_n < 1:
+        raise ValueError(f"self_bleu: max_n must be >= 1, got {max_n}")
+    if len(texts) > max_texts:
+        keep = np.random.default_rng(seed).choice(len(texts), size=max_texts, replace=False)
+        texts = [texts[i] for i in np.sort(keep)]
+    if len(texts) < 2:
+        return float("nan")
+    tokens = [word_tokens(t) for t in texts]
+    counters = [[Counter(_ngrams(toks, n)) for n in range(1, max_n + 1)] for toks in tokens]
+    # Per order: n-gram -> [best count, text holding it, best count among the other texts].
+    tops: list[dict[tuple[str, ...], list[int]]] = [{} for _ in range(max_n)]
+    for i, per_order in enumerate(counters):
+        for top, counter in zip(tops, per_order, strict=True):
+            for gram, c in counter.items():
+                entry = top.get(gram)
+                if entry is None:
+                    top[gram] = [c, i, 0]
+                elif c > entry[0]:
+                    entry[2], entry[0], entry[1] = entry[0], c, i
+                elif c > entry[2]:
+                    entry[2] = c
+    lengths = np.array([len(t) for t in tokens], dtype=float)
+    scores = []
+    for i, toks in enumerate(tokens):
+        hyp_len = len(toks)
+        if hyp_len == 0:
+            scores.append(0.0)
+            continue
+        log_p = 0.0
+        orders = min(max_n, hyp_len)
+        for n in range(1, orders + 1):
+            top = tops[n - 1]
+            clipped = 0
+            for gram, c in counters[i][n - 1].items():
+                best, owner, second = top[gram]
+                clipped += min(c, second if owner == i else best)
+            total = hyp_len - n + 1
+            if n == 1:
+                if clipped == 0:
+                    log_p = -math.inf
+                    break
+                log_p += math.log(clipped / total)
+            else:
+                log_p += math.log((clipped + 1) / (total + 1))
+        if log_p == -math.inf:
+            scores.append(0.0)
+            continue
+        others = np.delete(lengths, i)
+        diff = np.abs(others - hyp_len)
+        ref_len = others[diff == diff.min()].min()
+        bp = 1.0 if hyp_len > ref_len else math.exp(1.0 - ref_len / hyp_len)
+        scores.append(bp * math.exp(log_p / orders))
+    return float(np.mean(scores))
+
+
+# --------------------------------------------------------------------------------------------------
+# Distribution distances
+# --------------------------------------------------------------------------------------------------
+
+
+def frechet_distance(x: np.ndarray, y: np.ndarray, eps: float = 1e-6) -> float:
+    """Fréchet distance between Gaussians fitted to the rows of ``x`` and ``y`` (as FID does for images).
+
+    ``||mu_x - mu_y||^2 + Tr(S_x + S_y - 2 sqrt(S_x S_y))``. As in the reference FID code, a singular
+    product (common when there are fewer rows than dimensions) is retried with ``eps`` added to the
+    covariance diagonals, and numerical imaginary parts of the matrix square root are dropped. Clipped
+    at 0.
+    """
+    from scipy import linalg
+
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(f"frechet_distance: need two 2-D arrays of equal width, got {x.shape} and {y.shape}")
+    if len(x) < 2 or len(y) < 2:
+        raise ValueError(f"frechet_distance: need at least 2 rows per sample, got {len(x)} and {len(y)}")
+    diff = x.mean(axis=0) - y.mean(axis=0)
+    sx = np.atleast_2d(np.cov(x, rowvar=False))
+    sy = np.atleast_2d(np.cov(y, rowvar=False))
+
+    def sqrt_product(offset: float) -> np.ndarray:
+        eye = np.eye(sx.shape[0]) * offset
+        return linalg.sqrtm((sx + eye) @ (sy + eye))
+
+    covmean = sqrt_product(0.0)
+    if not np.isfinite(covmean).all() or (
+        np.iscomplexobj(covmean) and not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3)
+    ):
+        logger.debug("frechet_distance: singular covariance product; adding %g to the diagonals", eps)
+        covmean = sqrt_product(eps)
+    if np.iscomplexobj(covmean):
+        imag = np.abs(np.diagonal(covmean).imag).max()
+        if imag > 1e-3:
+            logger.warning("frechet_distance: dropping an imaginary part of %.3g in sqrt(S_x S_y)", imag)
+        covmean = covmean.real
+    if not np.isfinite(covmean).all():
+        raise ValueError("frechet_distance: the covariance square root is not finite")
+    value = float(diff @ diff + np.trace(sx) + np.trace(sy) - 2.0 * np.trace(covmean))
+    return max(value, 0.0)
+
+
+def length_stats(generated: list[str], real: list[str]) -> dict[str, float]:
+    """Response lengths in word tokens: means, and two distances between the length distributions.
+
+    Length is the cheapest signal a discriminator can exploit and a generator can game, so it is worth
+    reporting on its own. Keys: ``mean_generated``, ``mean_real``, ``wasserstein`` (in tokens) and
+    ``ks`` (Kolmogorov-Smirnov statistic, in [0, 1]).
+    """
+    from scipy import stats
+
+    if not generated or not real:
+        raise ValueError(f"length_stats: need texts on both sides, got {len(generated)} and {len(real)}")
+    gen = np.array([len(word_tokens(t)) for t in generated], dtype=float)
+    ref = np.array([len(word_tokens(t)) for t in real], dtype=float)
+    return {
+        "mean_generated": float(gen.mean()),
+        "mean_real": float(ref.mean()),
+        "wasserstein": float(stats.wasserstein_distance(gen, ref)),
+        "ks": float(stats.ks_2samp(gen, ref).statistic),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Classifiers: two-sample test and domain judge
+# --------------------------------------------------------------------------------------------------
+
+
+def _classifier(seed: int, C: float = 1.0):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000, random_state=seed))
+
+
+def _balanced(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Subsample the larger set to the size of the smaller, so accuracy 0.5 means chance."""
+    n = min(len(a), len(b))
+    if len(a) > n:
+        a = a[np.sort(rng.choice(len(a), size=n, replace=False))]
+    if len(b) > n:
+        b = b[np.sort(rng.choice(len(b), size=n, replace=False))]
+    return a, b
+
+
+def _as_rows(name: str, *arrays: np.ndarray) -> list[np.ndarray]:
+    out = [np.asarray(a, dtype=np.float64) for a in arrays]
+    if any(a.ndim != 2 for a in out) or len({a.shape[1] for a in out}) != 1:
+        raise ValueError(f"{name}: need 2-D feature arrays of equal width, got {[a.shape for a in out]}")
+    return out
+
+
+def two_sample_accuracy(real: np.ndarray, generated: np.ndarray, folds: int = 5, seed: int = 0) -> float:
+    """Classifier two-sample test: how well a fresh classifier tells real (1) from generated (0).
+
+    Held-out accuracy of a logistic regression on standardised features under stratified k-fold
+    cross-validation, after balancing the classes by subsampling the larger set with ``seed``. 0.5 means
+    the generations are indistinguishable from real responses in this feature space; 1.0 means trivially
+    separable. Unlike the training discriminator, this classifier never fed back into the generator.
+    """
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    real, generated = _as_rows("two_sample_accuracy", real, generated)
+    if folds < 2:
+        raise ValueError(f"two_sample_accuracy: folds must be >= 2, got {folds}")
+    if min(len(real), len(generated)) < folds:
+        raise ValueError(
+            f"two_sample_accuracy: need at least {folds} rows per class for {folds}-fold cross-validation, "
+            f"got {len(real)} real and {len(generated)} generated"
+        )
+    real, generated = _balanced(real, generated, np.random.default_rng(seed))
+    features = np.concatenate([real, generated])
+    labels = np.concatenate([np.ones(len(real), dtype=int), np.zeros(len(generated), dtype=int)])
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return float(cross_val_score(_classifier(seed), features, labels, cv=cv, scoring="accuracy").mean())
+
+
+def ngram_features(
+    texts_a: list[str], texts_b: list[str], max_features: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
+    """TF-IDF word 1-2-gram features of both text sets, fitted on the two together (dense float32).
+
+    An encoder-free view for the two-sample test: tiny generators produce word salad that a sentence
+    encoder may smooth over but n-gram statistics catch. ``max_features`` keeps the most frequent n-grams
+    so the dense arrays stay small for ~1000 texts.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vectorizer = TfidfVectorizer(
+        token_pattern=TOKEN_PATTERN,
+        lowercase=True,
+        ngram_range=(1, 2),
+        max_features=max_features,
+        dtype=np.float32,
+    )
+    try:
+        matrix = vectorizer.fit_transform(list(texts_a) + list(texts_b))
+    except ValueError as exc:  # empty vocabulary: every text is empty
+        raise ValueError(
+            f"ngram_features: no word tokens in the {len(texts_a) + len(texts_b)} texts ({exc})"
+        ) from None
+    dense = matrix.toarray()
+    return dense[: len(texts_a)], dense[len(texts_a) :]
+
+
+class DomainJudge:
+    """Tells two real distributions apart (e.g. TWON right-camp vs left-camp posts); trained on real
+    data only, then reports how far generations sit toward the target side.
+
+    The judge never sees generated text while fitting, so a generator cannot have learned to fool it;
+    check :meth:`accuracy` on held-out real rows first: a judge near 0.5 there says nothing.
+    """
+
+    def __init__(self, seed: int = 0, C: float = 1.0) -> None:
+        self.seed = seed
+        self.C = C
+        self._model = None
+
+    def fit(self, target: np.ndarray, contrast: np.ndarray) -> DomainJudge:
+        """Logistic regression on standardised features: target side = 1, contrast side = 0 (balanced)."""
+        target, contrast = _as_rows("DomainJudge.fit", target, contrast)
+        if min(len(target), len(contrast)) < 1:
+            raise ValueError(
+                f"DomainJudge.fit: need rows on both sides, got {len(target)} and {len(contrast)}"
+            )
+        target, contrast = _balanced(target, contrast, np.random.default_rng(self.seed))
+        features = np.concatenate([target, contrast])
+        labels = np.concatenate([np.ones(len(target), dtype=int), np.zeros(len(contrast), dtype=int)])
+        self._model = _classifier(self.seed, self.C).fit(features, labels)
+        return self
+
+    def _fitted(self):
+        if self._model is None:
+            raise RuntimeError("DomainJudge: call fit() first")
+        return self._model
+
+    def prob_target(self, features: np.ndarray) -> np.ndarray:
+        """P(target side) for each row of ``features``."""
+        model = self._fitted()
+        (features,) = _as_rows("DomainJudge.prob_target", features)
+        return model.predict_proba(features)[:, 1]
+
+    def accuracy(self, target: np.ndarray, contrast: np.ndarray) -> float:
+        """Accuracy on real rows of both sides (pass held-out ones): the judge's own validity check.
+
+        The mean of the two per-side accuracies, so 0.5 is chance even when the sides differ in size.
+        """
+        model = self._fitted()
+        target, contrast = _as_rows("DomainJudge.accuracy", target, contrast)
+        if min(len(target), len(contrast)) < 1:
+            raise ValueError(
+                f"DomainJudge.accuracy: need rows on both sides, got {len(target)} and {len(contrast)}"
+            )
+        hit_target = (model.predict(target) == 1).mean()
+        hit_contrast = (model.predict(contrast) == 0).mean()
+        return float((hit_target + hit_contrast) / 2)
+
+
+def judge_shift(p_generated: float, p_target_real: float, p_contrast_real: float) -> float:
+    """Where the generations sit between the contrast side (0) and the target side (1).
+
+    ``(p_generated - p_contrast_real) / (p_target_real - p_contrast_real)``, from mean judge probabilities;
+    normalising by the real sides makes judges of different sharpness comparable. Not clipped: values
+    beyond 1 overshoot the target side. nan when the judge does not separate the real sides.
+    """
+    denominator = p_target_real - p_contrast_real
+    if not math.isfinite(denominator) or abs(denominator) < 1e-8:
+        return float("nan")
+    return float((p_generated - p_contrast_real) / denominator)
+
+
+# --------------------------------------------------------------------------------------------------
+# MAUVE
+# --------------------------------------------------------------------------------------------------
+
+# The mauve-text package's defaults (Pillutla et al., 2021), written out so that metrics.json records them:
+# a score is comparable with another only at the same settings and the same number of texts per side.
+MAUVE_SETTINGS: dict[str, float | int | str] = {
+    "num_buckets": "auto",  # k-means clusters: n / 10 of the smaller side
+    "kmeans_explained_var": 0.9,  # PCA before k-means keeps this much variance
+    "kmeans_num_redo": 5,
+    "kmeans_max_iter": 500,
+    "divergence_curve_discretization_size": 25,
+    "mauve_scaling_factor": 5,
+}
+
+
+def mauve_available() -> bool:
+    """Whether the mauve-text package (the ``eval`` extra) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("mauve") is not None
+
+
+def mauve_score(real: np.ndarray, generated: np.ndarray, seed: int = 0) -> float:
+    """MAUVE between real (P) and generated (Q) texts, from their feature rows (here the evaluation
+    encoder's sentence embeddings, so no second featurizer is downloaded).
+
+    The area under the divergence frontier of the two quantized distributions: 1.0 when they coincide,
+    toward 0 as they separate; it weighs both kinds of error (generations where real texts are not, real
+    texts the generator never produces). It depends on the number of texts and on ``MAUVE_SETTINGS``:
+    compare scores only at equal sizes and settings.
+    """
+    real, generated = _as_rows("mauve_score", real, generated)
+    if min(len(real), len(generated)) < 2:
+        raise ValueError(f"mauve_score: need at least 2 rows per side, got {len(real)} and {len(generated)}")
+    if not mauve_available():
+        raise ModuleNotFoundError(
+            "mauve_score needs the mauve-text package: pip install 'gan-rl[eval]' (or mauve-text)"
+        )
+    import mauve
+
+    out = mauve.compute_mauve(
+        p_features=real.astype(np.float32),
+        q_features=generated.astype(np.float32),
+        seed=seed,
+        verbose=False,
+        **MAUVE_SETTINGS,
+    )
+    return float(out.mauve)

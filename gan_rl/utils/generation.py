@@ -1,0 +1,61 @@
+"""Sampling from a causal LM the way TRL prompts it: one loop for the warm-up, the run summary and
+``gan-rl generate`` / ``evaluate``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def tokenize_prompts(tokenizer: Any, prompts: list[Any], chat_template_kwargs: dict[str, Any] | None = None):
+    """A left-padded batch of prompts for ``generate``, tokenized as TRL does: chat messages through the
+    chat template (which brings its own special tokens), plain text with the tokenizer's special tokens."""
+    chat = bool(prompts) and isinstance(prompts[0], list)
+    if chat:
+        texts = [
+            tokenizer.apply_chat_template(
+                p, tokenize=False, add_generation_prompt=True, **(chat_template_kwargs or {})
+            )
+            for p in prompts
+        ]
+    else:
+        texts = list(prompts)
+    return tokenizer(
+        texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=not chat
+    )
+
+
+@torch.no_grad()
+def sample_completions(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[Any],
+    batch_size: int,
+    generate_kwargs: dict[str, Any],
+    chat_template_kwargs: dict[str, Any] | None = None,
+) -> list[tuple[str, bool]]:
+    """One sampled completion per prompt (chat messages or plain text, tokenized as TRL does), in batches
+    of ``batch_size``: (text without special tokens, whether it ended with an end token, i.e. before
+    ``max_new_tokens``).
+
+    The one sampling loop of the warm-up, the run summary and ``gan-rl generate``/``evaluate``. The model
+    samples in eval mode (no dropout) and gets its train/eval mode back afterwards.
+    """
+    ends = {t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None}
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out: list[tuple[str, bool]] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            inputs = tokenize_prompts(tokenizer, prompts[start : start + batch_size], chat_template_kwargs)
+            inputs = inputs.to(device)
+            ids = model.generate(**inputs, **generate_kwargs)
+            new = ids[:, inputs["input_ids"].shape[1] :]
+            texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+            out.extend(zip(texts, (any(int(t) in ends for t in row) for row in new), strict=True))
+    finally:
+        model.train(was_training)
+    return out

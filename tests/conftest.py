@@ -157,6 +157,20 @@ def data_files(tmp_path) -> dict[str, Path]:
 BASE_HEAD = {"d_model": 32, "num_layers": 1, "num_heads": 2}
 
 
+# The small, fast discriminator of the end-to-end runs (a DiscriminatorConfig's fields).
+SMALL_DISCRIMINATOR = {
+    **BASE_HEAD,
+    "max_length": 40,
+    "batch_size": 16,
+    "updates_per_round": 1,
+    "warmup_samples": 8,
+    "warmup_updates": 2,
+    # The guard off: whether it skips a round hangs on the discriminator's accuracy, whose last bits
+    # differ between CPUs, so the rounds the tests count would too. test_stability tests it.
+    "max_accuracy": 1.0,
+}
+
+
 def base_recipe(model_dir: Path, output_dir: Path, **sections) -> dict:
     """A small, fast recipe for end-to-end runs on CPU."""
     recipe = {
@@ -167,17 +181,7 @@ def base_recipe(model_dir: Path, output_dir: Path, **sections) -> dict:
             "prompt_column": "topic",
             "response_column": "post",
         },
-        "discriminator": {
-            **BASE_HEAD,
-            "max_length": 40,
-            "batch_size": 16,
-            "updates_per_round": 1,
-            "warmup_samples": 8,
-            "warmup_updates": 2,
-            # The guard off: whether it skips a round hangs on the discriminator's accuracy, whose last
-            # bits differ between CPUs, so the rounds the tests count would too. test_stability tests it.
-            "max_accuracy": 1.0,
-        },
+        "discriminator": dict(SMALL_DISCRIMINATOR),
         "trainer": {
             "output_dir": str(output_dir),
             "max_steps": 3,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -225,3 +226,27 @@ def test_evaluate_encoder_does_not_inherit_the_generators_trust_remote_code(
         with pytest.raises(Stop):
             evaluation.evaluate(recipe, [str(generations)], tmp_path / "eval")
     assert seen == [False, True]
+
+
+def test_without_the_eval_extra_evaluate_says_what_to_install_and_training_skips_its_plot(
+    tmp_path, recipe_factory, monkeypatch, caplog
+):
+    """scikit-learn, scipy and matplotlib are the ``eval`` extra: ``gan-rl evaluate`` without them is one
+    line naming them; a training run writes no ``training_curves.png`` and says why (a fresh venv with
+    ``pip install -e .`` alone ran the quickstart this way)."""
+    from gan_rl.cli.runs import training_curves
+
+    find_spec = importlib.util.find_spec
+    absent = {"sklearn", "matplotlib"}
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in absent else find_spec(name, *a)
+    )
+    line = error_line(
+        "evaluate", str(recipe_factory()), "--model", f"m={tmp_path}", "--output-dir", str(tmp_path)
+    )
+    assert "eval extra (scikit-learn, matplotlib not installed): pip install 'gan-rl[eval]'" in line
+    logs = [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}]
+    with caplog.at_level(logging.INFO, logger="gan_rl.cli.runs"):
+        assert training_curves(logs, tmp_path) == []
+    assert not (tmp_path / "training_curves.png").exists()
+    assert "matplotlib is not installed" in caplog.text

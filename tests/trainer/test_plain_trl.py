@@ -9,23 +9,11 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
+from tests.conftest import SMALL_DISCRIMINATOR as SMALL_HEAD
 from tests.conftest import quickstart_texts
 
 pytestmark = pytest.mark.slow
 
-# The conftest base recipe's small head, without the accuracy guard (whether it skips a round hangs on
-# the last bits of the discriminator's accuracy, which differ between CPUs).
-SMALL_HEAD = {
-    "d_model": 32,
-    "num_layers": 1,
-    "num_heads": 2,
-    "max_length": 40,
-    "batch_size": 16,
-    "updates_per_round": 1,
-    "warmup_samples": 8,
-    "warmup_updates": 2,
-    "max_accuracy": 1.0,
-}
 TRAINER_ARGS = {
     "per_device_train_batch_size": 8,
     "num_generations": 4,

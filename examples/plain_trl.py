@@ -26,6 +26,7 @@ from gan_rl import (
 )
 from gan_rl.cli.synthetic import quickstart_rows
 from gan_rl.trainer.dataset import real_pairs
+from gan_rl.utils.modeling import gguf_load_kwargs
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     # 1. The generator and the data: a prompt and a real response per row.
-    model = AutoModelForCausalLM.from_pretrained(args.model, gguf_file=args.gguf_file)
+    # A GGUF file is dequantized at load into an ordinary trainable model (gguf_load_kwargs: {} otherwise).
+    model = AutoModelForCausalLM.from_pretrained(args.model, **gguf_load_kwargs(args.gguf_file))
     tokenizer = AutoTokenizer.from_pretrained(args.model, gguf_file=args.gguf_file)
     if args.data:
         builder = {"jsonl": "json"}.get(args.data.rsplit(".", 1)[-1], args.data.rsplit(".", 1)[-1])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -239,42 +240,54 @@ FRONTIER_AXES = [
 ]
 
 
+SEED_SUFFIX = re.compile(r"-s\d+$")
+
+
+def frontier_curves(
+    results: dict[str, dict], xkey: str, ykey: str
+) -> dict[str, list[tuple[float, float, float, float, float, int]]]:
+    """One curve per model for the frontier plot: (temperature, x mean, x sd, y mean, y sd, seeds) in
+    temperature order. Models named ``NAME-sSEED`` (one run per seed) are one curve, ``NAME``, through the
+    mean over seeds at each temperature; the sd is 0 for a single seed."""
+    groups: dict[str, dict[float, list[tuple[float, float]]]] = {}
+    for row in results.values():
+        model, t = row.get("model"), _num(row.get("temperature"))
+        x, y = _num(row.get(xkey)), _num(row.get(ykey))
+        if model is None or t is None or x is None or y is None:
+            continue
+        groups.setdefault(SEED_SUFFIX.sub("", model), {}).setdefault(t, []).append((x, y))
+    curves = {}
+    for name, by_t in groups.items():
+        curves[name] = [
+            (t, float(np.mean(xs)), float(np.std(xs)), float(np.mean(ys)), float(np.std(ys)), len(xs))
+            for t, points in sorted(by_t.items())
+            for xs, ys in [tuple(zip(*points, strict=True))]
+        ]
+    return curves
+
+
 def plot_frontier(results: dict[str, dict], out_dir: str | Path) -> list[Path]:
     """The quality-diversity plot of an evaluation at several temperatures: for each model a curve through
     its temperatures (distance to the real responses against diversity), the real reference as a star.
 
     Rows carry ``model`` and ``temperature`` (``gan-rl evaluate`` with ``evaluate.temperatures``); a
-    model is better than another where its curve passes closer to the star.
+    model is better than another where its curve passes closer to the star. The seeds of a model
+    (``NAME-sSEED``) are one curve through their means, with bars of one sd (:func:`frontier_curves`).
     """
-    curves: dict[str, list[dict]] = {}
-    for row in results.values():
-        if row.get("model") is not None and _num(row.get("temperature")) is not None:
-            curves.setdefault(row["model"], []).append(row)
     real = results.get(REAL) or {}
-    panels = [
-        (y, x)
-        for y, x in FRONTIER_AXES
-        if any(
-            _num(r.get(y[0])) is not None and _num(r.get(x[0])) is not None
-            for c in curves.values()
-            for r in c
-        )
-    ]
-    if not curves or not panels:
+    panels = [(y, x) for y, x in FRONTIER_AXES if frontier_curves(results, x[0], y[0])]
+    if not panels:
         return []
     fig, axes = _grid(len(panels), 4.8, 3.8)
     for ax, ((ykey, ylabel), (xkey, xlabel)) in zip(axes, panels, strict=True):
-        for i, (model, rows) in enumerate(curves.items()):
-            points = sorted(
-                (r["temperature"], _num(r.get(xkey)), _num(r.get(ykey)))
-                for r in rows
-                if _num(r.get(xkey)) is not None and _num(r.get(ykey)) is not None
-            )
-            if not points:
-                continue
-            xs, ys = [p[1] for p in points], [p[2] for p in points]
-            ax.plot(xs, ys, marker="o", color=f"C{i % 10}", label=model)
-            for t, x, y in points:
+        for i, (name, points) in enumerate(frontier_curves(results, xkey, ykey).items()):
+            seeds = max(p[5] for p in points)
+            label = f"{name} ({seeds} seeds)" if seeds > 1 else name
+            xs, xsd, ys, ysd = ([p[k] for p in points] for k in (1, 2, 3, 4))
+            style = {"color": f"C{i % 10}", "linestyle": ("-", "--", ":")[(i // 10) % 3]}
+            ax.errorbar(xs, ys, xerr=xsd if seeds > 1 else None, yerr=ysd if seeds > 1 else None,
+                        marker="o", capsize=2, label=label, **style)  # fmt: skip
+            for t, x, _, y, _, _ in points:
                 ax.annotate(f"{t:g}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
         if _num(real.get(xkey)) is not None and _num(real.get(ykey)) is not None:
             ax.scatter([real[xkey]], [real[ykey]], marker="*", s=150, color="black", label="real", zorder=3)

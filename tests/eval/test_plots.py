@@ -143,3 +143,34 @@ def test_evaluation_without_lengths_or_metrics(tmp_path: Path) -> None:
     _assert_png(files[0])
     assert plot_evaluation({}, tmp_path / "c") == []
     assert plot_evaluation({"base": {"frechet": None, "two_sample_acc": math.nan}}, tmp_path / "d") == []
+
+
+def test_frontier_draws_the_seeds_of_a_model_as_one_curve(tmp_path):
+    """``NAME-sSEED`` rows are one curve through the seeds' means, with their sd, one point per
+    temperature; a model without seeds is its own curve."""
+    from gan_rl.eval.plots import FRONTIER_FILE, frontier_curves, plot_frontier
+
+    def row(model, t, acc, d2):
+        return {"model": model, "temperature": t, "two_sample_acc": acc, "distinct_2": d2}
+
+    results = {
+        "ppo-s0@0.7": row("ppo-s0", 0.7, 0.60, 0.70),
+        "ppo-s1@0.7": row("ppo-s1", 0.7, 0.50, 0.74),
+        "ppo-s0@1": row("ppo-s0", 1.0, 0.52, 0.80),
+        "ppo-s1@1": row("ppo-s1", 1.0, 0.54, 0.78),
+        "sft@1": row("sft", 1.0, 0.55, 0.75),
+        "real": {"two_sample_acc": 0.5, "distinct_2": 0.8},
+    }
+    curves = frontier_curves(results, "distinct_2", "two_sample_acc")
+    assert set(curves) == {"ppo", "sft"}
+    (t7, x7, xsd7, y7, ysd7, n7), (t1, _, _, y1, _, _) = curves["ppo"]
+    assert (t7, n7, t1) == (0.7, 2, 1.0)
+    assert (
+        abs(x7 - 0.72) < 1e-9
+        and abs(xsd7 - 0.02) < 1e-9
+        and abs(y7 - 0.55) < 1e-9
+        and abs(ysd7 - 0.05) < 1e-9
+    )
+    assert abs(y1 - 0.53) < 1e-9 and curves["sft"] == [(1.0, 0.75, 0.0, 0.55, 0.0, 1)]
+    assert plot_frontier(results, tmp_path) == [tmp_path / FRONTIER_FILE]
+    assert (tmp_path / FRONTIER_FILE).stat().st_size > 0

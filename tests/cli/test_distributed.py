@@ -413,6 +413,9 @@ LOCKSTEP_WORKER = textwrap.dedent(
     dist.all_gather_object(counts, len(calls))
     if rank == 0:
         json.dump({"counts": counts, "features": len(generated)}, open(sys.argv[2], "w"))
+    # Both ranks leave together: a rank that tears gloo down while the other still talks to it can abort
+    # at exit ("terminate called without an active exception"), seen once under load.
+    dist.barrier()
     dist.destroy_process_group()
     """
 )

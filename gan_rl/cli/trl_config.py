@@ -25,8 +25,9 @@ def build_trainer_config(recipe: Recipe, algorithm: str, **forced: Any) -> Any:
     (e.g. ``num_iterations``, shared by ``ppo`` and ``reinforce``, meaningless to ``gumbel``) is a setting of
     the other family: it is left out for this algorithm, and logged.
     """
-    algorithm = get_algorithm(algorithm).name  # TRL's names (grpo, rloo) read their algorithm's section
-    cls = get_algorithm(algorithm).config_class()
+    spec = get_algorithm(algorithm)
+    algorithm = spec.name  # TRL's names (grpo, rloo) read their algorithm's section
+    cls = spec.config_class()
     own_fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     others = {name: a.config_class() for name, a in ALGORITHMS.items() if name != algorithm}
     other_fields = {

@@ -102,6 +102,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test-prompts", type=int, default=300)
     p.add_argument("--temperatures", default="0.7,0.85,1.0")
     p.add_argument("--evaluate-only", action="store_true")
+    p.add_argument(
+        "--evaluate-at-end",
+        action="store_true",
+        help="score once after the last seed, not after every seed (one evaluation costs minutes)",
+    )
     p.add_argument("--set", dest="extra", action="append", default=[], help="extra --set for every command")
     return p.parse_args(argv)
 
@@ -253,7 +258,8 @@ def main(argv: list[str] | None = None) -> None:
                     own += [f"{command}.seed={seed}", f"discriminator.seed={seed}"]
                 model = train(label, command, [*start, *own, *overrides, *common], budget)
                 generate(label, model, seed)
-            evaluate(args, work, generations, common)
+            if not args.evaluate_at_end:
+                evaluate(args, work, generations, common)
     evaluate(args, work, generations, common)
 
 

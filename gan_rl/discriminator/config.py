@@ -21,7 +21,10 @@ class RewardConfig:
     ``logit``: the raw logit; ``prob``: D = sigmoid(logit); ``log_prob``: log D (saturates when the
     discriminator is confident, the original GAN generator loss); ``gail``: -log(1 - D), non-saturating,
     as in GAIL. ``clip`` bounds the result; ``normalize`` standardises it per batch or with running
-    statistics shared by all processes.
+    statistics shared by all processes. ``length_coef`` makes the reward length-aware: it subtracts
+    ``length_coef x |log((1 + words generated) / (1 + words of the real response for the same row))|``
+    after all of that, so a policy cannot buy reward by drifting in length, a cue the discriminator may
+    learn first.
     """
 
     form: Literal["logit", "prob", "log_prob", "gail"] = "logit"
@@ -29,6 +32,7 @@ class RewardConfig:
     normalize: Literal["none", "batch", "running"] = "none"
     # Momentum of the running mean/variance (``normalize: running``).
     running_momentum: float = 0.99
+    length_coef: float = 0.0
 
     def __post_init__(self) -> None:
         try:
@@ -44,6 +48,8 @@ class RewardConfig:
             raise ValueError(f"clip: expected [low, high] with low < high, got {self.clip}.")
         if not 0.0 <= self.running_momentum < 1.0:
             raise ValueError(f"running_momentum: expected a value in [0, 1), got {self.running_momentum}.")
+        if not (math.isfinite(float(self.length_coef)) and self.length_coef >= 0):
+            raise ValueError(f"length_coef: expected a finite number >= 0, got {self.length_coef}.")
 
 
 KINDS = ("head", "classifier", "adapter")

@@ -70,6 +70,14 @@ class RunningNorm:
         self.mean, self.var, self.count = float(state["mean"]), float(state["var"]), int(state["count"])
 
 
+def length_penalty(generated: list[str], real: list[str]) -> torch.Tensor:
+    """``|log((1 + words generated) / (1 + words real))|`` row by row: 0 at the real response's length,
+    ln 2 at twice or half of it (the ``+1`` keeps an empty text finite)."""
+    gen = torch.tensor([len(t.split()) for t in generated], dtype=torch.float32)
+    ref = torch.tensor([len(t.split()) for t in real], dtype=torch.float32)
+    return torch.log((1 + gen) / (1 + ref)).abs()
+
+
 def completion_text(completion: Any) -> str:
     """TRL gives plain strings, or for chat data a list of messages whose last is the assistant's."""
     if isinstance(completion, str):
@@ -149,6 +157,11 @@ class DiscriminatorReward:
             self.buffer.add(gen_features, real_features, generated, real)
             self.calls += 1
         rewards = self.transform(logits, update_stats=training)
+        if self.config.length_coef > 0:
+            penalty = length_penalty([g.response for g in generated], list(kwargs[REAL_RESPONSE]))
+            rewards = rewards - self.config.length_coef * penalty
+            if log_metric is not None:
+                log_metric("rewards/length_penalty", penalty.mean().item())
         if log_metric is not None:
             log_metric("disc/prob_generated_real", torch.sigmoid(logits).mean().item())
         return rewards.tolist()

@@ -281,3 +281,35 @@ def test_bradley_terry_partners_travel_with_the_checkpoint(generator, tmp_path):
         tmp_path, restored, DiscriminatorReward(fresh, SampleBuffer(8), fresh.config.reward), SampleBuffer(8)
     )
     assert restored.partners_state() == []
+
+
+# -- the length-aware reward ------------------------------------------------------------------------
+
+
+def test_length_coef_subtracts_the_log_length_ratio_to_the_real_response(generator):
+    """With ``reward.length_coef`` the reward falls by coef x |log((1 + words) / (1 + real words))|: nothing
+    at the real response's length, the same for twice and half of it, and the discriminator's part as is."""
+    from gan_rl.types import PROMPT_TEXT, REAL_RESPONSE
+
+    real = "one two three four five six seven"  # 7 words: (1 + 15) / (1 + 7) = 2 and (1 + 3) / 8 = 1 / 2
+    completions = [real, " ".join(["word"] * 15), "a b c"]
+    columns = {PROMPT_TEXT: ["topic"] * 3, REAL_RESPONSE: [real] * 3}
+    base_disc = make_head(generator)
+    aware_disc = make_head(generator, reward={"length_coef": 0.5})
+    aware_disc.load_state_dict(base_disc.state_dict())  # the same discriminator: only the length term differs
+    base = DiscriminatorReward(base_disc, SampleBuffer(8), base_disc.config.reward)
+    aware = DiscriminatorReward(aware_disc, SampleBuffer(8), aware_disc.config.reward)
+    plain = torch.tensor(base(["topic"] * 3, completions, **columns))
+    logged = {}
+    with_length = torch.tensor(
+        aware(["topic"] * 3, completions, log_metric=lambda k, v: logged.__setitem__(k, v), **columns)
+    )
+    penalty = plain - with_length
+    expected = 0.5 * torch.tensor([1.0, 2.0, 2.0]).log()
+    assert torch.allclose(penalty, expected, atol=1e-5), penalty
+    assert logged["rewards/length_penalty"] == pytest.approx(expected.mean().item() / 0.5, abs=1e-5)
+
+
+def test_length_coef_is_validated():
+    with pytest.raises(ValueError, match="length_coef: expected a finite number >= 0, got -1"):
+        DiscriminatorConfig(reward={"length_coef": -1})

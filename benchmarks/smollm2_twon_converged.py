@@ -71,6 +71,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # No SFT term: the adversarial signal alone moves the policy (the term pulls toward the NLL optimum
     # that sft-best already sits at).
     "ppo-no-sft-term": ("ppo", ["sft_loss.coef=0.0"]),
+    # The same, with a length-aware reward in the SFT term's place: the term held the length where real posts
+    # are; here a penalty of |log length ratio to the row's real post| does, and nothing pulls toward the NLL.
+    "ppo-length": ("ppo", ["sft_loss.coef=0.0", "discriminator.reward.length_coef=1.0"]),
     # A discriminator as strong as the generator at no second model's cost: its own LoRA adapter on the
     # generator's base, read at the last token (GAD's critic); the recipe's head-only layer reset.
     "ppo-adapter": ("ppo", ["discriminator.kind=adapter", "discriminator.encoder_layer=-1"]),

@@ -40,6 +40,7 @@ from accelerate import PartialState
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from gan_rl.trainer.trl_internals import at_generation_boundary
 from gan_rl.utils.distributed import all_reduce_, world_size
 
 logger = logging.getLogger(__name__)
@@ -148,16 +149,6 @@ class StopRequest:
             for signum, handler in previous.items():
                 # None: a handler not installed from Python; the default is the closest we can restore.
                 signal.signal(signum, signal.SIG_DFL if handler is None else handler)
-
-
-def at_generation_boundary(args: Any, global_step: int) -> bool:
-    """Whether TRL's GRPO/RLOO trainers sample afresh right after optimizer step ``global_step``: they
-    generate once per ``steps_per_generation x num_iterations`` micro-steps and reuse the samples in
-    between (in memory only). Trainers without those settings (SFT) are at a boundary after every step."""
-    accumulation = max(int(getattr(args, "gradient_accumulation_steps", 1) or 1), 1)
-    per_generation = int(getattr(args, "steps_per_generation", None) or accumulation)
-    every = per_generation * max(int(getattr(args, "num_iterations", 1) or 1), 1)
-    return (global_step * accumulation) % every == 0
 
 
 class PreemptionCallback(TrainerCallback):

@@ -94,28 +94,14 @@ def build_trainer_config(recipe: Recipe, algorithm: str, **forced: Any) -> Any:
 
 
 def _check_save_steps(config: Any, given: bool) -> None:
-    """Refuse checkpoints inside TRL's generation cycle: GRPO/RLOO sample once per
-    ``steps_per_generation x num_iterations`` micro-steps and keep the samples in memory only, so a run
-    resumed from a checkpoint inside a cycle samples afresh: another run than the uninterrupted one."""
-    from gan_rl.cli.preemption import at_generation_boundary
+    """Refuse checkpoints inside TRL's generation cycle (:func:`save_steps_problem`)."""
+    from gan_rl.trainer.trl_internals import save_steps_problem
 
-    save_steps = getattr(config, "save_steps", None)
-    strategy = getattr(config, "save_strategy", "no")
-    if getattr(strategy, "value", strategy) != "steps":
-        return
-    if not isinstance(save_steps, int) and not (isinstance(save_steps, float) and save_steps >= 1):
-        return
-    save_steps = int(save_steps)
-    if save_steps < 1 or at_generation_boundary(config, save_steps):
-        return
-    cycle = next(n for n in range(1, save_steps * 1000) if at_generation_boundary(config, n))
-    raise RecipeError(
-        f"trainer.save_steps: {save_steps}{'' if given else ' (TRL default)'} puts checkpoints inside TRL's "
-        f"generation cycle (steps_per_generation {getattr(config, 'steps_per_generation', None)} x "
-        f"num_iterations {getattr(config, 'num_iterations', 1)} micro-steps, gradient_accumulation_steps "
-        f"{config.gradient_accumulation_steps}): a run resumed there would sample afresh, not continue; "
-        f"use a multiple of {cycle}."
-    )
+    problem = save_steps_problem(config)
+    if problem is not None:
+        default = "" if given else " (TRL default)"
+        number, rest = problem.split(" ", 1)
+        raise RecipeError(f"trainer.save_steps: {number}{default} {rest}.")
 
 
 def precision_of(recipe: Recipe, use_cpu: bool = False) -> Precision:

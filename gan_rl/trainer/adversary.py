@@ -35,6 +35,7 @@ from gan_rl.errors import RecipeError
 from gan_rl.trainer.callback import DiscriminatorCallback
 from gan_rl.trainer.dataset import real_pairs
 from gan_rl.trainer.reward import DiscriminatorReward
+from gan_rl.trainer.trl_internals import save_steps_problem
 from gan_rl.types import Pair
 from gan_rl.utils.backends import is_sharded, prepare_frozen_copy
 
@@ -178,6 +179,9 @@ class Adversary:
         if isinstance(self.discriminator, AdapterDiscriminator):
             bind_generator_adapter(self.discriminator, trainer)
             self.disc_trainer.rebuild()  # its optimizer now holds the adapter too
+        problem = save_steps_problem(getattr(trainer, "args", None))
+        if problem is not None:
+            logger.warning("Adversary.attach: save_steps %s, or resumes will not repeat the run.", problem)
         self.callback.attach(trainer)
         self.callback.require_attached = None
         self.reward.recording = lambda: trainer.model.training

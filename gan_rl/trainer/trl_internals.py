@@ -1,4 +1,4 @@
-"""The one place that reaches into TRL's private state."""
+"""The one place that reaches into TRL's private state, and what gan-rl must know of TRL's sampling cycle."""
 
 from __future__ import annotations
 
@@ -23,3 +23,38 @@ def metric_logger(trainer: Any) -> Callable[[str, float], None] | None:
         metrics["train"][name].append(value)
 
     return log
+
+
+def at_generation_boundary(args: Any, global_step: int) -> bool:
+    """Whether TRL's GRPO/RLOO trainers sample afresh right after optimizer step ``global_step``: they
+    generate once per ``steps_per_generation x num_iterations`` micro-steps and reuse the samples in
+    between (in memory only). Trainers without those settings (SFT) are at a boundary after every step."""
+    accumulation = max(int(getattr(args, "gradient_accumulation_steps", 1) or 1), 1)
+    per_generation = int(getattr(args, "steps_per_generation", None) or accumulation)
+    every = per_generation * max(int(getattr(args, "num_iterations", 1) or 1), 1)
+    return (global_step * accumulation) % every == 0
+
+
+def save_steps_problem(args: Any) -> str | None:
+    """Why ``args.save_steps`` would write checkpoints inside TRL's generation cycle, or None.
+
+    GRPO/RLOO keep the samples of a cycle in memory only, so a run resumed from a checkpoint inside one
+    samples afresh: another run than the uninterrupted one. Fractional ``save_steps`` (a share of the run)
+    and other save strategies are not judged.
+    """
+    strategy = getattr(args, "save_strategy", "no")
+    save_steps = getattr(args, "save_steps", None)
+    if getattr(strategy, "value", strategy) != "steps" or isinstance(save_steps, bool):
+        return None
+    if not isinstance(save_steps, (int, float)) or save_steps < 1 or save_steps != int(save_steps):
+        return None
+    save_steps = int(save_steps)
+    if at_generation_boundary(args, save_steps):
+        return None
+    cycle = next(n for n in range(1, save_steps * 1000) if at_generation_boundary(args, n))
+    return (
+        f"{save_steps} puts checkpoints inside TRL's generation cycle (steps_per_generation "
+        f"{getattr(args, 'steps_per_generation', None)} x num_iterations {getattr(args, 'num_iterations', 1)} "
+        f"micro-steps, gradient_accumulation_steps {getattr(args, 'gradient_accumulation_steps', 1)}): a run "
+        f"resumed there would sample afresh, not continue; use a multiple of {cycle}"
+    )

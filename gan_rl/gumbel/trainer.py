@@ -329,6 +329,10 @@ class RelaxedTokensTrainer(Trainer):
     ) -> None:
         if len(reward_funcs) != 1 or not isinstance(reward_funcs[0], DiscriminatorReward):
             raise TypeError("GumbelTrainer needs exactly one DiscriminatorReward in reward_funcs.")
+        if reward_funcs[0].config.length_coef > 0:
+            raise ValueError(
+                "GumbelTrainer: reward length_coef must be 0 (a count of words has no gradient to follow)."
+            )
         if peft_config is not None:
             from peft import get_peft_model
 

@@ -177,6 +177,14 @@ def test_a_discriminator_of_another_vocabulary_is_one_recipe_error(kind, field, 
     assert not (tmp_path / "out" / "run_summary.json").exists()
 
 
+def test_a_length_aware_reward_is_refused_by_gumbel_only(tmp_path, recipe_factory):
+    """A count of words has no gradient: gumbel refuses the length-aware reward in one line, before loading."""
+    recipe = recipe_factory(discriminator={"reward": {"length_coef": 0.5}})
+    line = error_line("gumbel", str(recipe))
+    assert line.startswith("error: discriminator.reward.length_coef: gumbel back-propagates")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
 # --------------------------------------------------------------------------------------------------
 # The recipe
 # --------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -25,14 +26,19 @@ def metric_logger(trainer: Any) -> Callable[[str, float], None] | None:
     return log
 
 
-def at_generation_boundary(args: Any, global_step: int) -> bool:
-    """Whether TRL's GRPO/RLOO trainers sample afresh right after optimizer step ``global_step``: they
-    generate once per ``steps_per_generation x num_iterations`` micro-steps and reuse the samples in
-    between (in memory only). Trainers without those settings (SFT) are at a boundary after every step."""
+def generation_cycle(args: Any) -> int:
+    """TRL's GRPO/RLOO trainers generate once per ``steps_per_generation x num_iterations`` micro-steps and
+    reuse the samples in between (in memory only): the length of that cycle in optimizer steps (1 for
+    trainers without those settings, such as SFT)."""
     accumulation = max(int(getattr(args, "gradient_accumulation_steps", 1) or 1), 1)
     per_generation = int(getattr(args, "steps_per_generation", None) or accumulation)
     every = per_generation * max(int(getattr(args, "num_iterations", 1) or 1), 1)
-    return (global_step * accumulation) % every == 0
+    return every // math.gcd(every, accumulation)
+
+
+def at_generation_boundary(args: Any, global_step: int) -> bool:
+    """Whether TRL's GRPO/RLOO trainers sample afresh right after optimizer step ``global_step``."""
+    return global_step % generation_cycle(args) == 0
 
 
 def save_steps_problem(args: Any) -> str | None:
@@ -48,10 +54,9 @@ def save_steps_problem(args: Any) -> str | None:
         return None
     if not isinstance(save_steps, (int, float)) or save_steps < 1 or save_steps != int(save_steps):
         return None
-    save_steps = int(save_steps)
-    if at_generation_boundary(args, save_steps):
+    save_steps, cycle = int(save_steps), generation_cycle(args)
+    if save_steps % cycle == 0:
         return None
-    cycle = next(n for n in range(1, save_steps * 1000) if at_generation_boundary(args, n))
     return (
         f"{save_steps} puts checkpoints inside TRL's generation cycle (steps_per_generation "
         f"{getattr(args, 'steps_per_generation', None)} x num_iterations {getattr(args, 'num_iterations', 1)} "

@@ -32,7 +32,6 @@ from gan_rl.cli.trl_config import build_trainer_config, with_resolved_dtype
 from gan_rl.discriminator.modeling import (
     Discriminator,
 )
-from gan_rl.errors import RecipeError
 from gan_rl.eval.metrics import word_distance
 from gan_rl.trainer.adversary import Adversary
 from gan_rl.trainer.callback import DISCRIMINATOR_DIR, save_discriminator
@@ -200,11 +199,6 @@ def preflight(
     preflight of this run's checkpoints (:func:`gan_rl.cli.sft.warm_start`).
     """
     args = build_trainer_config(recipe, algorithm, remove_unused_columns=False)
-    if get_algorithm(algorithm).name == "gumbel" and recipe.discriminator.reward.length_coef > 0:
-        raise RecipeError(
-            "discriminator.reward.length_coef: gumbel back-propagates through the discriminator, and a "
-            "count of words has no gradient; set it to 0, or train with ppo or reinforce."
-        )
     # The distributed state, the trainer's way (use_cpu, backend), before we use it; an FSDP request that
     # accelerate would drop here is an error now, before anything loads (DeepSpeed's: in the config build).
     setup_distributed(args)

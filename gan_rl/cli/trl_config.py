@@ -27,6 +27,11 @@ def build_trainer_config(recipe: Recipe, algorithm: str, **forced: Any) -> Any:
     """
     spec = get_algorithm(algorithm)
     algorithm = spec.name  # TRL's names (grpo, rloo) read their algorithm's section
+    if algorithm == "gumbel" and recipe.discriminator.reward.length_coef > 0:
+        raise RecipeError(
+            "discriminator.reward.length_coef: gumbel back-propagates through the discriminator, and a "
+            "count of words has no gradient; set it to 0, or train with ppo or reinforce."
+        )
     cls = spec.config_class()
     own_fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     others = {name: a.config_class() for name, a in ALGORITHMS.items() if name != algorithm}

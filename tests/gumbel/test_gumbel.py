@@ -182,6 +182,7 @@ def test_a_length_aware_reward_is_refused_by_gumbel_only(tmp_path, recipe_factor
     recipe = recipe_factory(discriminator={"reward": {"length_coef": 0.5}})
     line = error_line("gumbel", str(recipe))
     assert line.startswith("error: discriminator.reward.length_coef: gumbel back-propagates")
+    assert error_line("check", str(recipe), "--algorithm", "gumbel") == line
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 

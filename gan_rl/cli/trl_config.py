@@ -105,8 +105,7 @@ def _check_save_steps(config: Any, given: bool) -> None:
     problem = save_steps_problem(config)
     if problem is not None:
         default = "" if given else " (TRL default)"
-        number, rest = problem.split(" ", 1)
-        raise RecipeError(f"trainer.save_steps: {number}{default} {rest}.")
+        raise RecipeError(f"trainer.save_steps: {int(config.save_steps)}{default} {problem}.")
 
 
 def precision_of(recipe: Recipe, use_cpu: bool = False) -> Precision:

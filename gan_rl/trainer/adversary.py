@@ -181,7 +181,11 @@ class Adversary:
             self.disc_trainer.rebuild()  # its optimizer now holds the adapter too
         problem = save_steps_problem(getattr(trainer, "args", None))
         if problem is not None:
-            logger.warning("Adversary.attach: save_steps %s, or resumes will not repeat the run.", problem)
+            logger.warning(
+                "Adversary.attach: save_steps %d %s, or resumes will not repeat the run.",
+                int(trainer.args.save_steps),
+                problem,
+            )
         self.callback.attach(trainer)
         self.callback.require_attached = None
         self.reward.recording = lambda: trainer.model.training

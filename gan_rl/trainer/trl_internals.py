@@ -45,20 +45,18 @@ def save_steps_problem(args: Any) -> str | None:
     """Why ``args.save_steps`` would write checkpoints inside TRL's generation cycle, or None.
 
     GRPO/RLOO keep the samples of a cycle in memory only, so a run resumed from a checkpoint inside one
-    samples afresh: another run than the uninterrupted one. Fractional ``save_steps`` (a share of the run)
-    and other save strategies are not judged.
+    samples afresh: another run than the uninterrupted one. A fractional ``save_steps`` (a share of the
+    run) and other save strategies are not judged. The text follows the number of steps in a message.
     """
     strategy = getattr(args, "save_strategy", "no")
     save_steps = getattr(args, "save_steps", None)
-    if getattr(strategy, "value", strategy) != "steps" or isinstance(save_steps, bool):
+    if getattr(strategy, "value", strategy) != "steps" or not isinstance(save_steps, (int, float)):
         return None
-    if not isinstance(save_steps, (int, float)) or save_steps < 1 or save_steps != int(save_steps):
-        return None
-    save_steps, cycle = int(save_steps), generation_cycle(args)
-    if save_steps % cycle == 0:
+    cycle = generation_cycle(args)
+    if save_steps < 1 or int(save_steps) % cycle == 0:
         return None
     return (
-        f"{save_steps} puts checkpoints inside TRL's generation cycle (steps_per_generation "
+        f"puts checkpoints inside TRL's generation cycle (steps_per_generation "
         f"{getattr(args, 'steps_per_generation', None)} x num_iterations {getattr(args, 'num_iterations', 1)} "
         f"micro-steps, gradient_accumulation_steps {getattr(args, 'gradient_accumulation_steps', 1)}): a run "
         f"resumed there would sample afresh, not continue; use a multiple of {cycle}"

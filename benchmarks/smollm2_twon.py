@@ -235,7 +235,7 @@ def evaluate_generations(
     report = results / "metrics.json"
     if not files or (report.is_file() and all(f.stat().st_mtime < report.stat().st_mtime for f in files)):
         return None
-    out = work / "eval"
+    out = work / f"eval-{results.name}"  # one per results folder: two benchmarks can share a work folder
     models = [item for f in files for item in ("--model", f"{f.stem}={f}")]
     overrides = sets([*common, *offline_encoder()])
     cmd = gan_rl("evaluate", str(RECIPE), *models, "--output-dir", str(out), *extra, *overrides)

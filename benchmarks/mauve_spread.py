@@ -13,6 +13,7 @@ A difference between two models smaller than these spreads is not one. Prints a 
 ``benchmarks/results/mauve_spread.json``.
 
     python benchmarks/mauve_spread.py             # n = 300, 5 draws, 5 seeds
+    python benchmarks/mauve_spread.py --n 750 --draws 5 --seeds 1   # every right.test post as reference
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n", type=int, default=300)
     p.add_argument("--draws", type=int, default=5)
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--output", type=Path, help="default: results/mauve_spread.json (n = 300), else -nN.json")
     args = p.parse_args(argv)
     if not (DATA / "right.train.parquet").is_file():
         print(f"skipped: TWON data not found in {DATA}")
@@ -84,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{name}: mean {statistics.mean(values):.3f}, sd {statistics.stdev(values):.3f}, "
             f"range {min(values):.3f}-{max(values):.3f}"
         )
-    out = REPO / "benchmarks" / "results" / "mauve_spread.json"
+    name = "mauve_spread.json" if args.n == 300 else f"mauve_spread-n{args.n}.json"
+    out = args.output or REPO / "benchmarks" / "results" / name
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
 

@@ -40,18 +40,18 @@ class StopAt(TrainerCallback):
             control.should_training_stop = True
 
 
-def plain_trl_run(
+def plain_trl_trainer(
     model_dir: Path,
     out: Path,
     algorithm: str = "grpo",
     max_steps: int = 4,
-    resume: str | None = None,
-    attach: bool = True,
     trainer_class: type | None = None,
-    stop_at: int | None = None,
+    callbacks: list | None = None,
+    config: dict | None = None,
     **trainer_kwargs,
 ):
-    """The docs' example, as a user writes it: TRL's trainer with gan-rl's reward and callback."""
+    """The docs' example, as a user writes it, up to ``attach``: TRL's trainer with gan-rl's reward and
+    callback (``config``: more of TRL's config fields)."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
@@ -66,21 +66,35 @@ def plain_trl_run(
     config_class, default_trainer = (
         (GRPOConfig, GRPOTrainer) if algorithm == "grpo" else (RLOOConfig, RLOOTrainer)
     )
-    args = config_class(
-        output_dir=str(out),
-        max_steps=max_steps,
-        save_strategy="steps",
-        save_steps=2,
-        **TRAINER_ARGS,
-    )
+    fields = {"save_strategy": "steps", "save_steps": 2, **TRAINER_ARGS, **(config or {})}
+    args = config_class(output_dir=str(out), max_steps=max_steps, **fields)
     trainer = (trainer_class or default_trainer)(
         model=model,
         reward_funcs=[adversary.reward],
         args=args,
         train_dataset=train,
         processing_class=tokenizer,
-        callbacks=[adversary.callback, *([StopAt(stop_at)] if stop_at else [])],
+        callbacks=[adversary.callback, *(callbacks or [])],
         **trainer_kwargs,
+    )
+    return trainer, adversary
+
+
+def plain_trl_run(
+    model_dir: Path,
+    out: Path,
+    algorithm: str = "grpo",
+    max_steps: int = 4,
+    resume: str | None = None,
+    attach: bool = True,
+    trainer_class: type | None = None,
+    stop_at: int | None = None,
+    **trainer_kwargs,
+):
+    """:func:`plain_trl_trainer`, attached and trained (stopped after step ``stop_at`` if given)."""
+    callbacks = [StopAt(stop_at)] if stop_at else []
+    trainer, adversary = plain_trl_trainer(
+        model_dir, out, algorithm, max_steps, trainer_class, callbacks, **trainer_kwargs
     )
     if attach:
         adversary.attach(trainer)
@@ -126,6 +140,24 @@ def test_plain_trl_resume_restores_the_discriminator_bit_for_bit(tmp_path, tiny_
         full.model.named_parameters(), resumed.model.named_parameters(), strict=True
     ):
         assert torch.equal(a, b), name
+
+
+def test_attach_warns_of_checkpoints_inside_the_generation_cycle(tmp_path, tiny_model_dir, caplog):
+    """With ``num_iterations`` 2 TRL keeps a cycle's samples in memory only: a checkpoint at an odd step
+    would resume with fresh samples. ``attach`` says so, naming the setting and a valid one; at a multiple
+    of the cycle it says nothing."""
+    for save_steps, warned in ((3, True), (4, False)):
+        config = {"num_iterations": 2, "save_steps": save_steps}
+        trainer, adversary = plain_trl_trainer(tiny_model_dir, tmp_path / str(save_steps), config=config)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="gan_rl.trainer.adversary"):
+            adversary.attach(trainer)
+        messages = [r.getMessage() for r in caplog.records if "save_steps" in r.getMessage()]
+        if warned:
+            assert len(messages) == 1 and "save_steps 3 puts checkpoints inside" in messages[0]
+            assert "use a multiple of 2" in messages[0]
+        else:
+            assert messages == []
 
 
 def test_forgetting_attach_is_one_clear_error(tmp_path, tiny_model_dir):

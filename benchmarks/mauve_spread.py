@@ -82,10 +82,8 @@ def main(argv: list[str] | None = None) -> None:
         ("two-sample acc (emb.) over draws", embedding),
         ("two-sample acc (n-gram) over draws", ngram),
     ):
-        print(
-            f"{name}: mean {statistics.mean(values):.3f}, sd {statistics.stdev(values):.3f}, "
-            f"range {min(values):.3f}-{max(values):.3f}"
-        )
+        sd = f", sd {statistics.stdev(values):.3f}" if len(values) > 1 else ""
+        print(f"{name}: mean {statistics.mean(values):.3f}{sd}, range {min(values):.3f}-{max(values):.3f}")
     name = "mauve_spread.json" if args.n == 300 else f"mauve_spread-n{args.n}.json"
     out = args.output or REPO / "benchmarks" / "results" / name
     out.write_text(json.dumps(result, indent=2))

@@ -233,7 +233,8 @@ def main(argv: list[str] | None = None) -> None:
         target = generations / f"{label}.jsonl"
         if target.is_file():
             return
-        tmp = work / "generations" / f"{label}.jsonl"
+        # One folder per results folder: two runs of this script may share the work folder.
+        tmp = work / "generations" / results.name / f"{label}.jsonl"
         cmd = [sys.executable, "-m", "gan_rl", "generate", str(RECIPE), "--model", str(model)]
         overrides = [*common, f"evaluate.sampling_seed={seed}"]
         cmd += ["--output", str(tmp), "--temperature", args.temperatures, *sets(overrides)]

@@ -128,10 +128,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--set", dest="extra", action="append", default=[], help="extra --set for every command")
     args = p.parse_args(argv)
+    steps = {}
     for item in args.steps:
         method, _, n = item.partition("=")
         if method not in VARIANTS or not n.isdigit() or int(n) < 1:
             p.error(f"--steps {item}: expected METHOD=N, METHOD one of {', '.join(sorted(VARIANTS))}, N >= 1")
+        steps[method] = int(n)
+    args.steps = steps  # {method: steps}
     return args
 
 
@@ -194,7 +197,6 @@ def main(argv: list[str] | None = None) -> None:
     runs_file = results / "runs.json"
     runs = json.loads(runs_file.read_text()) if runs_file.is_file() else {}
     machine = describe_machine()
-    fixed_steps = {method: int(n) for method, _, n in (item.partition("=") for item in args.steps)}
     # The same data for every stage: the validation rows carved from right.train with trainer.seed 0.
     data = [
         "data.validation_fraction=0.05",
@@ -275,8 +277,8 @@ def main(argv: list[str] | None = None) -> None:
                 # trainer.seed stays 0, the seed of the data split (data.validation_fraction): every run
                 # trains on the same rows; the seed of the run is its own section's (sft / ppo / ...).
                 first = runs.get(f"{method}-s{args.seeds[0]}") if seed != args.seeds[0] else None
-                if method in fixed_steps:
-                    steps, budget = fixed_steps[method], 0.0
+                if method in args.steps:
+                    steps, budget = args.steps[method], 0.0
                 elif first:
                     steps, budget = first["steps"], 0.0
                 else:

@@ -1,0 +1,115 @@
+"""Comparing generators at matched diversity: each model's quality read off its temperature curve at the
+same diversity as every other's.
+
+A sampling temperature trades closeness to the real responses for diversity, so two models compared at one
+temperature each (even each at its best) can differ only in where they sit on the same trade-off.
+"Language GANs falling short" (Caccia et al., ICLR 2020) compares generators over a temperature sweep
+instead: a model is ahead if it is closer at equal diversity, or more diverse at equal closeness.
+
+:func:`matched_diversity` does that for the rows of ``gan-rl evaluate`` at several temperatures: each run's
+points (diversity ``x``, distance ``y``; one per temperature) are joined into a piecewise-linear curve in
+order of ``x``; the range of ``x`` that every run's curve spans is the common range; each curve is
+interpolated on an even grid of that range and averaged, giving one number per run (its mean distance over
+the common diversities); runs named ``NAME-sSEED`` are seeds of one model, reported as mean ± sd.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+SEED_SUFFIX = re.compile(r"-s\d+$")
+
+
+@dataclass
+class MatchedDiversity:
+    """Each model's mean ``ykey`` over the diversity range all runs share (``None`` when they share none)."""
+
+    xkey: str
+    ykey: str
+    x_range: tuple[float, float] | None
+    # model -> per-seed values (one per run named NAME-sSEED, or one for a run without a seed suffix)
+    values: dict[str, list[float]] = field(default_factory=dict)
+    # runs whose curve has fewer than two temperatures (no curve to interpolate): left out, named here
+    skipped: list[str] = field(default_factory=list)
+
+    def mean_sd(self, model: str) -> tuple[float, float]:
+        """(mean, sd over seeds; 0 for one seed) of ``model``'s value."""
+        vals = self.values[model]
+        return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "xkey": self.xkey,
+            "ykey": self.ykey,
+            "x_range": list(self.x_range) if self.x_range else None,
+            "models": {
+                m: {"mean": self.mean_sd(m)[0], "sd": self.mean_sd(m)[1], "values": v}
+                for m, v in self.values.items()
+            },
+            "skipped": self.skipped,
+        }
+
+
+def run_curves(
+    results: dict[str, dict[str, Any]], xkey: str, ykey: str
+) -> dict[str, list[tuple[float, float]]]:
+    """Each run's (x, y) points over its temperatures, sorted by x: from ``gan-rl evaluate``'s rows, which
+    carry ``model`` and ``temperature`` (rows without them, such as the real reference, are left out)."""
+    curves: dict[str, list[tuple[float, float]]] = {}
+    for row in results.values():
+        model, x, y = row.get("model"), row.get(xkey), row.get(ykey)
+        if model is None or row.get("temperature") is None or x is None or y is None:
+            continue
+        curves.setdefault(str(model), []).append((float(x), float(y)))
+    return {m: sorted(points) for m, points in curves.items()}
+
+
+def common_range(curves: dict[str, list[tuple[float, float]]]) -> tuple[float, float] | None:
+    """The range of x inside every curve, or None when two curves do not overlap."""
+    if not curves:
+        return None
+    low = max(points[0][0] for points in curves.values())
+    high = min(points[-1][0] for points in curves.values())
+    return (low, high) if low < high else None
+
+
+def matched_diversity(
+    results: dict[str, dict[str, Any]],
+    ykey: str,
+    xkey: str = "distinct_2",
+    grid: int = 21,
+    models: list[str] | None = None,
+) -> MatchedDiversity:
+    """Each model's mean ``ykey`` at matched ``xkey`` over the range that every run spans (see the module).
+
+    ``models``: compare only the runs of these models (names without the ``-sSEED`` suffix); the common
+    range is that of the runs compared, so adding a model can narrow it.
+    """
+    curves = run_curves(results, xkey, ykey)
+    if models is not None:
+        curves = {run: pts for run, pts in curves.items() if SEED_SUFFIX.sub("", run) in models}
+    skipped = sorted(run for run, pts in curves.items() if len({x for x, _ in pts}) < 2)
+    curves = {run: pts for run, pts in curves.items() if run not in skipped}
+    span = common_range(curves)
+    matched = MatchedDiversity(xkey, ykey, span, skipped=skipped)
+    if span is None:
+        return matched
+    xs = np.linspace(span[0], span[1], grid)
+    for run, points in sorted(curves.items()):
+        px, py = zip(*_unique_x(points), strict=True)
+        value = float(np.mean(np.interp(xs, px, py)))
+        matched.values.setdefault(SEED_SUFFIX.sub("", run), []).append(value)
+    return matched
+
+
+def _unique_x(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points sorted by x with equal x merged (their y averaged): np.interp needs increasing x."""
+    merged: dict[float, list[float]] = {}
+    for x, y in points:
+        merged.setdefault(x, []).append(y)
+    return [(x, statistics.fmean(ys)) for x, ys in sorted(merged.items())]

@@ -1,0 +1,52 @@
+"""Comparison at matched diversity (gan_rl.eval.frontier): curves interpolated over the common range."""
+
+from __future__ import annotations
+
+import pytest
+
+from gan_rl.eval.frontier import common_range, matched_diversity
+
+
+def rows(model: str, points: list[tuple[float, float, float]]) -> dict[str, dict]:
+    """``gan-rl evaluate`` rows of one run: (temperature, distinct-2, two-sample accuracy)."""
+    return {
+        f"{model}@{t:g}": {"model": model, "temperature": t, "distinct_2": x, "two_sample_acc": y}
+        for t, x, y in points
+    }
+
+
+def test_lines_are_read_at_the_same_diversity():
+    # a: y = x on [0.5, 0.9]; b: y = x + 0.1 on [0.6, 1.0]; common range [0.6, 0.9], mean x there 0.75.
+    results = {
+        "real": {"distinct_2": 0.8, "two_sample_acc": 0.5},  # no model/temperature: not a curve
+        **rows("a", [(0.7, 0.5, 0.5), (1.0, 0.7, 0.7), (1.3, 0.9, 0.9)]),
+        **rows("b", [(0.7, 0.6, 0.7), (1.3, 1.0, 1.1)]),
+    }
+    matched = matched_diversity(results, "two_sample_acc")
+    assert matched.x_range == (0.6, 0.9)
+    assert matched.values["a"] == [pytest.approx(0.75)]
+    assert matched.values["b"] == [pytest.approx(0.85)]
+    # Each at its best single temperature, a (0.5) and b (0.7) differ by 0.2; at matched diversity by 0.1.
+
+
+def test_seeds_are_one_model_and_out_of_order_temperatures_are_sorted_by_diversity():
+    results = {
+        **rows("m-s0", [(1.3, 0.9, 0.6), (0.7, 0.5, 0.6)]),
+        **rows("m-s1", [(0.7, 0.5, 0.7), (1.3, 0.9, 0.7)]),
+    }
+    matched = matched_diversity(results, "two_sample_acc")
+    assert sorted(matched.values) == ["m"]
+    mean, sd = matched.mean_sd("m")
+    assert mean == pytest.approx(0.65) and sd == pytest.approx(0.0707, abs=1e-4)
+
+
+def test_no_overlap_gives_no_range_and_single_points_are_named():
+    results = {
+        **rows("a", [(0.7, 0.1, 0.5), (1.0, 0.2, 0.5)]),
+        **rows("b", [(0.7, 0.5, 0.5), (1.0, 0.6, 0.5)]),
+    }
+    assert matched_diversity(results, "two_sample_acc").x_range is None
+    results.update(rows("c", [(1.0, 0.15, 0.5)]))
+    matched = matched_diversity(results, "two_sample_acc", models=["a", "c"])
+    assert matched.skipped == ["c"] and list(matched.values) == ["a"]
+    assert common_range({}) is None

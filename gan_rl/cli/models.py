@@ -440,6 +440,18 @@ def _load_for_generation(path: Path, device: str | torch.device, trust_remote_co
     return model.to(device).eval(), _for_generation(tokenizer)
 
 
+def config_position_limit(config: dict[str, Any]) -> tuple[int, str] | None:
+    """(how many positions a model's config gives it, the key that says so), from a transformers config
+    as a mapping (``config.json``, ``init_config``, ``config.to_dict()``; a multimodal one's
+    ``text_config``); None when it does not say. Reading it needs no weights, so ``gan-rl check`` can too."""
+    for key in ("max_position_embeddings", "n_positions"):
+        value = config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value, key
+    text = config.get("text_config")
+    return config_position_limit(text) if isinstance(text, dict) else None
+
+
 def check_position_limit(
     model: Any,
     tokenizer: Any,
@@ -447,20 +459,33 @@ def check_position_limit(
     max_completion_length: int,
     chat_template_kwargs: dict[str, Any] | None = None,
 ) -> None:
-    """Refuse, before any sampling, prompts that with ``max_completion_length`` new tokens run past a
-    learned position table (an IndexError deep inside the warm-up otherwise)."""
+    """Refuse, before any sampling, prompts that with ``max_completion_length`` new tokens run past the
+    generator's positions: a learned position table (an IndexError deep inside the warm-up otherwise), or
+    the ``max_position_embeddings`` of a rotary model (which would generate past what it was built for,
+    and with a huge length try to allocate it)."""
     limit = learned_position_limit(model)
-    if limit is None or len(dataset) == 0:
-        return
-    prompts = dataset["prompt"]
+    what = "learned position table"
+    if limit is None:
+        found = config_position_limit(model.config.to_dict())
+        if found is None:
+            return
+        limit, what = found
     longest = 0
+    prompts = dataset["prompt"] if len(dataset) else []
     for start in range(0, len(prompts), 256):
         batch = tokenize_prompts(tokenizer, prompts[start : start + 256], chat_template_kwargs)
         longest = max(longest, int(batch["attention_mask"].sum(dim=1).max()))
+    room = limit - longest
+    fix = f"set it to at most {room}" if room >= 1 else "shorten the prompts"
+    if max_completion_length >= limit:
+        raise RecipeError(
+            f"trainer.max_completion_length: {max_completion_length} tokens do not fit in the {limit} "
+            f"positions of the generator ({what}), which the longest prompt ({longest} tokens) shares; {fix}."
+        )
     if longest + max_completion_length > limit:
         raise RecipeError(
             f"data: the longest prompt is {longest} tokens, plus trainer.max_completion_length "
             f"{max_completion_length} makes {longest + max_completion_length} positions, more than the "
-            f"{limit} of the generator's learned position table; shorten the prompts or lower "
-            "trainer.max_completion_length."
+            f"{limit} of the generator's {what}; shorten the prompts or lower "
+            f"trainer.max_completion_length ({fix})."
         )

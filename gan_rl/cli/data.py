@@ -8,6 +8,7 @@ response paired with each generated one.
 
 from __future__ import annotations
 
+import codecs
 import json
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,9 @@ from gan_rl.trainer.dataset import adversarial_dataset
 from gan_rl.trainer.dataset import format_prompt as shape_prompt
 
 FILE_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
+# Builders that read text files, which must be UTF-8 (parquet stores its strings as UTF-8 itself).
+TEXT_BUILDERS = ("json", "csv")
+UTF8_CHUNK = 1 << 20
 
 
 def load_source(source: DataSource, recipe: Recipe, where: str) -> Dataset:
@@ -39,6 +43,10 @@ def load_source(source: DataSource, recipe: Recipe, where: str) -> Dataset:
             raise RecipeError(f"{where}.path: file not found: {path}")
         if is_blank_file(path):
             raise RecipeError(f"{where}.path: {path} is empty (0 rows).")
+        if builder in TEXT_BUILDERS:  # pyarrow reads it, and fails at the first row used, naming no row
+            problem = utf8_problem(path)
+            if problem is not None:
+                raise RecipeError(f"{where}.path: {problem}; save the file as UTF-8.")
         try:
             return load_dataset(builder, data_files=str(path), split="train")
         except Exception as exc:  # noqa: BLE001 - any parse failure is the file's fault
@@ -64,6 +72,30 @@ def is_blank_file(path: Path) -> bool:
             if chunk.strip():
                 return False
     return True
+
+
+def utf8_problem(path: Path) -> str | None:
+    """``FILE:LINE: not UTF-8 text (byte N, 0xXX)`` for the first bytes of ``path`` that are not UTF-8,
+    else None. Read in 1 MiB chunks (a multi-byte character may straddle two), one pass over the file.
+
+    The datasets library reads such a file without complaint and the first use of the bad row fails
+    with a bare ``UnicodeDecodeError`` from pyarrow, naming neither the file nor the row.
+    """
+    pending, offset, line = b"", 0, 1  # undecoded bytes (a split character), their offset, their line
+    with path.open("rb") as f:
+        while True:
+            chunk = f.read(UTF8_CHUNK)
+            data = pending + chunk
+            try:
+                _, consumed = codecs.utf_8_decode(data, "strict", not chunk)
+            except UnicodeDecodeError as exc:
+                where = line + data[: exc.start].count(b"\n")
+                return f"{path}:{where}: not UTF-8 text (byte {offset + exc.start}, 0x{data[exc.start]:02x})"
+            line += data[:consumed].count(b"\n")
+            offset += consumed
+            pending = data[consumed:]
+            if not chunk:
+                return None
 
 
 def json_problem(path: Path) -> str | None:
@@ -127,18 +159,32 @@ def load_raw_splits(recipe: Recipe) -> dict[str, Dataset]:
     out = {}
     for name, (source, limit) in splits.items():
         where = f"data.{name}"
-        ds = load_source(source, recipe, where)
-        check_columns(ds, data, where)
-        if name == "train" and data.validation_fraction is not None:
-            ds, validation = carve_validation(ds, data.validation_fraction, recipe_seed(recipe))
-            out["validation"] = drop_rows_without_text(
-                cap(validation, data.max_validation_samples),
-                data,
-                "data.validation_fraction",
-                source_name(source, recipe),
-            )
-        out[name] = drop_rows_without_text(cap(ds, limit), data, where, source_name(source, recipe))
+        try:
+            _load_split(recipe, name, source, limit, out)
+        except UnicodeDecodeError as exc:  # text the checks before loading missed (a parquet file's)
+            raise RecipeError(
+                f"{where}: {source_name(source, recipe)} holds text that is not UTF-8 ({exc.reason}, byte "
+                f"0x{exc.object[exc.start]:02x}); save it as UTF-8."
+            ) from None
     return {name: out[name] for name in ("train", "validation", "test") if name in out}
+
+
+def _load_split(recipe: Recipe, name: str, source: DataSource, limit: int | None, out: dict) -> None:
+    """One split of :func:`load_raw_splits` into ``out`` (with ``validation_fraction``, the validation
+    split carved out of the train split too)."""
+    data = recipe.data
+    where = f"data.{name}"
+    ds = load_source(source, recipe, where)
+    check_columns(ds, data, where)
+    if name == "train" and data.validation_fraction is not None:
+        ds, validation = carve_validation(ds, data.validation_fraction, recipe_seed(recipe))
+        out["validation"] = drop_rows_without_text(
+            cap(validation, data.max_validation_samples),
+            data,
+            "data.validation_fraction",
+            source_name(source, recipe),
+        )
+    out[name] = drop_rows_without_text(cap(ds, limit), data, where, source_name(source, recipe))
 
 
 def cap(ds: Dataset, limit: int | None) -> Dataset:

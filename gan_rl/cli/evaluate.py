@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from gan_rl.cli.data import format_prompt, load_raw_splits, load_source, uses_chat_format
-from gan_rl.cli.models import load_for_generation, resolve_checkpoint
+from gan_rl.cli.models import check_weights_readable, load_for_generation, resolve_checkpoint
 from gan_rl.cli.recipe import EvaluateSettings, Recipe
 from gan_rl.errors import RecipeError
 from gan_rl.eval.judge import SideJudge
@@ -52,6 +52,8 @@ from gan_rl.utils.generation import sample_completions
 EVAL_PACKAGES = {"sklearn": "scikit-learn", "scipy": "scipy", "matplotlib": "matplotlib"}
 REAL_LABEL = "real"  # the reference row: real responses of the training split
 METRICS_FILE, REPORT_FILE = "metrics.json", "report.md"
+# What to do about a generator directory whose weights cannot be read.
+MODEL_TODO = "save or copy the model again, or point --model at another one"
 
 
 def _device() -> torch.device:
@@ -137,6 +139,14 @@ def read_jsonl(path: Path, prompts: list[str], temperatures: list[float]) -> Gen
             raise RecipeError(
                 f"--model {path}: line {number} lacks 'prompt' and 'generated' (write it with gan-rl generate)."
             )
+        for column in ("prompt", "generated"):  # str() would score a null as the text "None"
+            value = row[column]
+            if not isinstance(value, str):
+                what = "null" if value is None else f"a {type(value).__name__} ({json.dumps(value)[:40]})"
+                raise RecipeError(
+                    f"--model {path}: line {number}, column '{column}' is {what}, not text; every row needs "
+                    "the text of a response (write the file again with gan-rl generate)."
+                )
         rows.append(row)
     groups: dict[float | None, list[dict]] = {}
     for row in rows:
@@ -157,7 +167,7 @@ def read_jsonl(path: Path, prompts: list[str], temperatures: list[float]) -> Gen
                 f"--model {path}: its prompts are not this recipe's held-out prompts (same data.test, "
                 "evaluate.max_samples and evaluate.seed are needed); generate it again."
             )
-        out[temperature] = [str(r["generated"]) for r in group[: len(prompts)]]
+        out[temperature] = [r["generated"] for r in group[: len(prompts)]]
     return out
 
 
@@ -338,12 +348,25 @@ def evaluate(recipe: Recipe, model_specs: list[str], out_dir: str | Path) -> dic
     start = time.time()
     prompts, reals, train_all = held_out(recipe)
     train_reals = train_all[: len(reals)]
+    # Every --model is checked before anything loads: a JSONL file is read now (it may hold no text), a
+    # generator directory's weights must be readable (a truncated file otherwise fails after the encoder).
+    read = {
+        label: generations_for(recipe, path, prompts)
+        for label, path in models.items()
+        if Path(path).suffix == ".jsonl"
+    }
+    for path in models.values():
+        if Path(path).is_dir():
+            check_weights_readable(Path(path), "--model", MODEL_TODO)
     encoder_name = resolve_checkpoint(settings.encoder, recipe.resolve_path, "evaluate.encoder")
     try:
         encoder = TextEncoder(encoder_name, device=_device(), trust_remote_code=settings.trust_remote_code)
     except ValueError as exc:
         raise RecipeError(f"evaluate.encoder: {exc}") from None
-    generated = {label: generations_for(recipe, path, prompts) for label, path in models.items()}
+    generated = {
+        label: read[label] if label in read else generations_for(recipe, path, prompts)
+        for label, path in models.items()
+    }
     for label, by_temperature in generated.items():
         write_jsonl(out / "generations" / f"{label}.jsonl", prompts, reals, by_temperature)
 

@@ -30,7 +30,42 @@ SAMPLES_DEFAULT = 16
 SET_HELP = "Override a recipe field, e.g. --set trainer.max_steps=10 (repeatable; the value is read as YAML)."
 
 
+# Lines libraries log that say nothing a gan-rl user can act on, dropped where they are logged:
+# (logger, how the message starts). Only these: every other warning of these libraries still shows.
+LIBRARY_NOISE = (
+    # peft imports bitsandbytes whenever it is installed; on a CPU with avx512_bf16 its backend looks up an
+    # optional 4-bit kernel on the hub (refused offline, or not trusted) and says so on every command.
+    ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward"),
+    # DeepSpeed (imported with accelerate's and TRL's DeepSpeed support) on a machine without a GPU.
+    ("DeepSpeed", "Setting accelerator to CPU"),
+)
+
+
+class _DropMessages(logging.Filter):
+    """Drops a logger's records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+def _silence_library_noise() -> None:
+    """Drop :data:`LIBRARY_NOISE` before any library is imported (so that a command's error is its only
+    line). Imports nothing: a filter set on a logger now stays on it when the library creates it later
+    (``logging.getLogger`` returns the same object), and it drops only the named messages."""
+    for name, prefix in LIBRARY_NOISE:
+        target = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) and f.prefix == prefix for f in target.filters):
+            target.addFilter(_DropMessages(prefix))
+
+
 def _quiet_libraries() -> None:
+    """Progress bars and library chatter off, our own INFO lines on: after the recipe is read (so that a
+    recipe error comes within a second, before the libraries import)."""
+    _silence_library_noise()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import datasets
     import transformers
@@ -39,8 +74,6 @@ def _quiet_libraries() -> None:
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # peft imports bitsandbytes whenever it is installed; its CPU backend complains about optional kernels.
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     warnings.filterwarnings("ignore", message=".*pin_memory.*")
 
@@ -132,6 +165,19 @@ def _stopped(stop, resume_command: str) -> None:
     sys.exit(stop.exit_code)
 
 
+def _unreadable_or_raise(exc: Exception, resume) -> None:
+    """Exit 2 with one line when ``exc`` is a loader's error for a truncated or corrupt checkpoint file
+    met while resuming (:func:`gan_rl.cli.outputs.unreadable_file_error`, a backstop: the checkpoint's files
+    are checked before any model loads); re-raise anything else."""
+    from gan_rl.cli.outputs import unreadable_file_error
+
+    error = unreadable_file_error(exc) if resume else None
+    if error is None:
+        raise exc
+    click.echo(f"error: {error}", err=True)
+    sys.exit(2)
+
+
 def _train(
     algorithm: str,
     recipe_path: str,
@@ -172,6 +218,8 @@ def _train(
     except Preempted as stop:  # SIGTERM / Ctrl-C: a checkpoint, no summary, exit 143 / 130
         extra = ["--samples", str(samples)] if samples != SAMPLES_DEFAULT else []
         _stopped(stop, _resume_command(algorithm, recipe_path, list(overrides), output_dir, *extra))
+    except Exception as exc:  # a checkpoint file the trainer could not read while resuming: one line
+        _unreadable_or_raise(exc, resume)
     if PartialState().is_main_process:
         _print_summary(summary, console)
 
@@ -204,6 +252,7 @@ def _train_command(algorithm: str, doc: str, name: str | None = None):
 @click.version_option(package_name="gan-rl")
 def main() -> None:
     """Adversarial RL for LLMs: a discriminator's judgement is the reward for TRL's trainers."""
+    _silence_library_noise()  # first: every command imports the libraries that print it
 
 
 for _algorithm in ALGORITHMS.values():  # one command per registered algorithm
@@ -225,19 +274,29 @@ def sft(recipe: str, overrides: tuple[str, ...], output_dir: str | None, resume,
     from accelerate import PartialState
 
     from gan_rl.cli.preemption import Preempted
+    from gan_rl.errors import TrainingError
 
     sets = list(overrides) + ([f"sft.output_dir={output_dir}"] if output_dir else [])
     try:
         parsed = load_recipe(recipe, sets)
         _quiet_libraries()
         from gan_rl.cli.sft import run_sft
+        from gan_rl.trainer.callback import PolicyGuard
 
-        summary = run_sft(parsed, resume=resume, overwrite=overwrite)
+        # A diverged generator (NaN weights) stops the run naming the step, instead of being saved as done.
+        summary = run_sft(
+            parsed, resume=resume, overwrite=overwrite, callbacks=[PolicyGuard("sft.learning_rate")]
+        )
     except RecipeError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except TrainingError as exc:  # the run failed: one line, no summary, exit 1 (not "completed")
+        click.echo(f"training failed: {exc}", err=True)
+        sys.exit(1)
     except Preempted as stop:  # SIGTERM / Ctrl-C: a checkpoint, no summary, exit 143 / 130
         _stopped(stop, _resume_command("sft", recipe, list(overrides), output_dir))
+    except Exception as exc:  # a checkpoint file the trainer could not read while resuming: one line
+        _unreadable_or_raise(exc, resume)
     if PartialState().is_main_process:
         first, last = summary.train_loss_first, summary.train_loss_last
         losses = f"{first:.3f} -> {last:.3f}" if first is not None and last is not None else "-"

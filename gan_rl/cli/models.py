@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from gan_rl.cli.recipe import ModelSettings
@@ -262,10 +263,12 @@ def load_generator(settings: ModelSettings, path: str, device_map: Any = None) -
         kwargs["quantization_config"] = qconfig
         # Quantized weights are placed at load time: each process on its own device.
         kwargs["device_map"] = device_map if device_map is not None else {"": _local_device()}
+    if Path(path).is_dir():  # a local checkpoint: its weights must read (a hub id is fetched and checked)
+        check_weights_readable(Path(path), "model.name_or_path", "save or copy that checkpoint again")
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise RecipeError(f"model.name_or_path: cannot load {path!r}: {exc}") from None
+    except (OSError, ValueError, SafetensorError) as exc:
+        raise RecipeError(f"model.name_or_path: cannot load {path!r}: {_first_line(exc)}") from None
     if qconfig is not None:
         from peft import prepare_model_for_kbit_training
 
@@ -425,6 +428,7 @@ def _load_for_generation(path: Path, device: str | torch.device, trust_remote_co
             f"--model: {path} has no tokenizer (tokenizer.json / tokenizer_config.json); gan-rl's outputs "
             "hold one: point --model at a run's output directory."
         )
+    check_weights_readable(path, "--model", "save or copy the model again, or point --model at another one")
     try:
         if (path / "adapter_config.json").is_file():
             from peft import AutoPeftModelForCausalLM
@@ -435,9 +439,25 @@ def _load_for_generation(path: Path, device: str | torch.device, trust_remote_co
         else:
             model = AutoModelForCausalLM.from_pretrained(str(path), trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise RecipeError(f"--model: cannot load a generator from {path}: {exc}") from None
+    except (OSError, ValueError, SafetensorError) as exc:  # SafetensorError: e.g. an adapter's base model
+        raise RecipeError(f"--model: cannot load a generator from {path}: {_first_line(exc)}") from None
     return model.to(device).eval(), _for_generation(tokenizer)
+
+
+def check_weights_readable(folder: Path, where: str, todo: str) -> None:
+    """Refuse a checkpoint directory whose weight files cannot be read (truncated, corrupt, a shard
+    missing): one :class:`RecipeError` naming the file, checked from its header before anything loads
+    (the loaders' own errors, e.g. safetensors' "Error while deserializing header", name no file)."""
+    from gan_rl.utils.files import unreadable, weight_files
+
+    for file, problem in unreadable(weight_files(folder)):
+        raise RecipeError(f"{where}: {file} {problem}; {todo}.")
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's message as one line (the loaders' run on over several)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def config_position_limit(config: dict[str, Any]) -> tuple[int, str] | None:

@@ -1,21 +1,26 @@
-"""Output directories: what a finished run leaves, and refusing to mix a new run into an old one."""
+"""Output directories: what a finished run leaves, refusing to mix a new run into an old one, and checking
+that a checkpoint's files can be read before a run resumes from it."""
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
 from accelerate import PartialState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from gan_rl.errors import RecipeError
+from gan_rl.utils.files import unreadable, weight_files
 
 SUMMARY_FILE = "run_summary.json"  # written last: marks a run as finished
 RECIPE_FILE = "recipe.yaml"
 INITIAL_MODEL_DIR = "initial-model"
+DISCRIMINATOR_DIR = "discriminator"
 DISCRIMINATOR_FILES = ("state.json", "model.safetensors", "optimizer.pt")
 GENERATOR_WEIGHTS = (
     "model.safetensors",
@@ -24,6 +29,11 @@ GENERATOR_WEIGHTS = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
+# What a resume reads from a checkpoint besides the generator's weights (transformers' Trainer: the optimizer,
+# scheduler, AMP scaler and each process's RNG state; checked when present).
+TRAINER_STATE_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "scaler.pt")
+RNG_STATE_GLOB = "rng_state*.pth"
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +52,11 @@ def check_output_dir(out: Path, resume: bool, overwrite: bool, field: str = "tra
     if out.exists() and not out.is_dir():
         raise RecipeError(f"{field}: {out} is a file, not a directory; choose a directory path.")
     writable_parent = next((p for p in [out, *out.parents] if p.exists()), None)
+    if writable_parent is not None and not writable_parent.is_dir():
+        raise RecipeError(
+            f"{field}: {writable_parent} is a file, so {out} cannot be a directory under it; "
+            "choose a path whose parents are directories."
+        )
     if writable_parent is not None and not os.access(writable_parent, os.W_OK | os.X_OK):
         raise RecipeError(
             f"{field}: cannot write to {writable_parent} (permission denied); choose another path."
@@ -90,10 +105,96 @@ def checkpoint_problems(path: Path, discriminator: bool = True) -> list[str]:
     if not (path / "optimizer.pt").is_file() and not deepspeed:
         problems.append("optimizer.pt")
     if discriminator:
-        folder = path / "discriminator"
+        folder = path / DISCRIMINATOR_DIR
         if not all((folder / name).is_file() for name in DISCRIMINATOR_FILES):
             problems.append("discriminator/")
     return problems
+
+
+def checkpoint_files(path: Path, discriminator: bool = True) -> list[Path]:
+    """The files a resume from checkpoint ``path`` reads: the generator's weights, the trainer's state,
+    optimizer, scheduler and RNG states (those present), and with ``discriminator`` the discriminator's
+    weights, optimizer, state and sample buffers."""
+    files = [path / name for name in TRAINER_STATE_FILES if (path / name).is_file()]
+    files += sorted(path.glob(RNG_STATE_GLOB))
+    files += weight_files(path)
+    folder = path / DISCRIMINATOR_DIR
+    if discriminator and folder.is_dir():
+        files += [folder / name for name in DISCRIMINATOR_FILES if (folder / name).is_file()]
+        files += sorted(folder.glob("buffer.rank*.json"))
+    return files
+
+
+def check_checkpoint_readable(
+    path: Path, discriminator: bool = True, fresh_discriminator: bool = False
+) -> None:
+    """Refuse to resume from ``path`` when a file it would read is truncated or corrupt: one
+    :class:`RecipeError` naming the file and what to do, before any model loads (the loaders' own errors
+    name neither). With ``fresh_discriminator`` an unreadable discriminator is no error: the run warms up
+    a new one (:meth:`gan_rl.trainer.callback.DiscriminatorCallback.on_train_begin` skips it)."""
+    for file, problem in unreadable(checkpoint_files(path, discriminator)):
+        in_discriminator = file.parent.name == DISCRIMINATOR_DIR
+        if in_discriminator and fresh_discriminator:  # not read: the callback warms up a new one
+            continue
+        earlier = _earlier_checkpoint(path)
+        todo = (
+            f"resume from an earlier checkpoint (--resume {earlier})"
+            if earlier is not None
+            else "there is no earlier checkpoint beside it: start the run again (--overwrite, no --resume)"
+        )
+        if in_discriminator:
+            todo += "; or pass --fresh-discriminator to go on from this one with a new discriminator"
+        raise RecipeError(f"--resume: {file} {problem}; {todo}.")
+
+
+def unreadable_file_error(exc: BaseException) -> RecipeError | None:
+    """A loader's error for a truncated or corrupt file (safetensors' ``SafetensorError``, torch's
+    "PytorchStreamReader failed ...", a pickle or zip file cut short) as one :class:`RecipeError` naming
+    the file when the traceback shows it; None for any other error.
+
+    A backstop for what transformers' Trainer reads while it resumes (the generator's weights, the
+    optimizer), should a file change after :func:`check_checkpoint_readable` read it.
+    """
+    from safetensors import SafetensorError
+
+    text = str(exc).strip()
+    if not (
+        isinstance(exc, (SafetensorError, zipfile.BadZipFile, pickle.UnpicklingError))
+        or "PytorchStreamReader" in text
+    ):
+        return None
+    reason = text.splitlines()[0] if text else type(exc).__name__
+    file = _file_in_traceback(exc)
+    return RecipeError(
+        f"--resume: {file or 'a file of the checkpoint'} cannot be read ({reason}); resume from an earlier "
+        "checkpoint (--resume CHECKPOINT)."
+    )
+
+
+def _file_in_traceback(exc: BaseException) -> str | None:
+    """The innermost weights or optimizer file that a frame of ``exc``'s traceback held in a variable."""
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        for value in tb.tb_frame.f_locals.values():
+            named = isinstance(value, (str, os.PathLike)) and str(value).endswith(WEIGHT_SUFFIXES)
+            if named and Path(value).is_file():
+                found = str(value)
+        tb = tb.tb_next
+    return found
+
+
+def _earlier_checkpoint(path: Path) -> Path | None:
+    """The newest complete ``checkpoint-N`` beside ``path`` with a smaller N (None: there is none)."""
+    match = re.match(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$", path.name)
+    if match is None or not path.parent.is_dir():
+        return None
+    step = int(match.group(1))
+    for candidate in _checkpoints(path.parent):
+        number = int(candidate.name.rsplit("-", 1)[1])
+        if number < step and not checkpoint_problems(candidate, discriminator=False):
+            return candidate
+    return None
 
 
 def _checkpoints(out: Path) -> list[Path]:
@@ -111,7 +212,8 @@ def resolve_resume(
     A checkpoint counts only when complete (:func:`checkpoint_problems`): a kill while one was written
     leaves it partial, and the run goes on from the one before, saying so. ``discriminator``: whether the
     run needs one (``ppo``/``reinforce``; not ``sft``). A checkpoint with everything but its discriminator
-    is an error unless ``fresh_discriminator`` (then a new discriminator is warmed up from it).
+    is an error unless ``fresh_discriminator`` (then a new discriminator is warmed up from it). A complete
+    checkpoint with a file that cannot be read (:func:`check_checkpoint_readable`) is an error naming it.
     """
     if not resume:
         return None
@@ -124,6 +226,7 @@ def resolve_resume(
         for path in candidates:
             problems = checkpoint_problems(path, needs)
             if not problems:
+                check_checkpoint_readable(path, discriminator, fresh_discriminator)
                 if lacking:
                     logger.warning("Resuming from %s: later checkpoints are incomplete (%s).", path.name,
                                    _describe(lacking))  # fmt: skip
@@ -141,6 +244,7 @@ def resolve_resume(
         raise RecipeError(
             f"--resume: {path} is incomplete (lacks {', '.join(problems)}){_fresh_hint([problems])}."
         )
+    check_checkpoint_readable(path, discriminator, fresh_discriminator)
     return str(path)
 
 

@@ -29,6 +29,7 @@ import torch
 
 from gan_rl.cli.data import format_prompt, load_raw_splits, load_source, uses_chat_format
 from gan_rl.cli.models import check_weights_readable, load_for_generation, resolve_checkpoint
+from gan_rl.cli.outputs import check_writable_dir
 from gan_rl.cli.recipe import EvaluateSettings, Recipe
 from gan_rl.errors import RecipeError
 from gan_rl.eval.judge import SideJudge
@@ -202,9 +203,14 @@ def generate(recipe: Recipe, model_path: str, output: str | Path | None = None) 
         )
     if output is None and Path(model_path).suffix == ".gguf":
         raise RecipeError(f"--model {model_path}: a .gguf file has no output directory; give --output FILE.")
+    output = Path(output) if output else Path(model_path) / "generations.jsonl"
+    if output.is_dir():
+        raise RecipeError(
+            f"--output: {output} is a directory; give a file name (e.g. {output}/generations.jsonl)."
+        )
+    check_writable_dir(output.parent, "--output")
     prompts, reals, _ = held_out(recipe)
     generated = generations_for(recipe, model_path, prompts)
-    output = Path(output) if output else Path(model_path) / "generations.jsonl"
     return write_jsonl(output, prompts, reals, generated)
 
 
@@ -337,6 +343,8 @@ def evaluate(recipe: Recipe, model_specs: list[str], out_dir: str | Path) -> dic
     from gan_rl.eval.plots import plot_evaluation, plot_frontier
 
     settings = recipe.evaluate
+    out = Path(out_dir)
+    check_writable_dir(out, "--output-dir")  # first: before any model is sampled for a report it cannot write
     models = parse_models(model_specs)
     if settings.mauve and not mauve_available():
         raise RecipeError(
@@ -344,7 +352,6 @@ def evaluate(recipe: Recipe, model_specs: list[str], out_dir: str | Path) -> dic
             "pip install 'gan-rl[eval]', or set evaluate.mauve: false."
         )
     temperatures = settings.sampling_temperatures
-    out = Path(out_dir)
     start = time.time()
     prompts, reals, train_all = held_out(recipe)
     train_reals = train_all[: len(reals)]

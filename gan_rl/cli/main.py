@@ -36,6 +36,11 @@ LIBRARY_NOISE = (
     # peft imports bitsandbytes whenever it is installed; on a CPU with avx512_bf16 its backend looks up an
     # optional 4-bit kernel on the hub (refused offline, or not trusted) and says so on every command.
     ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward"),
+    # ... and, offline, the kernels library first says why it looked no further (for that kernel only).
+    (
+        "kernels._internals.hf_hub",
+        "Skipping publisher trust check for 'kernels-community/quantization-bitsandbytes'",
+    ),
     # DeepSpeed (imported with accelerate's and TRL's DeepSpeed support) on a machine without a GPU.
     ("DeepSpeed", "Setting accelerator to CPU"),
 )
@@ -49,7 +54,7 @@ class _DropMessages(logging.Filter):
         self.prefix = prefix
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.prefix)
+        return not record.getMessage().startswith(self.prefix)
 
 
 def _silence_library_noise() -> None:

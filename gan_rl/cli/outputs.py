@@ -42,6 +42,22 @@ def is_finished(out: str | Path) -> bool:
     return (Path(out) / SUMMARY_FILE).is_file()
 
 
+def check_writable_dir(out: Path, field: str) -> None:
+    """``out`` can be made a directory and written to: it is not a file, no parent of it is a file (the
+    system then says "not a directory", or "permission denied" to an ``os.access`` check), and its first
+    existing parent is writable. One :class:`RecipeError` naming ``field`` otherwise."""
+    if out.exists() and not out.is_dir():
+        raise RecipeError(f"{field}: {out} is a file, not a directory; choose a directory path.")
+    existing = next((p for p in [out, *out.parents] if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise RecipeError(
+            f"{field}: {existing} is a file, so {out} cannot be a directory under it; "
+            "choose a path whose parents are directories."
+        )
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise RecipeError(f"{field}: cannot write to {existing} (permission denied); choose another path.")
+
+
 def check_output_dir(out: Path, resume: bool, overwrite: bool, field: str = "trainer.output_dir") -> None:
     """Refuse to mix a new run into a finished or unfinished one unless asked to.
 
@@ -49,18 +65,7 @@ def check_output_dir(out: Path, resume: bool, overwrite: bool, field: str = "tra
     the same decision (and raise the same error), and all meet at the same barriers.
     """
     state = PartialState()
-    if out.exists() and not out.is_dir():
-        raise RecipeError(f"{field}: {out} is a file, not a directory; choose a directory path.")
-    writable_parent = next((p for p in [out, *out.parents] if p.exists()), None)
-    if writable_parent is not None and not writable_parent.is_dir():
-        raise RecipeError(
-            f"{field}: {writable_parent} is a file, so {out} cannot be a directory under it; "
-            "choose a path whose parents are directories."
-        )
-    if writable_parent is not None and not os.access(writable_parent, os.W_OK | os.X_OK):
-        raise RecipeError(
-            f"{field}: cannot write to {writable_parent} (permission denied); choose another path."
-        )
+    check_writable_dir(out, field)
     used = out.exists() and any(out.iterdir())
     finished = (out / SUMMARY_FILE).is_file()
     is_ours = (out / RECIPE_FILE).is_file()

@@ -277,8 +277,8 @@ class PolicyGuard(TrainerCallback):
             if largest:
                 self.largest_weight = max(largest)
             return
-        which = f"weight {bad[0]} is {bad[1]}" if bad is not None else "weights (on another process) are"
-        raise TrainingError(f"the generator diverged at step {step}: its {which} not finite; {self._cause()}")
+        which = f"its weight {bad[0]} is {bad[1]}" if bad is not None else "a weight on another process is"
+        raise TrainingError(f"the generator diverged at step {step}: {which} not finite; {self._cause()}")
 
 
 def _magnitude(tensor: torch.Tensor) -> torch.Tensor:

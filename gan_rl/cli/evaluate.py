@@ -124,10 +124,10 @@ def write_jsonl(path: Path, prompts: list[str], reals: list[str], generated: Gen
     return path
 
 
-def read_jsonl(path: Path, prompts: list[str], temperatures: list[float]) -> Generations:
-    """Responses written by ``gan-rl generate`` at each of ``temperatures``; they must answer the same
-    held-out prompts. A file from before temperatures were recorded counts as sampled at the one
-    temperature asked for."""
+def jsonl_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a file from ``gan-rl generate``, each a JSON object whose ``prompt`` and ``generated``
+    are text; one :class:`RecipeError` naming the file, the line and the column otherwise (a null read as
+    text would be scored as the response "None")."""
     rows = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
@@ -140,7 +140,7 @@ def read_jsonl(path: Path, prompts: list[str], temperatures: list[float]) -> Gen
             raise RecipeError(
                 f"--model {path}: line {number} lacks 'prompt' and 'generated' (write it with gan-rl generate)."
             )
-        for column in ("prompt", "generated"):  # str() would score a null as the text "None"
+        for column in ("prompt", "generated"):
             value = row[column]
             if not isinstance(value, str):
                 what = "null" if value is None else f"a {type(value).__name__} ({json.dumps(value)[:40]})"
@@ -149,6 +149,14 @@ def read_jsonl(path: Path, prompts: list[str], temperatures: list[float]) -> Gen
                     "the text of a response (write the file again with gan-rl generate)."
                 )
         rows.append(row)
+    return rows
+
+
+def read_jsonl(path: Path, prompts: list[str], temperatures: list[float]) -> Generations:
+    """Responses written by ``gan-rl generate`` at each of ``temperatures``; they must answer the same
+    held-out prompts. A file from before temperatures were recorded counts as sampled at the one
+    temperature asked for."""
+    rows = jsonl_rows(path)
     groups: dict[float | None, list[dict]] = {}
     for row in rows:
         groups.setdefault(row.get("temperature"), []).append(row)
@@ -355,25 +363,19 @@ def evaluate(recipe: Recipe, model_specs: list[str], out_dir: str | Path) -> dic
     start = time.time()
     prompts, reals, train_all = held_out(recipe)
     train_reals = train_all[: len(reals)]
-    # Every --model is checked before anything loads: a JSONL file is read now (it may hold no text), a
-    # generator directory's weights must be readable (a truncated file otherwise fails after the encoder).
-    read = {
-        label: generations_for(recipe, path, prompts)
-        for label, path in models.items()
-        if Path(path).suffix == ".jsonl"
-    }
+    # Every --model is checked before anything loads: a JSONL file's rows must hold text, a generator
+    # directory's weights must be readable (either would otherwise fail after the encoder has loaded).
     for path in models.values():
-        if Path(path).is_dir():
+        if Path(path).suffix == ".jsonl":
+            jsonl_rows(Path(path))
+        elif Path(path).is_dir():
             check_weights_readable(Path(path), "--model", MODEL_TODO)
     encoder_name = resolve_checkpoint(settings.encoder, recipe.resolve_path, "evaluate.encoder")
     try:
         encoder = TextEncoder(encoder_name, device=_device(), trust_remote_code=settings.trust_remote_code)
     except ValueError as exc:
         raise RecipeError(f"evaluate.encoder: {exc}") from None
-    generated = {
-        label: read[label] if label in read else generations_for(recipe, path, prompts)
-        for label, path in models.items()
-    }
+    generated = {label: generations_for(recipe, path, prompts) for label, path in models.items()}
     for label, by_temperature in generated.items():
         write_jsonl(out / "generations" / f"{label}.jsonl", prompts, reals, by_temperature)
 

@@ -23,6 +23,9 @@ TRAINING_FILE = "training_curves.png"
 EVAL_METRICS_FILE = "evaluation_metrics.png"
 EVAL_LENGTHS_FILE = "evaluation_lengths.png"
 REAL = "real"
+# The score of selection by samples at each evaluation (gan_rl.eval.sample_selection.METRIC, written out
+# so that plotting does not import the training side).
+SAMPLE_SELECTION_KEY = "sample_select/two_sample_ngram"
 
 # (metric key, title, fixed reference line or None). Order = panel order.
 EVAL_METRICS: list[tuple[str, str, float | None]] = [
@@ -133,6 +136,15 @@ def plot_training_curves(log_history: list[dict], out_dir: str | Path) -> list[P
         ax.set_title("loss (NLL of real responses)")
         ax.legend(fontsize=8)
 
+    def by_samples(ax: Axes) -> None:  # selection by samples (gan_rl/eval/sample_selection.py)
+        curve = get(SAMPLE_SELECTION_KEY)
+        _plot(ax, curve, label="two-sample acc., n-gram", color="C0")
+        ax.axhline(0.5, ls="--", color="grey", lw=1, label="chance (indistinguishable)")
+        best = min(curve, key=curve.get)  # the first of equal scores, as the callback selects
+        ax.axvline(best, ls="--", color="C3", lw=1, label=f"selected (step {best:g}: {curve[best]:.3f})")
+        ax.set_title("samples vs real responses (lower = closer)")
+        ax.legend(fontsize=8)
+
     def simple(key: str, title: str):
         def draw(ax: Axes) -> None:
             _plot(ax, get(key), color="C0")
@@ -153,6 +165,7 @@ def plot_training_curves(log_history: list[dict], out_dir: str | Path) -> list[P
         (bool(get("completions/mean_length")), length),
         (bool(get("entropy")), simple("entropy", "policy entropy")),
         (bool(get("sft/loss")), simple("sft/loss", "SFT loss")),
+        (bool(get(SAMPLE_SELECTION_KEY)), by_samples),
     ]
     panels = [draw for present, draw in panels if present]
     if not panels:

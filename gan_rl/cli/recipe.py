@@ -1,7 +1,9 @@
 """Recipes: one YAML file describes a run, validated strictly before any model is loaded.
 
 Our own sections (``model``, ``data``, ``discriminator``) are dataclasses checked field by field: an
-unknown key, a wrong type or a bad choice is one :class:`RecipeError` naming the field. The ``trainer``
+unknown key, a wrong type or a bad choice is one :class:`RecipeError` naming the field. The type check is
+:func:`gan_rl.utils.fields.check_value`, the same one the sections (:class:`CheckedConfig`) and the Python
+configs run when they are built, so a section built in Python is refused as its recipe would be. The ``trainer``
 section is TRL's own ``GRPOConfig`` (``ppo``) or ``RLOOConfig`` (``reinforce``) fields, handed over as is
 so TRL's validation applies; ``ppo:``, ``reinforce:`` and ``gumbel:`` hold fields for one algorithm only
 (``gumbel`` builds gan_rl's own :class:`gan_rl.gumbel.config.GumbelConfig`, a ``TrainingArguments`` subclass).
@@ -12,16 +14,15 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 
 from gan_rl.discriminator.config import DiscriminatorConfig
 from gan_rl.errors import ConfigError, RecipeError
+from gan_rl.utils.fields import CheckedConfig, FieldError, check_value, field_types
 from gan_rl.utils.lora import LoraSettings
 
 # --------------------------------------------------------------------------------------------------
@@ -30,7 +31,7 @@ from gan_rl.utils.lora import LoraSettings
 
 
 @dataclass
-class QuantizationSettings:
+class QuantizationSettings(CheckedConfig):
     """bitsandbytes quantization of the frozen base weights (QLoRA when combined with ``lora``)."""
 
     bits: Literal[4, 8] = 4
@@ -42,7 +43,7 @@ class QuantizationSettings:
 
 
 @dataclass
-class ModelSettings:
+class ModelSettings(CheckedConfig):
     """The generator: a checkpoint (hub id or local path), or a fresh model built from a config."""
 
     name_or_path: str | None = None
@@ -73,7 +74,7 @@ class ModelSettings:
 
 
 @dataclass
-class DataSource:
+class DataSource(CheckedConfig):
     """Where a split comes from: a local file, a hub dataset, or a dataset gan-rl generates."""
 
     path: str | None = None
@@ -86,7 +87,7 @@ class DataSource:
 
 
 @dataclass
-class DataSettings:
+class DataSettings(CheckedConfig):
     """Prompt/response data; ``prompt_column`` -> ``response_column`` is the real distribution."""
 
     train: DataSource = field(default_factory=DataSource)
@@ -108,6 +109,7 @@ class DataSettings:
     max_validation_samples: int | None = None
 
     def validate(self) -> None:
+        super().validate()
         for name in ("max_train_samples", "max_test_samples", "max_validation_samples"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -134,7 +136,7 @@ class DataSettings:
 
 
 @dataclass
-class SFTLossSettings:
+class SFTLossSettings(CheckedConfig):
     """InstructGPT's pretraining mix for the policy: ``coef`` x the NLL of real (prompt, response) pairs
     added to the policy-gradient loss, so the text stays close to the real data while the reward rises."""
 
@@ -143,6 +145,7 @@ class SFTLossSettings:
     max_length: int = 256
 
     def validate(self) -> None:
+        super().validate()
         if self.coef < 0:
             raise ValueError(f"coef: expected 0 (off) or a positive weight, got {self.coef}.")
         if self.batch_size < 1:
@@ -152,7 +155,7 @@ class SFTLossSettings:
 
 
 @dataclass
-class ContrastSettings:
+class ContrastSettings(CheckedConfig):
     """Real data of another side (e.g. TWON left when training on right) for the domain judge."""
 
     train: DataSource = field(default_factory=DataSource)
@@ -160,7 +163,7 @@ class ContrastSettings:
 
 
 @dataclass
-class EvaluateSettings:
+class EvaluateSettings(CheckedConfig):
     """``gan-rl generate`` / ``gan-rl evaluate``: held-out sampling and the metrics no training sees."""
 
     # Sentence-embedding encoder for the Fréchet distance, the two-sample test and the domain judge.
@@ -195,6 +198,7 @@ class EvaluateSettings:
         return list(self.temperatures) if self.temperatures else [self.temperature]
 
     def validate(self) -> None:
+        super().validate()
         if self.temperatures is not None:
             if not self.temperatures:
                 raise ValueError("temperatures: expected a non-empty list of positive numbers, got [].")
@@ -260,21 +264,6 @@ class Recipe:
 # --------------------------------------------------------------------------------------------------
 
 
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return "null"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    if origin is not None:
-        return getattr(origin, "__name__", str(origin))
-    return getattr(tp, "__name__", str(tp))
-
-
 def unknown_key_error(key: str, valid: list[str], where: str) -> RecipeError:
     """The error for a key that is not a field, with the closest valid spelling."""
     close = difflib.get_close_matches(key, valid, n=1)
@@ -284,84 +273,32 @@ def unknown_key_error(key: str, valid: list[str], where: str) -> RecipeError:
 
 
 def coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` (converting where YAML is ambiguous), or raise."""
-    if tp is Any or tp is typing.Any:
+    """Check ``value`` against the annotation ``tp`` (converting where YAML is ambiguous: ``1e-4`` is read
+    as a string), or raise a :class:`RecipeError` naming ``where``; nested sections are parsed with
+    :func:`parse_section` (unknown keys with a suggestion, a data source given as a path)."""
+    try:
+        return check_value(value, tp, where, numeric_strings=True, section=_section)
+    except FieldError as exc:
+        raise RecipeError(str(exc)) from None
+
+
+def _section(cls: type, value: Any, where: str) -> Any:
+    if isinstance(value, cls):
         return value
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return coerce(value, arg, where)
-            except RecipeError as exc:
-                errors.append(exc)
-        raise RecipeError(f"{where}: expected {_type_name(tp)}, got {value!r}.")
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value in choices and type(value) in {type(c) for c in choices}:
-            return value
-        raise RecipeError(
-            f"{where}: {value!r} is not a valid choice; valid: {', '.join(repr(c) for c in choices)}."
-        )
-    if dataclasses.is_dataclass(tp):
-        if isinstance(tp, type) and isinstance(value, tp):
-            return value
-        return parse_section(tp, value, where)
-    if origin is list:
-        if not isinstance(value, list):
-            raise RecipeError(f"{where}: expected a list, got {value!r}.")
-        (item_tp,) = typing.get_args(tp) or (Any,)
-        return [coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise RecipeError(f"{where}: expected a mapping, got {value!r}.")
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise RecipeError(f"{where}: expected true or false, got {value!r}.")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise RecipeError(f"{where}: expected an integer, got {value!r}.")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise RecipeError(f"{where}: expected a number, got {value!r}.")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise RecipeError(f"{where}: expected a string, got {value!r}.")
-    if tp is Path:
-        return Path(value)
-    return value  # types we do not check (left to the library that owns the field)
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    import gan_rl.discriminator.config as dc
-
-    return typing.get_type_hints(cls, globalns={**globals(), **vars(dc)})
+    return parse_section(cls, value, where)
 
 
 def parse_section(cls: type, raw: Any, where: str) -> Any:
-    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types; the class checks
+    its own values when it is built (:class:`CheckedConfig`), which ends here as a RecipeError under
+    ``where``."""
     if raw is None:
         raw = {}
     if cls is DataSource and isinstance(raw, str):
         raw = {"path": raw}
     if not isinstance(raw, dict):
         raise RecipeError(f"{where}: expected a mapping, got {raw!r}.")
-    hints = _hints(cls)
+    hints = field_types(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     kwargs = {}
     for key, value in raw.items():
@@ -369,19 +306,12 @@ def parse_section(cls: type, raw: Any, where: str) -> Any:
             raise unknown_key_error(str(key), list(fields), where)
         kwargs[key] = coerce(value, hints[key], f"{where}.{key}")
     try:
-        obj = cls(**kwargs)
-    except ConfigError as exc:  # a config that checks itself at construction (DiscriminatorConfig)
+        return cls(**kwargs)
+    except ConfigError as exc:  # a bad value, found by the class itself
         raise RecipeError(f"{where}.{exc.detail}") from None
     except TypeError as exc:  # a required field is missing
         missing = [n for n, f in fields.items() if n not in kwargs and _is_required(f)]
         raise RecipeError(f"{where}: missing required key(s): {', '.join(missing)}.") from exc
-    check = getattr(obj, "validate", None)
-    if check is not None:
-        try:
-            check()
-        except ValueError as exc:
-            raise RecipeError(f"{where}.{exc}") from None
-    return obj
 
 
 def _is_required(f: dataclasses.Field) -> bool:
@@ -494,6 +424,18 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - a SafeLoader subclass
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: what is wrong and where (PyYAML's own message spans several lines, with
+    a drawing of the place, which would not be the one line an error is)."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem is None:
+        return " ".join(str(exc).split())
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    context = getattr(exc, "context", None)
+    return f"{problem}{where}" + (f" ({context})" if context else "")
+
+
 DATA_SOURCE_KEYS = (
     ["data", "train"],
     ["data", "test"],
@@ -515,7 +457,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         try:
             value = load_yaml(text) if text.strip() else None
         except yaml.YAMLError as exc:
-            raise RecipeError(f"--set {item!r}: value is not valid YAML ({exc}).") from None
+            raise RecipeError(f"--set {item!r}: value is not valid YAML ({yaml_problem(exc)}).") from None
         node = raw
         for i, key in enumerate(keys[:-1]):
             child = node.get(key)
@@ -546,7 +488,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     try:
         raw = load_yaml(text) or {}
     except yaml.YAMLError as exc:
-        raise RecipeError(f"recipe {path}: not valid YAML: {exc}") from None
+        raise RecipeError(f"recipe {path}: not valid YAML: {yaml_problem(exc)}.") from None
     if not isinstance(raw, dict):
         raise RecipeError(f"recipe {path}: expected a mapping of sections at the top level.")
     raw = apply_overrides(raw, overrides or [])

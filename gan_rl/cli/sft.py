@@ -32,7 +32,13 @@ from gan_rl.cli.outputs import RECIPE_FILE, is_finished
 from gan_rl.cli.preemption import Preempted, PreemptionCallback
 from gan_rl.cli.recipe import Recipe
 from gan_rl.cli.runs import open_run, prepare_run, save_trainer, write_summary
-from gan_rl.cli.trl_config import build_sft_config, sft_early_stopping, sft_output_dir, with_resolved_dtype
+from gan_rl.cli.trl_config import (
+    build_sft_config,
+    check_train_rows,
+    sft_early_stopping,
+    sft_output_dir,
+    with_resolved_dtype,
+)
 from gan_rl.errors import RecipeError
 from gan_rl.utils.backends import check_backend, setup_distributed
 from gan_rl.utils.lora import lora_config
@@ -100,6 +106,7 @@ def run_sft(
     setup_distributed(args, "sft")  # FSDP that accelerate would drop here: an error before loading
     out = Path(args.output_dir)
     resume_path, raw = open_run(recipe, out, resume, overwrite, field="sft.output_dir", discriminator=False)
+    check_train_rows("sft", args, len(raw["train"]))  # fewer rows than one batch: no step would run
     checkpoint = generator_checkpoint(recipe.model, recipe.resolve_path, out)
     tokenizer, chat = prepare_run(recipe, out, raw, "sft")
     train_ds = sft_dataset(raw["train"], recipe, chat)
@@ -187,12 +194,13 @@ def warm_start(recipe: Recipe) -> Recipe:
         check_same_sft_recipe(out, recipe)
         logger.info("model.warm_start: starting from the finished SFT run in %s.", out)
     else:
-        logger.info("model.warm_start: running SFT into %s first.", out)
         from transformers.trainer_utils import get_last_checkpoint
 
         resume = "latest" if out.is_dir() and get_last_checkpoint(str(out)) is not None else None
-        # The adversarial run's checkpoints (discriminator.model / encoder) resolve now, not after SFT.
+        # The adversarial run's checkpoints (discriminator.model / encoder) resolve now, not after SFT,
+        # and before anything is logged (bad input is one line).
         preflight_checkpoints(recipe, out)
+        logger.info("model.warm_start: running SFT into %s first.", out)
         try:
             run_sft(recipe, resume=resume)
         except Preempted as stop:  # the adversarial command resumes it: say so

@@ -28,7 +28,7 @@ from gan_rl.cli.preemption import PreemptionCallback
 from gan_rl.cli.recipe import ModelSettings, Recipe, SFTLossSettings
 from gan_rl.cli.runs import open_run, prepare_run, save_trainer, write_summary
 from gan_rl.cli.sft import warm_start
-from gan_rl.cli.trl_config import build_trainer_config, with_resolved_dtype
+from gan_rl.cli.trl_config import build_trainer_config, check_train_rows, with_resolved_dtype
 from gan_rl.discriminator.modeling import (
     Discriminator,
 )
@@ -204,12 +204,14 @@ def preflight(
     setup_distributed(args)
     out = Path(args.output_dir)
     resume_path, raw = open_run(recipe, out, resume, overwrite, fresh_discriminator=fresh_discriminator)
+    check_train_rows(algorithm, args, len(raw["train"]))  # fewer rows than one batch: no step would run
     recipe = warm_start(recipe)  # model.warm_start: sft -> the generator is the SFT result (run it first)
+    # Checkpoint names resolve now (a local path must exist), so a typo stops the run before any loading
+    # (and before anything is logged: bad input is one line).
+    checkpoints = preflight_checkpoints(recipe, out)
     # model.dtype: auto -> the dtype this machine runs natively (logged once, recorded in the summary).
     # After the warm start, which resolves "auto" by the same rule for its own weights and sft.bf16.
     recipe, precision = with_resolved_dtype(recipe, args.use_cpu)
-    # Checkpoint names resolve now (a local path must exist), so a typo stops the run before any loading.
-    checkpoints = preflight_checkpoints(recipe, out)
     return Preflight(recipe, args, out, resume_path, raw, checkpoints, precision)
 
 

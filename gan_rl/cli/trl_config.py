@@ -1,20 +1,32 @@
 """Building TRL's configs from a recipe: the algorithm's (``GRPOConfig``, ``RLOOConfig``, ``GumbelConfig``)
 and SFT's (``SFTConfig``), with TRL's complaints turned into one-line recipe errors, the dtype ``auto``
 resolved, and the SFT run's early stopping.
+
+Values that TRL accepts but torch or transformers refuse later (``learning_rate: -1``), or that train
+nothing while the run reports success (``max_steps: 0``, a training set smaller than one batch), are
+refused here too (:mod:`gan_rl.utils.training_values`, :func:`check_train_rows`), so that ``gan-rl check``
+says so before any model loads.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from gan_rl.cli.algorithms import ALGORITHMS, get_algorithm
 from gan_rl.cli.recipe import Recipe, coerce, unknown_key_error
-from gan_rl.errors import RecipeError
+from gan_rl.errors import ConfigError, RecipeError
 from gan_rl.utils.hardware import Precision, log_precision, resolve_precision
+from gan_rl.utils.training_values import training_value_problem
+
+# TRL's group baselines (GRPO, RLOO) compare the samples of one prompt: at least two (TRL divides by it
+# before it says so, so 0 would be a ZeroDivisionError).
+MIN_GENERATIONS = {"ppo": 2, "reinforce": 2}
 
 
 def build_trainer_config(recipe: Recipe, algorithm: str, **forced: Any) -> Any:
@@ -88,14 +100,155 @@ def build_trainer_config(recipe: Recipe, algorithm: str, **forced: Any) -> Any:
         kwargs["gradient_checkpointing"] = recipe.model.gradient_checkpointing
     kwargs.update(forced)
     default_bf16(recipe, kwargs)
+
+    def section_of(key: str) -> str:
+        return algorithm if key in getattr(recipe, algorithm) else "trainer"
+
+    _check_values(cls, kwargs, section_of, MIN_GENERATIONS.get(algorithm, 1))
     if kwargs.get("use_vllm"):
-        _check_vllm(algorithm if "use_vllm" in getattr(recipe, algorithm) else "trainer")
+        _check_vllm(section_of("use_vllm"))
     from gan_rl.utils.backends import check_backend_request
 
     check_backend_request(kwargs, "trainer")  # building the config starts the processes: check first
-    config = _instantiate(cls, kwargs, "trainer")
+    config = _instantiate(cls, kwargs, section_of)
     _check_save_steps(config, "save_steps" in recipe.trainer_args(algorithm))
+    given = "max_completion_length" in recipe.trainer_args(algorithm)
+    _check_configured_positions(
+        recipe, config.max_completion_length, section_of("max_completion_length"), given
+    )
+    _check_rows_bound(recipe, algorithm, config)
     return config
+
+
+def _config_values(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """What the config will hold: its defaults, updated with what was given."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        if f.default is not dataclasses.MISSING:
+            values[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            values[f.name] = f.default_factory()
+    return {**values, **kwargs}
+
+
+def _check_values(
+    cls: type, kwargs: dict[str, Any], section_of: Callable[[str], str], min_generations: int = 1
+) -> None:
+    """Refuse, before TRL builds the config, the values it would take and torch or transformers refuse
+    later, or that would train nothing (:func:`gan_rl.utils.training_values.training_value_problem`)."""
+    problem = training_value_problem(_config_values(cls, kwargs), min_generations)
+    if problem is not None:
+        name, message = problem
+        default = "" if name in kwargs else " (the default)"
+        raise RecipeError(f"{section_of(name)}.{name}: {message[:-1]}{default}.")
+
+
+def _check_configured_positions(
+    recipe: Recipe, max_completion_length: int | None, section: str, given: bool = True
+) -> None:
+    """Refuse a completion longer than the generator's positions when its config says how many without
+    loading anything: ``model.init_config``, or ``config.json`` of a local checkpoint (a GGUF file or a
+    hub id is checked once the model has loaded: :func:`gan_rl.cli.models.check_position_limit`)."""
+    if max_completion_length is None:
+        return
+    found = configured_position_limit(recipe)
+    if found is None:
+        return
+    limit, source = found
+    if max_completion_length >= limit:
+        default = "" if given else " (the default)"
+        raise RecipeError(
+            f"{section}.max_completion_length: {max_completion_length} tokens{default} do not fit in the "
+            f"generator's {limit} positions ({source}), which the prompt shares; set it below {limit}."
+        )
+
+
+def configured_position_limit(recipe: Recipe) -> tuple[int, str] | None:
+    """(the generator's positions, where the recipe or its checkpoint says so), from the config alone:
+    ``model.init_config``, or a local checkpoint's ``config.json``; None when that would take more
+    (a GGUF file's metadata, a hub download) or the config does not say."""
+    from gan_rl.cli.models import config_position_limit
+
+    model = recipe.model
+    if model.init_config is not None:
+        found = config_position_limit(model.init_config)
+        return (found[0], f"model.init_config.{found[1]}") if found else None
+    if model.name_or_path is None or model.gguf_file is not None:
+        return None
+    path = recipe.resolve_path(model.name_or_path) / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # not a local checkpoint (a hub id), or not one we can read: later
+        return None
+    found = config_position_limit(config) if isinstance(config, dict) else None
+    return (found[0], f"{found[1]} in {path}") if found else None
+
+
+def _train_rows_bound(recipe: Recipe) -> tuple[int, str] | None:
+    """The most rows the training split can have, when the recipe alone says so (a synthetic source's
+    ``rows``, ``data.max_train_samples``): what ``gan-rl check`` knows before reading a file."""
+    bounds = []
+    if recipe.data.train.synthetic is not None:
+        bounds.append((recipe.data.train.rows, "data.train.rows"))
+    if recipe.data.max_train_samples is not None:
+        bounds.append((recipe.data.max_train_samples, "data.max_train_samples"))
+    return min(bounds) if bounds else None
+
+
+def _check_rows_bound(recipe: Recipe, algorithm: str, config: Any) -> None:
+    bound = _train_rows_bound(recipe)
+    if bound is not None:
+        check_train_rows(algorithm, config, bound[0], bound_by=bound[1])
+
+
+def check_train_rows(algorithm: str, config: Any, rows: int, bound_by: str | None = None) -> None:
+    """Refuse a training set too small for one batch, which would train nothing and report "completed".
+
+    ``ppo``/``reinforce``: TRL's ``RepeatSampler`` draws ``generation_batch_size // num_generations``
+    prompts per generation batch and drops an incomplete one, so fewer rows than that make no policy
+    step at all. ``gumbel`` and ``sft`` take a smaller last batch (transformers' sampler), and are refused
+    only with ``dataloader_drop_last: true``. ``bound_by``: the recipe field that caps the rows (before
+    the data is read: a synthetic source's ``rows``, ``data.max_train_samples``); None: the rows read.
+    """
+    name = "sft" if algorithm == "sft" else get_algorithm(algorithm).name
+    section = "sft" if name == "sft" else "trainer"
+    shown = f"{rows} row{'' if rows == 1 else 's'}"
+    if bound_by is not None:
+        shown = f"at most {shown} ({bound_by}: {rows})"
+    if name in MIN_GENERATIONS:
+        needed = config.generation_batch_size // config.num_generations
+        if rows >= needed:
+            return
+        spread = [
+            f"{value} {what}"
+            for value, what in (
+                (config.world_size, "processes"),
+                (config.steps_per_generation, "steps_per_generation"),
+            )
+            if value != 1
+        ]
+        how = (
+            f"{section}.per_device_train_batch_size {config.per_device_train_batch_size}"
+            + "".join(f" x {s}" for s in spread)
+            + f" / num_generations {config.num_generations}"
+        )
+        raise RecipeError(
+            f"data.train: {shown}, fewer than the {needed} prompts of one generation batch ({how}); "
+            f"TRL drops an incomplete batch, so no policy step would run: give data.train at least "
+            f"{needed} rows, or lower {section}.per_device_train_batch_size."
+        )
+    if not getattr(config, "dataloader_drop_last", False):
+        return
+    per_prompt = getattr(config, "num_generations", 1)
+    needed = config.per_device_train_batch_size // per_prompt * config.world_size
+    if rows < needed:
+        raise RecipeError(
+            f"data.train: {shown}, fewer than one batch of {needed} prompts, which "
+            f"{section}.dataloader_drop_last: true drops, so no step would run: give data.train at least "
+            f"{needed} rows, lower {section}.per_device_train_batch_size, or drop dataloader_drop_last."
+        )
 
 
 def _check_save_steps(config: Any, given: bool) -> None:
@@ -146,11 +299,16 @@ def _check_vllm(section: str) -> None:
         )
 
 
-def _instantiate(cls: type, kwargs: dict[str, Any], section: str) -> Any:
-    """Build a TRL config, turning TRL's own validation errors into a RecipeError naming the section."""
+def _instantiate(cls: type, kwargs: dict[str, Any], section_of: Callable[[str], str]) -> Any:
+    """Build a TRL config, turning TRL's own validation errors into a RecipeError naming the section (and
+    the field, for a config of ours that says which: :class:`gan_rl.errors.ConfigError`)."""
     try:
         return cls(**kwargs)
+    except ConfigError as exc:
+        field = exc.detail.split(":", 1)[0].split(".", 1)[0].split("[", 1)[0]
+        raise RecipeError(f"{section_of(field)}.{exc.detail}") from None
     except (ValueError, TypeError) as exc:
+        section = section_of("")
         hint = f" (on a machine without a GPU set {section}.bf16: false)" if "bf16" in str(exc) else ""
         raise RecipeError(f"{section}: {cls.__name__} rejected the settings: {exc}{hint}") from None
 
@@ -266,7 +424,15 @@ def build_sft_config(recipe: Recipe, **forced: Any) -> Any:
         kwargs["gradient_checkpointing"] = recipe.model.gradient_checkpointing
     kwargs.update(forced)
     default_bf16(recipe, kwargs)
+
+    def section_of(key: str) -> str:
+        shared = key in SHARED_WITH_SFT and key not in recipe.sft and key in recipe.trainer
+        return "trainer" if shared else "sft"
+
+    _check_values(SFTConfig, kwargs, section_of)
     from gan_rl.utils.backends import check_backend_request
 
     check_backend_request(kwargs, "sft")
-    return _instantiate(SFTConfig, kwargs, "sft")
+    config = _instantiate(SFTConfig, kwargs, section_of)
+    _check_rows_bound(recipe, "sft", config)
+    return config

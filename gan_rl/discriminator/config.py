@@ -10,12 +10,12 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Literal
 
-from gan_rl.errors import ConfigError
+from gan_rl.utils.fields import CheckedConfig
 from gan_rl.utils.lora import ClassifierLoraSettings
 
 
 @dataclass
-class RewardConfig:
+class RewardConfig(CheckedConfig):
     """How a discriminator logit becomes a reward.
 
     ``logit``: the raw logit; ``prob``: D = sigmoid(logit); ``log_prob``: log D (saturates when the
@@ -34,14 +34,10 @@ class RewardConfig:
     running_momentum: float = 0.99
     length_coef: float = 0.0
 
-    def __post_init__(self) -> None:
-        try:
-            self.validate()
-        except ValueError as exc:
-            raise ConfigError(type(self).__name__, str(exc)) from None
-
     def validate(self) -> None:
-        """Raise a ValueError naming the first bad field (``field: expected ..., got ...``)."""
+        """Raise a ValueError naming the first bad field (``field: expected ..., got ...``): its type
+        (``form: 'bogus' is not a valid choice``) first, then its range."""
+        super().validate()
         if self.clip is not None and not all(math.isfinite(float(v)) for v in self.clip):
             raise ValueError(f"clip: expected two finite numbers [low, high], got {self.clip}.")
         if self.clip is not None and (len(self.clip) != 2 or self.clip[0] >= self.clip[1]):
@@ -72,7 +68,7 @@ KIND_FIELDS = {
 
 
 @dataclass
-class DiscriminatorConfig:
+class DiscriminatorConfig(CheckedConfig):
     """The adversary: what it is, how it reads a (prompt, response) pair, and how it is trained.
 
     ``kind: head`` is the original design: a frozen encoder LM (by default the generator's own reference
@@ -152,28 +148,19 @@ class DiscriminatorConfig:
 
     reward: RewardConfig = field(default_factory=RewardConfig)
 
-    def __post_init__(self) -> None:
-        # Nested sections given as mappings (from Python, or a config saved as JSON) become their classes.
-        if isinstance(self.reward, dict):
-            self.reward = RewardConfig(**self.reward)
-        if isinstance(self.lora, dict):
-            self.lora = ClassifierLoraSettings(**self.lora)
-        try:
-            self.validate()
-        except ValueError as exc:
-            raise ConfigError(type(self).__name__, str(exc)) from None
-
     def validate(self) -> None:
         """Raise a ValueError naming the first bad field (``field: expected ..., got ...``); also run by
-        :meth:`gan_rl.trainer.adversary.Adversary.build`, for a config changed after construction."""
-        if not isinstance(self.reward, RewardConfig):
-            raise ValueError(f"reward: expected a RewardConfig, got {self.reward!r}.")
+        :meth:`gan_rl.trainer.adversary.Adversary.build`, for a config changed after construction.
+
+        Types first (:class:`CheckedConfig`): nested sections given as mappings (from Python, or a config
+        saved as JSON) become their classes there, and a ``batch_size="32"`` or ``True`` is refused by
+        name before any rule compares it.
+        """
+        super().validate()
         try:
             self.reward.validate()
         except ValueError as exc:
             raise ValueError(f"reward.{exc}") from None
-        if self.kind not in KINDS:
-            raise ValueError(f"kind: expected one of {', '.join(KINDS)}, got {self.kind!r}.")
         checks = [
             ("max_length", self.max_length >= 8, "at least 8"),
             ("num_heads", self.num_heads > 0, "positive"),
@@ -188,6 +175,8 @@ class DiscriminatorConfig:
             ("cache_size", self.cache_size >= 0, "0 or more"),
             ("encode_batch_size", self.encode_batch_size >= 1, "1 or more"),
             ("learning_rate", math.isfinite(self.learning_rate) and self.learning_rate > 0, "positive"),
+            # torch's AdamW refuses a negative one when the optimizer is built, after the models load.
+            ("weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0, "0 or more"),
             ("batch_size", self.batch_size > 0, "positive"),
             # 0 would freeze the discriminator (a constant judge) while its buffer grows without bound.
             ("updates_per_round", self.updates_per_round >= 1, "1 or more"),

@@ -9,6 +9,10 @@ from typing import Any, Literal
 
 from transformers import TrainingArguments
 
+from gan_rl.errors import ConfigError
+from gan_rl.utils.fields import FieldError, check_fields
+from gan_rl.utils.training_values import training_value_problem
+
 
 @dataclass
 class GumbelConfig(TrainingArguments):
@@ -47,10 +51,22 @@ class GumbelConfig(TrainingArguments):
     logging_nan_inf_filter: bool = False
 
     def __post_init__(self) -> None:
+        """Refuse a bad field at construction, as a :class:`gan_rl.errors.ConfigError` naming it: this
+        class's own fields against their type hints, the values transformers or torch would refuse only
+        once training starts (:mod:`gan_rl.utils.training_values`), then the relaxed generation's own
+        rules; transformers checks the rest of ``TrainingArguments`` itself."""
+        try:
+            check_fields(self, names=list(GumbelConfig.__annotations__))
+        except FieldError as exc:
+            raise ConfigError(type(self).__name__, str(exc)) from None
+        problem = training_value_problem(vars(self)) or self._gumbel_problem()
+        if problem is not None:
+            raise ConfigError(type(self).__name__, f"{problem[0]}: {problem[1]}")
+        super().__post_init__()
+
+    def _gumbel_problem(self) -> tuple[str, str] | None:
+        """(field, what would be valid) for the first bad setting of the relaxed generation, else None."""
         checks = [
-            ("max_completion_length", self.max_completion_length >= 1, "at least 1"),
-            ("num_generations", self.num_generations >= 1, "at least 1"),
-            ("temperature", self.temperature > 0, "positive"),
             ("tau_start", self.tau_start > 0, "positive"),
             ("tau_end", self.tau_end > 0, "positive"),
             ("tau_steps", self.tau_steps >= 0, "0 (constant) or positive"),
@@ -59,15 +75,14 @@ class GumbelConfig(TrainingArguments):
         ]
         for name, ok, expected in checks:
             if not ok:
-                raise ValueError(f"{name}: expected {expected}, got {getattr(self, name)!r}.")
-        if self.loss not in ("non_saturating", "reward"):
-            raise ValueError(f"loss: {self.loss!r} is not valid; valid: 'non_saturating', 'reward'.")
+                return name, f"expected {expected}, got {getattr(self, name)!r}."
         if self.per_device_train_batch_size % self.num_generations:
-            raise ValueError(
-                f"per_device_train_batch_size: {self.per_device_train_batch_size} completions do not split "
-                f"into groups of num_generations={self.num_generations}."
+            return (
+                "per_device_train_batch_size",
+                f"{self.per_device_train_batch_size} completions do not split into groups of "
+                f"num_generations={self.num_generations}; use a multiple of it.",
             )
-        super().__post_init__()
+        return None
 
     def tau(self, step: int) -> float:
         """The Gumbel-softmax temperature at policy step ``step`` (geometric from start to end)."""

@@ -10,15 +10,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from gan_rl.utils.fields import CheckedConfig
+
 
 @dataclass
-class LoraSettings:
+class LoraSettings(CheckedConfig):
     """LoRA adapters on the generator (peft ``LoraConfig``)."""
 
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
     target_modules: list[str] | str = "all-linear"
+
+    def validate(self) -> None:
+        """Types, then what peft would refuse (or silently train nothing with) once the model loads."""
+        super().validate()
+        if self.r < 1:
+            raise ValueError(f"r: expected a rank of at least 1, got {self.r}.")
+        if self.alpha <= 0:  # the update is scaled by alpha / r: 0 would train adapters with no effect
+            raise ValueError(f"alpha: expected positive, got {self.alpha}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout: expected in [0, 1), got {self.dropout}.")
 
 
 @dataclass

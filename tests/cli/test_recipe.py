@@ -381,3 +381,182 @@ def test_cli_check_validates_sft_and_contrast_sections(tmp_path, recipe_factory)
     assert code == 2 and "evaluate.contrast.train.path: file not found" in out
     code, out = run_cli("check", str(recipe_factory(name="ok.yaml")), "--algorithm", "sft")
     assert code == 0 and "valid for sft" in out
+
+
+# -- issue 26: values TRL or torch would refuse later, refused when the config is built ---------------
+
+
+@pytest.mark.parametrize(
+    ("sections", "expected"),
+    [
+        ({"trainer": {"learning_rate": -1}}, "trainer.learning_rate: expected 0 or a positive finite number"),
+        (
+            {"ppo": {"learning_rate": float("nan")}},
+            "ppo.learning_rate: expected 0 or a positive finite number",
+        ),
+        ({"trainer": {"max_steps": 0}}, "trainer.max_steps: expected a positive number of steps, or -1"),
+        (
+            {"trainer": {"max_steps": -1, "num_train_epochs": 0}},
+            "trainer.num_train_epochs: expected a positive number of epochs when max_steps is -1, got 0.0.",
+        ),
+        (
+            {"trainer": {"per_device_train_batch_size": 0}},
+            "trainer.per_device_train_batch_size: expected at least 1",
+        ),
+        (
+            {"trainer": {"gradient_accumulation_steps": 0}},
+            "trainer.gradient_accumulation_steps: expected at least 1",
+        ),
+        ({"trainer": {"num_generations": 0}}, "trainer.num_generations: expected at least 2, got 0."),
+        ({"ppo": {"num_iterations": 0}}, "ppo.num_iterations: expected at least 1, got 0."),
+        ({"trainer": {"seed": -1}}, "trainer.seed: expected in [0, 2**32 - 1]"),
+        ({"trainer": {"temperature": 0}}, "trainer.temperature: expected a positive finite number, got 0.0."),
+        (
+            {"trainer": {"max_completion_length": 0}},
+            "trainer.max_completion_length: expected at least 1 token",
+        ),
+        (
+            {"trainer": {"save_strategy": "steps", "save_steps": 0}},
+            "trainer.save_steps: expected positive when save_strategy is 'steps', got 0.0.",
+        ),
+    ],
+)
+def test_values_refused_later_by_torch_or_trl_are_refused_when_the_config_is_built(sections, expected):
+    recipe = parse_recipe(minimal(**sections))
+    with pytest.raises(RecipeError) as info:
+        build_trainer_config(recipe, "ppo")
+    assert str(info.value).startswith(expected), str(info.value)
+
+
+def test_epochs_with_max_steps_minus_one_and_a_zero_learning_rate_stay_valid():
+    config = build_trainer_config(
+        parse_recipe(minimal(trainer={"max_steps": -1, "num_train_epochs": 2, "learning_rate": 0})), "ppo"
+    )
+    assert config.max_steps == -1 and config.num_train_epochs == 2
+
+
+def test_sft_values_are_checked_naming_their_section():
+    from gan_rl.cli.trl_config import build_sft_config
+
+    with pytest.raises(RecipeError, match=r"^sft\.learning_rate: expected 0 or a positive finite number"):
+        build_sft_config(parse_recipe(minimal(sft={"learning_rate": -1})))
+    with pytest.raises(RecipeError, match=r"^sft\.max_length: expected at least 1 token"):
+        build_sft_config(parse_recipe(minimal(sft={"max_length": 0})))
+    with pytest.raises(RecipeError, match=r"^trainer\.seed: expected in \[0, 2\*\*32 - 1\]"):  # shared
+        build_sft_config(parse_recipe(minimal(trainer={"seed": -1})))
+
+
+def test_gumbel_config_errors_name_the_section_and_field():
+    with pytest.raises(RecipeError, match=r"^gumbel\.loss: 'hinge' is not a valid choice"):
+        build_trainer_config(parse_recipe(minimal(gumbel={"loss": "hinge"})), "gumbel")
+    with pytest.raises(RecipeError, match=r"^trainer\.learning_rate: expected 0 or a positive"):
+        build_trainer_config(parse_recipe(minimal(trainer={"learning_rate": -1})), "gumbel")
+
+
+# -- issue 26: a training set too small for one batch -------------------------------------------------
+
+
+def test_fewer_rows_than_one_generation_batch_are_refused():
+    from gan_rl.cli.trl_config import check_train_rows
+
+    batch = {"per_device_train_batch_size": 8, "num_generations": 4}
+    config = build_trainer_config(parse_recipe(minimal(trainer=batch)), "reinforce")
+    check_train_rows("reinforce", config, 2)  # 8 completions = 2 prompts x 4 generations
+    with pytest.raises(RecipeError) as info:
+        check_train_rows("rloo", config, 1)
+    assert str(info.value) == (
+        "data.train: 1 row, fewer than the 2 prompts of one generation batch (trainer."
+        "per_device_train_batch_size 8 / num_generations 4); TRL drops an incomplete batch, so no policy "
+        "step would run: give data.train at least 2 rows, or lower trainer.per_device_train_batch_size."
+    )
+    spread = build_trainer_config(
+        parse_recipe(minimal(trainer={**batch, "steps_per_generation": 3, "save_strategy": "no"})), "ppo"
+    )
+    with pytest.raises(RecipeError, match=r"fewer than the 6 prompts .*8 x 3 steps_per_generation / num"):
+        check_train_rows("ppo", spread, 5)
+
+
+def test_sft_and_gumbel_train_on_a_smaller_last_batch_unless_it_is_dropped():
+    from gan_rl.cli.trl_config import build_sft_config, check_train_rows
+
+    gumbel = build_trainer_config(
+        parse_recipe(minimal(trainer={"per_device_train_batch_size": 8, "num_generations": 4})), "gumbel"
+    )
+    check_train_rows("gumbel", gumbel, 1)
+    sft = build_sft_config(parse_recipe(minimal(sft={"per_device_train_batch_size": 4})))
+    check_train_rows("sft", sft, 1)
+    dropped = build_sft_config(
+        parse_recipe(minimal(sft={"per_device_train_batch_size": 4, "dataloader_drop_last": True}))
+    )
+    with pytest.raises(
+        RecipeError, match=r"^data\.train: 3 rows, fewer than one batch of 4 prompts.*sft\.data"
+    ):
+        check_train_rows("sft", dropped, 3)
+
+
+def test_a_row_cap_in_the_recipe_is_checked_before_the_data_is_read():
+    batch = {"per_device_train_batch_size": 8, "num_generations": 4}
+    with pytest.raises(
+        RecipeError, match=r"^data\.train: at most 1 row \(data\.max_train_samples: 1\), fewer"
+    ):
+        build_trainer_config(parse_recipe(minimal(trainer=batch, data={"max_train_samples": 1})), "ppo")
+    raw = minimal(trainer=batch)
+    raw["data"]["train"] = {"synthetic": "quickstart", "rows": 1}
+    with pytest.raises(RecipeError, match=r"^data\.train: at most 1 row \(data\.train\.rows: 1\)"):
+        build_trainer_config(parse_recipe(raw), "ppo")
+
+
+# -- issue 26: a completion beyond the generator's positions ------------------------------------------
+
+
+def test_completion_beyond_the_positions_of_an_init_config_or_local_config_is_refused(tmp_path):
+    init = {
+        "init_config": {"model_type": "llama", "max_position_embeddings": 16},
+        "word_tokenizer_from_data": True,
+    }
+    recipe = parse_recipe({**minimal(trainer={"max_completion_length": 16}), "model": init})
+    with pytest.raises(RecipeError) as info:
+        build_trainer_config(recipe, "ppo")
+    assert str(info.value) == (
+        "trainer.max_completion_length: 16 tokens do not fit in the generator's 16 positions "
+        "(model.init_config.max_position_embeddings), which the prompt shares; set it below 16."
+    )
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2", "n_positions": 64}')
+    local = minimal(model={"name_or_path": str(tmp_path)}, gumbel={"max_completion_length": 100})
+    with pytest.raises(
+        RecipeError, match=r"^gumbel\.max_completion_length: 100 tokens .* 64 positions \(n_positions"
+    ):
+        build_trainer_config(parse_recipe(local), "gumbel")
+    with pytest.raises(RecipeError, match=r"^trainer\.max_completion_length: \d+ tokens \(the default\)"):
+        build_trainer_config(parse_recipe(local), "ppo")
+    local["trainer"]["max_completion_length"] = 48
+    assert build_trainer_config(parse_recipe(local), "ppo").max_completion_length == 48
+
+
+def test_completion_beyond_a_loaded_generators_positions_is_refused(generator):
+    from datasets import Dataset
+
+    from gan_rl.cli.models import check_position_limit
+
+    model, tok = generator  # rotary, max_position_embeddings 128
+    prompts = Dataset.from_list([{"prompt": "weather\n"}, {"prompt": "a post about cats\n"}])
+    check_position_limit(model, tok, prompts, 100)
+    with pytest.raises(
+        RecipeError, match=r"^trainer\.max_completion_length: 1000000000 tokens do not fit in the 128 "
+    ):
+        check_position_limit(model, tok, prompts, 1_000_000_000)
+    with pytest.raises(
+        RecipeError, match=r"^data: the longest prompt is \d+ tokens, plus trainer\.max_completion_l"
+    ):
+        check_position_limit(model, tok, prompts, 127)
+
+
+def test_a_yaml_error_is_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  a: 1\n b: 2\n")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(bad)
+    assert "\n" not in str(info.value) and "at line 3, column 2" in str(info.value)
+    with pytest.raises(RecipeError, match=r"value is not valid YAML \(.*line 1") as info:
+        apply_overrides(minimal(), ["trainer.max_steps=[1"])
+    assert "\n" not in str(info.value)

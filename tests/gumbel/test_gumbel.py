@@ -216,7 +216,7 @@ def test_gumbel_section_builds_the_gumbel_config(recipe_factory):
             {"gumbel": {"tua_start": 1.0}},
             "gumbel: unknown key 'tua_start'. Did you mean 'tau_start'?",
         ),
-        ("gumbel", {"gumbel": {"loss": "hinge"}}, "loss: 'hinge' is not valid"),
+        ("gumbel", {"gumbel": {"loss": "hinge"}}, "gumbel.loss: 'hinge' is not a valid choice"),
         (
             "gumbel",
             {"gumbel": {"num_generations": 3}},

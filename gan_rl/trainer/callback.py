@@ -181,14 +181,16 @@ class PolicyGuard(TrainerCallback):
     mean of squares is inf), so only the logits show it; a NaN gradient leaves NaN weights, which the
     weight check names at the step that made them.
 
-    * After every optimizer step (``on_step_end``): every trainable weight is finite. One pass over the
-      trainable parameters, reading each once (its largest magnitude, no tensor-sized temporary), one host
-      sync and, with several processes, one all-reduce of a flag (each checks its own shard under ZeRO-3 /
-      FSDP, and all reach the same verdict). On the quickstart's 2.6M-parameter policy: about 1 ms of a
-      ~1.5 s step.
-    * Whenever the policy runs (a forward hook on its output layer): its logits are finite. Two reductions
-      of the logits (max and min) and one host sync per forward: generation syncs per token already, and
-      the logits cost the output layer hidden_size multiply-adds each, against a few comparisons here.
+    * After every optimizer step (``on_step_end``): every trainable weight is finite. One read of the
+      trainable parameters (``aminmax`` per tensor: no tensor-sized temporary), one host sync and, with
+      several processes, one all-reduce of a flag (each checks its own shards under ZeRO-3 / FSDP, and all
+      reach the same verdict). Measured on 2 CPU cores: 0.4 ms for the quickstart's policy (a ~1.5 s
+      step), 135 ms for a 163M-parameter float32 one (SmolLM2-135M's shape; its steps take tens of seconds
+      there); with LoRA only the adapters are read.
+    * Whenever the policy runs (a forward hook on its output layer): its logits are finite. One
+      ``aminmax`` over the logits and one host sync per forward (generation syncs per token already): 5 ms
+      per sampled token for 64 sequences over a 49k vocabulary on the same CPU, against the hundreds of
+      milliseconds the forward that made them takes.
     """
 
     def __init__(self, learning_rate_field: str = "trainer.learning_rate") -> None:

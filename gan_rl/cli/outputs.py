@@ -58,6 +58,23 @@ def check_writable_dir(out: Path, field: str) -> None:
         raise RecipeError(f"{field}: cannot write to {existing} (permission denied); choose another path.")
 
 
+def check_writable_file(path: Path, field: str) -> None:
+    """``path`` can be written as a file: it is not a directory, no parent of it is a file, and its first
+    existing parent is writable. One :class:`RecipeError` naming ``field`` otherwise."""
+    if path.is_dir():
+        raise RecipeError(
+            f"{field}: {path} is a directory; give a file path (e.g. {path / 'generations.jsonl'})."
+        )
+    existing = next((p for p in path.parents if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise RecipeError(
+            f"{field}: {existing} is a file, so {path} cannot be written under it; "
+            "choose a path whose parents are directories."
+        )
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise RecipeError(f"{field}: cannot write to {existing} (permission denied); choose another path.")
+
+
 def check_output_dir(out: Path, resume: bool, overwrite: bool, field: str = "trainer.output_dir") -> None:
     """Refuse to mix a new run into a finished or unfinished one unless asked to.
 

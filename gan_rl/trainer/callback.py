@@ -280,7 +280,7 @@ class PolicyGuard(TrainerCallback):
                 self.largest_weight = max(largest)
             return
         which = f"its weight {bad[0]} is {bad[1]}" if bad is not None else "a weight on another process is"
-        raise TrainingError(f"the generator diverged at step {step}: {which} not finite; {self._cause()}")
+        raise TrainingError(f"the generator diverged at step {step}: {which} (not finite); {self._cause()}")
 
 
 def _magnitude(tensor: torch.Tensor) -> torch.Tensor:

@@ -57,7 +57,7 @@ def _safetensors_problem(path: Path, size: int) -> str | None:
             return f"is truncated ({size} bytes, not even the 8 of its header's length)"
         (length,) = struct.unpack("<Q", head)
         if length > size - 8:
-            return f"is truncated or corrupt ({size} bytes; its header alone claims {length})"
+            return f"is truncated or corrupt ({size} bytes; its header alone claims {length} bytes)"
         raw = f.read(length)
     try:
         header = json.loads(raw)

@@ -272,7 +272,7 @@ CASES = [
         "evaluate-number-generation",
         ["evaluate", "{recipe}", "--model", "{tmp}/gen.jsonl", "--output-dir", "{tmp}/out"],
         2,
-        ["gen.jsonl", "line 2", "column 'generated'", "int (5)"],
+        ["gen.jsonl", "line 2", "column 'generated'", "a number (5)"],
         generations(5),
         output_absent=True,
     ),
@@ -320,7 +320,7 @@ CASES = [
         "generate-output-under-a-file",
         ["generate", "{recipe}", "--model", "{tmp}/model", "--output", "{tmp}/somefile/gen.jsonl"],
         2,
-        ["--output", "somefile is a file"],
+        ["--output", "somefile is a file", "cannot be written under it"],
         a_file,
         output_dir="somefile/out",
     ),
@@ -393,7 +393,7 @@ def test_policy_guard_names_a_non_finite_weight_and_logits(tiny_model_dir):
         model.lm_head.weight[3, 0] = float("inf")
     with pytest.raises(TrainingError, match="starting generator's logits are not finite"):
         model(input_ids=ids)
-    with pytest.raises(TrainingError, match=r"step 7: its weight lm_head.weight is inf not finite"):
+    with pytest.raises(TrainingError, match=r"step 7: its weight lm_head.weight is inf \(not finite\)"):
         guard.check_weights(model, 7)
     guard.detach()
     model(input_ids=ids)  # detached: no check
@@ -418,7 +418,7 @@ def test_read_jsonl_refuses_a_prompt_that_is_not_text(tmp_path):
 
     path = tmp_path / "gen.jsonl"
     path.write_text(json.dumps({"prompt": ["a"], "generated": "x"}) + "\n")
-    with pytest.raises(RecipeError, match=r"line 1, column 'prompt' is a list"):
+    with pytest.raises(RecipeError, match=r"line 1, column 'prompt' is a list \(\[\"a\"\]\), not text"):
         read_jsonl(path, ["a"], [1.0])
 
 

@@ -118,8 +118,9 @@ def selection_callback(recipe, select: dict[str, int]):
 
 def run_one(argv: list[str]) -> None:
     """``--run-one COMMAND OUTPUT_DIR BUDGET_SECONDS SELECT_JSON [--set K=V ...]``: ``gan-rl COMMAND`` on
-    the recipe through the library, selected by samples, ended by a wall-clock budget (0: none; a step
-    budget then, and an unfinished run resumes)."""
+    the recipe through the library, ended by a wall-clock budget (0: none; a step budget then, and an
+    unfinished run resumes from its latest checkpoint). SELECT_JSON's ``steps`` > 0: selected by samples
+    while it trains; 0: afterwards, from its checkpoints (:func:`select_from_checkpoints`)."""
     from transformers import TrainerCallback
 
     from gan_rl.cli.recipe import load_recipe
@@ -144,26 +145,69 @@ def run_one(argv: list[str]) -> None:
         from gan_rl.cli.sft import run_sft
 
         recipe = load_recipe(RECIPE, [*overrides, f"sft.output_dir={out}"])
-        callbacks.append(selection_callback(recipe, select))
+        if select["steps"] > 0:
+            callbacks.append(selection_callback(recipe, select))
         run_sft(recipe, resume=resume, overwrite=resume is None, callbacks=callbacks)
     else:
         raise SystemExit(f"--run-one {command}: not wired yet in this benchmark")
 
 
-def merged_selection(out: Path) -> Path:
-    """The selected model of a LoRA run as an ordinary checkpoint: ``best-by-samples/`` (the adapter) merged
-    into the run's starting weights, saved beside it as ``best-by-samples-merged/`` (once)."""
-    merged = out / "best-by-samples-merged"
-    if (merged / "config.json").is_file():
-        return merged
-    from peft import AutoPeftModelForCausalLM
-    from transformers import AutoTokenizer
+def select_from_checkpoints(out: Path, overrides: list[str], select: dict[str, int]) -> dict:
+    """Selection by samples after training, from the run's start and its checkpoints: the prompts, seed,
+    sampling and score of :class:`SampleSelectionCallback`, each model sampled outside the trainer. Scores
+    are cached in ``selection-scores.json`` (resumable); the best, merged, goes to
+    ``best-by-samples-merged/`` with ``selection.json``."""
+    import shutil
 
-    selected = out / "best-by-samples"
-    model = AutoPeftModelForCausalLM.from_pretrained(str(selected))
-    model.merge_and_unload().save_pretrained(str(merged))
-    AutoTokenizer.from_pretrained(str(selected)).save_pretrained(str(merged))
-    return merged
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from gan_rl.cli.recipe import load_recipe
+
+    recipe = load_recipe(RECIPE, [*overrides, f"sft.output_dir={out}"])
+    selection = selection_callback(recipe, select)
+    base_dir = out / "initial-model"
+    tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    scores_file = out / "selection-scores.json"
+    scores = (
+        {int(k): v for k, v in json.loads(scores_file.read_text()).items()} if scores_file.is_file() else {}
+    )
+    steps: dict[int, Path | None] = {0: None}
+    steps.update({int(p.name.split("-")[1]): p for p in out.glob("checkpoint-*")})
+    dtype = getattr(torch, json.loads((out / "run_summary.json").read_text())["dtype"])
+
+    def load(checkpoint: Path | None):
+        base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=dtype)
+        return (
+            base
+            if checkpoint is None
+            else PeftModel.from_pretrained(base, str(checkpoint)).merge_and_unload()
+        )
+
+    for step, checkpoint in sorted(steps.items()):
+        if step in scores:
+            continue
+        start = time.time()
+        texts = selection.sample(load(checkpoint), tokenizer)
+        scores[step] = {"score": selection.score(texts), "seconds": round(time.time() - start, 1)}
+        print(
+            f"  selection: step {step}: {scores[step]['score']:.4f} ({scores[step]['seconds']} s)", flush=True
+        )
+        scores_file.write_text(json.dumps(scores, indent=2))
+    best = min(sorted(scores), key=lambda s: scores[s]["score"])  # ties: the earlier step
+    record = {"best_step": best, "best_score": scores[best]["score"], "curve": scores, "settings": select}
+    merged = out / "best-by-samples-merged"
+    held = (
+        json.loads((merged / "selection.json").read_text()) if (merged / "selection.json").is_file() else {}
+    )
+    if held.get("best_step") != best:
+        if merged.exists():
+            shutil.rmtree(merged)
+        load(steps[best]).save_pretrained(str(merged))
+        tokenizer.save_pretrained(str(merged))
+        (merged / "selection.json").write_text(json.dumps(record, indent=2))
+    return record
 
 
 # --------------------------------------------------------------------------------------------------
@@ -186,13 +230,10 @@ def main(argv: list[str] | None = None) -> None:
     runs = json.loads(runs_file.read_text()) if runs_file.is_file() else {}
     machine = describe_machine()
     common = data_overrides(args)
-    select = json.dumps(
-        {"steps": args.select_steps, "prompts": args.select_prompts, "tokens": args.select_tokens}
-    )
+    select = {"steps": args.select_steps, "prompts": args.select_prompts, "tokens": args.select_tokens}
 
     def record(label: str, out: Path, seconds: float, budget: str) -> None:
         summary = json.loads((out / "run_summary.json").read_text())
-        selection = json.loads((out / "best-by-samples" / "selection.json").read_text())
         runs[label] = {
             "process_seconds": round(seconds, 1),
             "training_seconds": summary.get("seconds"),
@@ -200,54 +241,40 @@ def main(argv: list[str] | None = None) -> None:
             "budget": budget,
             "best_validation_loss_step": summary.get("best_step"),
             "best_validation_loss": summary.get("best_validation_loss"),
-            "selected_step": selection.get("best_step"),
-            "selected_score": selection.get("best_score"),
-            "selection_curve": selection.get("curve"),
-            "selection_seconds_per_evaluation": selection.get("seconds_per_evaluation"),
+            "validation_losses": summary.get("validation_losses"),
             "dtype": summary.get("dtype"),
             "machine": machine,
         }
         runs_file.write_text(json.dumps(runs, indent=2))
 
-    def train(label: str, command: str, overrides: list[str], budget_s: float, budget: str) -> Path:
-        out = work / label
-        if (out / "run_summary.json").is_file():
-            return out
-        cmd = [
-            sys.executable,
-            __file__,
-            "--run-one",
-            command,
-            str(out),
-            str(budget_s),
-            select,
-            *sets(overrides),
-        ]
-        record(label, out, call(cmd, work / "logs" / f"{label}.log"), budget)
-        return out
-
     if "sft-star" in args.stages:
-        star = train(
-            "sft-star",
-            "sft",
-            [
-                f"model.name_or_path={model_dir}",
-                f"model.gguf_file={gguf}",
-                "model.warm_start=none",
-                f"sft.max_steps={args.sft_star_steps}",
-                f"sft.eval_steps={args.select_steps}",
-                "sft.eval_strategy=steps",
-                "sft.save_strategy=steps",
-                f"sft.save_steps={args.select_steps}",
-                "sft.per_device_eval_batch_size=16",
-                "sft.logging_steps=10",
-                *common,
-            ],
-            0,
-            f"steps: {args.sft_star_steps}",
+        star = [
+            f"model.name_or_path={model_dir}",
+            f"model.gguf_file={gguf}",
+            "model.warm_start=none",
+            f"sft.max_steps={args.sft_star_steps}",
+            f"sft.eval_steps={args.select_steps}",
+            "sft.eval_strategy=steps",
+            "sft.save_strategy=steps",
+            f"sft.save_steps={args.select_steps}",
+            "sft.per_device_eval_batch_size=16",
+            "sft.logging_steps=10",
+            *common,
+        ]
+        out = work / "sft-star"
+        if not (out / "run_summary.json").is_file():
+            # Selected from its checkpoints after training (select steps 0 in the run itself).
+            posthoc = json.dumps({**select, "steps": 0})
+            cmd = [sys.executable, __file__, "--run-one", "sft", str(out), "0", posthoc, *sets(star)]
+            record(
+                "sft-star", out, call(cmd, work / "logs" / "sft-star.log"), f"steps: {args.sft_star_steps}"
+            )
+        selection = select_from_checkpoints(out, star, select)
+        runs["sft-star"].update(
+            selected_step=selection["best_step"], selected_score=selection["best_score"], selection=selection
         )
-        merged_selection(star)
-        print(json.dumps({k: v for k, v in runs["sft-star"].items() if k != "selection_curve"}, indent=2))
+        runs_file.write_text(json.dumps(runs, indent=2))
+        print(json.dumps({k: v for k, v in runs["sft-star"].items() if k != "selection"}, indent=2))
 
 
 if __name__ == "__main__":

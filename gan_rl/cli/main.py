@@ -116,11 +116,20 @@ def _print_summary(summary, console) -> None:
             f"{'yes' if same else 'NO'} ({len(summary.fingerprints)} ranks)",
         )
     console.print(table)
+    _print_selection(summary.sample_selection)
     click.echo(f"outputs: {summary.output_dir} (generator, discriminator/, run_summary.json)")
     for sample in summary.samples[:3]:
         click.echo(f"prompt  {sample['prompt']}")
         for name in ("real", "before", "after"):
             click.echo(f"  {name:<7} {sample[name]}")
+
+
+def _print_selection(selection: dict | None) -> None:
+    """One line about selection by samples (the recipe's ``sample_selection:``), when the run selected."""
+    if selection and selection.get("best_step") is not None:
+        from gan_rl.cli.selection import describe
+
+        click.echo(describe(selection))
 
 
 TEMPERATURE_OPTION = click.option(
@@ -316,7 +325,68 @@ def sft(recipe: str, overrides: tuple[str, ...], output_dir: str | None, resume,
             )
         if summary.eval_loss is not None:
             click.echo(f"held-out (test) loss: {summary.eval_loss:.3f}")
+        _print_selection(summary.sample_selection)
         click.echo(f"outputs: {summary.output_dir}")
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--output-dir", default=None, help="Shortcut for --set spin.output_dir=DIR.")
+@RESUME_OPTION
+@OVERWRITE_OPTION
+def spin(recipe: str, overrides: tuple[str, ...], output_dir: str | None, resume, overwrite: bool) -> None:
+    """SPIN self-play (TRL DPOTrainer once per iteration): each iteration samples the policy on the train
+    prompts and trains it to rank every real response above its own sample, against the policy at the
+    start of the iteration. Writes to spin.output_dir (default: trainer.output_dir + '-spin')."""
+    from accelerate import PartialState
+
+    from gan_rl.cli.preemption import Preempted
+    from gan_rl.errors import TrainingError
+
+    sets = list(overrides) + ([f"spin.output_dir={output_dir}"] if output_dir else [])
+    try:
+        parsed = load_recipe(recipe, sets)
+        _quiet_libraries()
+        from gan_rl.cli.spin import run_spin
+        from gan_rl.trainer.callback import PolicyGuard
+
+        # A diverged policy (NaN weights) stops the run naming the step, instead of being saved as done.
+        summary = run_spin(
+            parsed, resume=resume, overwrite=overwrite, callbacks=[PolicyGuard("spin.learning_rate")]
+        )
+    except RecipeError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except TrainingError as exc:  # the run failed: one line, no summary, exit 1 (not "completed")
+        click.echo(f"training failed: {exc}", err=True)
+        sys.exit(1)
+    except Preempted as stop:  # SIGTERM / Ctrl-C: a checkpoint (or the iterations done), exit 143 / 130
+        _stopped(stop, _resume_command("spin", recipe, list(overrides), output_dir))
+    except Exception as exc:  # a checkpoint file the trainer could not read while resuming: one line
+        _unreadable_or_raise(exc, resume)
+    if PartialState().is_main_process:
+        first, last = summary.loss_first, summary.loss_last
+        losses = f"{first:.3f} -> {last:.3f}" if first is not None and last is not None else "-"
+        click.echo(
+            f"gan-rl spin: finished {len(summary.iterations)} iterations ({summary.steps} steps) in "
+            f"{summary.seconds:.1f} s; DPO loss {losses}"
+        )
+        for it in summary.iterations:
+            metrics = it.get("metrics") or {}
+            accuracy, margin = metrics.get("rewards/accuracies"), metrics.get("rewards/margins")
+            ranked = (
+                f"; real ranked above own sample {accuracy:.2f}, margin {margin:.3f}"
+                if accuracy is not None and margin is not None
+                else ""
+            )
+            reused = " (iteration 1's samples)" if it.get("reused_samples") else ""
+            click.echo(
+                f"  iteration {it['iteration']}: {it['pairs']} pairs{reused}, {it['steps']} steps{ranked}; "
+                f"sampling {it['sampling_seconds']:.1f} s, training {it['training_seconds']:.1f} s"
+            )
+        _print_selection(summary.sample_selection)
+        click.echo(f"outputs: {summary.output_dir} (final policy, iteration-k/, run_summary.json)")
 
 
 @main.command()
@@ -413,7 +483,7 @@ def _print_evaluation(report: dict) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 @click.option(
     "--algorithm",
-    type=click.Choice([*ALGORITHMS, *(n for a in ALGORITHMS.values() for n in a.aliases), "sft"]),
+    type=click.Choice([*ALGORITHMS, *(n for a in ALGORITHMS.values() for n in a.aliases), "sft", "spin"]),
     default="ppo",
     show_default=True,
 )
@@ -426,17 +496,31 @@ def check(recipe: str, overrides: tuple[str, ...], algorithm: str) -> None:
         from gan_rl.cli.data import load_raw_splits
         from gan_rl.cli.evaluate import load_contrast
         from gan_rl.cli.models import generator_checkpoint, preflight_checkpoints
-        from gan_rl.cli.trl_config import build_sft_config, build_trainer_config, sft_output_dir
+        from gan_rl.cli.selection import selection_config
+        from gan_rl.cli.trl_config import (
+            build_sft_config,
+            build_spin_config,
+            build_trainer_config,
+            check_spin_model,
+            sft_output_dir,
+            spin_output_dir,
+        )
 
         # Every checkpoint resolves as the run resolves it: a local path must exist, with its GGUF file.
         if algorithm == "sft":
             generator_checkpoint(parsed.model, parsed.resolve_path, Path(sft_output_dir(parsed)))
+        elif algorithm == "spin":
+            check_spin_model(parsed)
+            generator_checkpoint(parsed.model, parsed.resolve_path, Path(spin_output_dir(parsed)))
         else:
             args = build_trainer_config(parsed, algorithm, remove_unused_columns=False)
             preflight_checkpoints(parsed, args.output_dir)
-        if algorithm == "sft" or parsed.sft or parsed.model.warm_start == "sft":
+        if algorithm in ("sft", "spin") or parsed.sft or parsed.model.warm_start == "sft":
             build_sft_config(parsed)
+        if algorithm == "spin" or parsed.spin:  # the section is checked for every command, as ppo: is
+            build_spin_config(parsed)
         splits = load_raw_splits(parsed)
+        selection_config(parsed, splits)  # scikit-learn there, enough validation rows for the folds
         contrast = parsed.evaluate.contrast
         if contrast is not None:
             for name in ("train", "test"):

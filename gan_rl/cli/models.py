@@ -21,7 +21,7 @@ from gan_rl.errors import RecipeError
 from gan_rl.utils.backends import zero3_init_disabled
 from gan_rl.utils.generation import tokenize_prompts
 from gan_rl.utils.hardware import cuda_native_bf16, log_precision, resolve_precision
-from gan_rl.utils.modeling import gguf_load_kwargs, learned_position_limit
+from gan_rl.utils.modeling import config_position_limit, gguf_load_kwargs, learned_position_limit
 from gan_rl.utils.padding import ensure_pad_token
 
 logger = logging.getLogger(__name__)
@@ -460,29 +460,18 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def config_position_limit(config: dict[str, Any]) -> tuple[int, str] | None:
-    """(how many positions a model's config gives it, the key that says so), from a transformers config
-    as a mapping (``config.json``, ``init_config``, ``config.to_dict()``; a multimodal one's
-    ``text_config``); None when it does not say. Reading it needs no weights, so ``gan-rl check`` can too."""
-    for key in ("max_position_embeddings", "n_positions"):
-        value = config.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value, key
-    text = config.get("text_config")
-    return config_position_limit(text) if isinstance(text, dict) else None
-
-
 def check_position_limit(
     model: Any,
     tokenizer: Any,
     dataset: Any,
     max_completion_length: int,
     chat_template_kwargs: dict[str, Any] | None = None,
+    field: str = "trainer.max_completion_length",
 ) -> None:
     """Refuse, before any sampling, prompts that with ``max_completion_length`` new tokens run past the
     generator's positions: a learned position table (an IndexError deep inside the warm-up otherwise), or
     the ``max_position_embeddings`` of a rotary model (which would generate past what it was built for,
-    and with a huge length try to allocate it)."""
+    and with a huge length try to allocate it). ``field``: the recipe field that sets the length."""
     limit = learned_position_limit(model)
     what = "learned position table"
     if limit is None:
@@ -499,13 +488,12 @@ def check_position_limit(
     fix = f"set it to at most {room}" if room >= 1 else "shorten the prompts"
     if max_completion_length >= limit:
         raise RecipeError(
-            f"trainer.max_completion_length: {max_completion_length} tokens do not fit in the {limit} "
+            f"{field}: {max_completion_length} tokens do not fit in the {limit} "
             f"positions of the generator ({what}), which the longest prompt ({longest} tokens) shares; {fix}."
         )
     if longest + max_completion_length > limit:
         raise RecipeError(
-            f"data: the longest prompt is {longest} tokens, plus trainer.max_completion_length "
+            f"data: the longest prompt is {longest} tokens, plus {field} "
             f"{max_completion_length} makes {longest + max_completion_length} positions, more than the "
-            f"{limit} of the generator's {what}; shorten the prompts or lower "
-            f"trainer.max_completion_length ({fix})."
+            f"{limit} of the generator's {what}; shorten the prompts or lower {field} ({fix})."
         )

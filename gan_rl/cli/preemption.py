@@ -61,7 +61,9 @@ class Preempted(Exception):
     line prints one line and exits with ``128 + signum``, as a process killed by the signal would).
 
     ``warm_start``: the stop came during the SFT part of a ``model.warm_start: sft`` run (the checkpoint is
-    the SFT run's; resuming the adversarial command resumes it).
+    the SFT run's; resuming the adversarial command resumes it). ``iteration``: (k, iterations) of a SPIN
+    run, whose steps count within iteration k; without a checkpoint the stop came between iterations, and
+    the iterations done (saved) are where ``--resume`` goes on.
     """
 
     def __init__(
@@ -71,12 +73,14 @@ class Preempted(Exception):
         max_steps: int,
         checkpoint: Path | None,
         warm_start: bool = False,
+        iteration: tuple[int, int] | None = None,
     ) -> None:
         self.signum = signum
         self.step = step
         self.max_steps = max_steps
         self.checkpoint = checkpoint
         self.warm_start = warm_start
+        self.iteration = iteration
         super().__init__(signum, step, max_steps, checkpoint)
 
     def __str__(self) -> str:
@@ -95,6 +99,18 @@ class Preempted(Exception):
         """``stopped by SIGTERM after step 3 of 10: checkpoint outputs/x/checkpoint-3`` (no resume hint:
         the command line knows the command)."""
         during = " during the SFT warm start," if self.warm_start else ""
+        if self.iteration is not None and not self.warm_start:
+            k, iterations = self.iteration
+            if self.checkpoint is None and k == 0:
+                return (
+                    f"stopped by {self.signal_name} before SPIN iteration 1 of {iterations}: nothing trained"
+                )
+            if self.checkpoint is None:  # between two SPIN iterations: the done ones are saved
+                return (
+                    f"stopped by {self.signal_name} after SPIN iteration {k} of {iterations}: the iterations "
+                    "done are saved"
+                )
+            during = f" in SPIN iteration {k} of {iterations},"
         saved = f"checkpoint {self.checkpoint}" if self.checkpoint else "no checkpoint was written"
         return f"stopped by {self.signal_name}{during} after step {self.step} of {self.max_steps}: {saved}"
 

@@ -7,6 +7,9 @@ configs run when they are built, so a section built in Python is refused as its 
 section is TRL's own ``GRPOConfig`` (``ppo``) or ``RLOOConfig`` (``reinforce``) fields, handed over as is
 so TRL's validation applies; ``ppo:``, ``reinforce:`` and ``gumbel:`` hold fields for one algorithm only
 (``gumbel`` builds gan_rl's own :class:`gan_rl.gumbel.config.GumbelConfig`, a ``TrainingArguments`` subclass).
+``sft:`` and ``spin:`` are the whole config of their command (TRL's ``SFTConfig``, gan_rl's ``SpinConfig``),
+built when the command runs; ``sample_selection:`` is :class:`gan_rl.eval.selection_config.SampleSelectionConfig`,
+checked here like our own sections.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import yaml
 
 from gan_rl.discriminator.config import DiscriminatorConfig
 from gan_rl.errors import ConfigError, RecipeError
+from gan_rl.eval.selection_config import SampleSelectionConfig
 from gan_rl.utils.fields import CheckedConfig, FieldError, check_value, field_types
 from gan_rl.utils.lora import LoraSettings
 
@@ -107,6 +111,11 @@ class DataSettings(CheckedConfig):
     validation: DataSource | None = None
     validation_fraction: float | None = None
     max_validation_samples: int | None = None
+
+    @property
+    def has_validation(self) -> bool:
+        """Whether the recipe has a validation split (a source of its own, or carved from train)."""
+        return self.validation is not None or self.validation_fraction is not None
 
     def validate(self) -> None:
         super().validate()
@@ -235,6 +244,11 @@ class Recipe:
     # TRL SFTConfig fields for ``gan-rl sft`` (and the warm start).
     sft: dict[str, Any] = field(default_factory=dict)
     sft_loss: SFTLossSettings = field(default_factory=SFTLossSettings)
+    # gan_rl's SpinConfig fields (TRL's DPOConfig and SPIN's own) for ``gan-rl spin``.
+    spin: dict[str, Any] = field(default_factory=dict)
+    # Selection by samples for every training command (None: off): the checkpoint whose samples of fixed
+    # validation prompts are hardest to tell from the real responses is kept in best-by-samples/.
+    sample_selection: SampleSelectionConfig | None = None
     evaluate: EvaluateSettings = field(default_factory=EvaluateSettings)
     # Directory of the recipe file: relative input paths resolve against it.
     base_dir: Path = field(default=Path("."), metadata={"internal": True})
@@ -380,6 +394,11 @@ def parse_recipe(raw: Any, base_dir: Path | str = ".") -> Recipe:
         gumbel=coerce(raw.get("gumbel") or {}, dict, "gumbel"),
         sft=coerce(raw.get("sft") or {}, dict, "sft"),
         sft_loss=parse_section(SFTLossSettings, raw.get("sft_loss"), "sft_loss"),
+        spin=coerce(raw.get("spin") or {}, dict, "spin"),
+        # Absent (or empty: ``sample_selection:`` with nothing under it) is off; a mapping, {} included, on.
+        sample_selection=None
+        if raw.get("sample_selection") is None
+        else parse_section(SampleSelectionConfig, raw["sample_selection"], "sample_selection"),
         evaluate=parse_section(EvaluateSettings, raw.get("evaluate"), "evaluate"),
         base_dir=Path(base_dir).resolve(),
     )
@@ -393,6 +412,11 @@ def parse_recipe(raw: Any, base_dir: Path | str = ".") -> Recipe:
         raise RecipeError(
             "discriminator.kind: 'adapter' adds a LoRA adapter beside the generator's own, on its base "
             "weights; add model.lora (or use kind 'head')."
+        )
+    if recipe.sample_selection is not None and not recipe.data.has_validation:
+        raise RecipeError(
+            "sample_selection: needs data.validation or data.validation_fraction (its prompts and real "
+            "responses; never data.test, which evaluate reports)."
         )
     contrast = recipe.evaluate.contrast
     if contrast is not None:

@@ -32,6 +32,7 @@ from gan_rl.cli.outputs import RECIPE_FILE, is_finished
 from gan_rl.cli.preemption import Preempted, PreemptionCallback
 from gan_rl.cli.recipe import Recipe
 from gan_rl.cli.runs import open_run, prepare_run, save_trainer, write_summary
+from gan_rl.cli.selection import finish_selection, selection_callback
 from gan_rl.cli.trl_config import (
     build_sft_config,
     check_train_rows,
@@ -70,6 +71,9 @@ class SFTSummary:
     # The generator's dtype (model.dtype as resolved on this machine) and why it was chosen.
     dtype: str | None = None
     dtype_reason: str | None = None
+    # Selection by samples (the recipe's ``sample_selection:``): best step and score, the curve, the cost,
+    # and ``model``, the selected model as an ordinary checkpoint (gan_rl.cli.selection); None: off.
+    sample_selection: dict[str, Any] | None = None
 
 
 def sft_dataset(ds: Dataset, recipe: Recipe, chat: bool) -> Dataset:
@@ -115,15 +119,19 @@ def run_sft(
     # the test split that the final eval_loss and ``gan-rl evaluate`` report.
     eval_ds = sft_dataset(raw["validation"], recipe, chat) if "validation" in raw else test_ds
     early = sft_early_stopping(recipe)
+    # Selection by samples on the validation split (None: off), built before the model loads.
+    selection = selection_callback(recipe, raw, chat, resume_dir=resume_path)
 
     # model.dtype: auto -> this machine's (after recipe.yaml, which keeps "auto": a warm start that reuses
     # this run compares recipes, and its own rule gives the same dtype and trainer.bf16 as here).
     recipe, precision = with_resolved_dtype(recipe, args.use_cpu)
     model = load_generator(recipe.model, checkpoint)
     stop = PreemptionCallback()  # SIGTERM / Ctrl-C: a checkpoint after the current step, then Preempted
-    own = [stop]
+    own: list[Any] = [stop]
     if early is not None:
         own.append(EarlyStoppingCallback(early.patience, early.threshold))
+    if selection is not None:
+        own.append(selection)
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -134,6 +142,8 @@ def run_sft(
         callbacks=[*own, *(callbacks or [])],
     )
     check_backend(trainer, "sft")
+    if selection is not None:  # samples and saves through the trainer (every process, in step)
+        selection.attach(trainer)
     start = time.time()
     with stop.signals():
         trainer.train(resume_from_checkpoint=resume_path)
@@ -167,12 +177,19 @@ def run_sft(
         merged_lora=merged,
         **precision.as_dict(),
     )
-    write_summary(out, summary, trainer.state.log_history)
-    # A warm start trains the adversarial run next in this process: give the SFT model's memory back.
-    del trainer, model
+    log_history = trainer.state.log_history
+    selected = selection.summary() if selection is not None else None
+    # A warm start trains the adversarial run next in this process: give the SFT model's memory back (and
+    # make room for the selected model's merge; the callback holds the trainer too).
+    del trainer, model, selection
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    if selected is not None:
+        summary.sample_selection = finish_selection(
+            out, selected, recipe, lambda: load_generator(recipe.model, checkpoint), tokenizer
+        )
+    write_summary(out, summary, log_history)
     return summary
 
 

@@ -27,6 +27,7 @@ from gan_rl.cli.models import Checkpoints, check_position_limit, load_generator,
 from gan_rl.cli.preemption import PreemptionCallback
 from gan_rl.cli.recipe import ModelSettings, Recipe, SFTLossSettings
 from gan_rl.cli.runs import open_run, prepare_run, save_trainer, write_summary
+from gan_rl.cli.selection import finish_selection, selection_callback
 from gan_rl.cli.sft import warm_start
 from gan_rl.cli.trl_config import build_trainer_config, check_train_rows, with_resolved_dtype
 from gan_rl.discriminator.modeling import (
@@ -79,6 +80,9 @@ class RunSummary:
     # The generator's dtype (model.dtype as resolved on this machine) and why it was chosen.
     dtype: str | None = None
     dtype_reason: str | None = None
+    # Selection by samples (the recipe's ``sample_selection:``): best step and score, the curve, the cost,
+    # and ``model``, the selected model as an ordinary checkpoint (gan_rl.cli.selection); None: off.
+    sample_selection: dict[str, Any] | None = None
 
 
 def run(
@@ -106,6 +110,8 @@ def run(
     train_ds = to_trl_dataset(pre.raw["train"], recipe.data, chat)
     eval_ds = to_trl_dataset(pre.raw["test"], recipe.data, chat) if "test" in pre.raw else train_ds
     real = real_pairs(train_ds)
+    # Selection by samples on the validation split (None: off), built before the generator loads.
+    selection = selection_callback(recipe, pre.raw, chat, resume_dir=pre.resume)
 
     # 2. The generator.
     model = load_generator(recipe.model, pre.checkpoints.generator)
@@ -138,13 +144,15 @@ def run(
         eval_ds,
         recipe.model,
         reward=adversary.reward,
-        callbacks=[adversary.callback, stop, *(callbacks or [])],
+        callbacks=[adversary.callback, stop, *([selection] if selection else []), *(callbacks or [])],
         real_response_loss=build_sft_term(recipe.sft_loss, tokenizer, real, args.seed, chat_kwargs),
         progress=progress,
     )
     check_backend(trainer, algorithm)  # DeepSpeed / FSDP asked for and not in use: an error, not a fallback
     # The head's frozen copy of the generator (no LoRA, beta 0) is loaded as the run loaded the generator.
     adversary.attach(trainer, reference=lambda: load_generator(recipe.model, pre.checkpoints.generator))
+    if selection is not None:  # samples and saves through the trainer (every process, in step)
+        selection.attach(trainer)
 
     # 5. Samples before training, training, samples after it and the summary (written last: "finished").
     held_out = real_pairs(eval_ds.select(range(min(num_samples, len(eval_ds)))))
@@ -163,7 +171,18 @@ def run(
     stop.raise_if_stopped(trainer)  # stopped by a signal: a checkpoint, and neither model nor summary
     seconds = time.time() - start
     save_trainer(trainer, out)
-    return summarize(algorithm, out, trainer, adversary, tokenizer, held_out, before, seconds, pre.precision)
+    selected = None
+    if selection is not None:  # under LoRA the selected adapter merged into the starting weights
+        selected = finish_selection(
+            out,
+            selection.summary(),
+            recipe,
+            lambda: load_generator(recipe.model, pre.checkpoints.generator),
+            tokenizer,
+        )
+    return summarize(
+        algorithm, out, trainer, adversary, tokenizer, held_out, before, seconds, pre.precision, selected
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -305,6 +324,7 @@ def summarize(
     before: list[str],
     seconds: float,
     precision: Precision | None = None,
+    sample_selection: dict[str, Any] | None = None,
 ) -> RunSummary:
     """Samples after training beside those before, the run's numbers, the discriminator and the summary
     files (``run_summary.json`` last). Every process calls it (the fingerprints, the samples and the final
@@ -328,6 +348,7 @@ def summarize(
         restored=adversary.callback.restored,
         distributed=describe_backend(trainer.accelerator),
         **(precision.as_dict() if precision is not None else {}),
+        sample_selection=sample_selection,
     )
     if held_out:  # every process: the verdict runs the frozen encoder (a collective under ZeRO-3 / FSDP)
         compare_samples(summary, adversary.discriminator, held_out, before, after)

@@ -1,5 +1,5 @@
-"""Building TRL's configs from a recipe: the algorithm's (``GRPOConfig``, ``RLOOConfig``, ``GumbelConfig``)
-and SFT's (``SFTConfig``), with TRL's complaints turned into one-line recipe errors, the dtype ``auto``
+"""Building TRL's configs from a recipe: the algorithm's (``GRPOConfig``, ``RLOOConfig``, ``GumbelConfig``),
+SFT's (``SFTConfig``) and SPIN's (``SpinConfig``, TRL's ``DPOConfig`` with SPIN's fields), with TRL's complaints turned into one-line recipe errors, the dtype ``auto``
 resolved, and the SFT run's early stopping.
 
 Values that TRL accepts but torch or transformers refuse later (``learning_rate: -1``), or that train
@@ -169,7 +169,7 @@ def configured_position_limit(recipe: Recipe) -> tuple[int, str] | None:
     """(the generator's positions, where the recipe or its checkpoint says so), from the config alone:
     ``model.init_config``, or a local checkpoint's ``config.json``; None when that would take more
     (a GGUF file's metadata, a hub download) or the config does not say."""
-    from gan_rl.cli.models import config_position_limit
+    from gan_rl.utils.modeling import config_position_limit
 
     model = recipe.model
     if model.init_config is not None:
@@ -208,12 +208,12 @@ def check_train_rows(algorithm: str, config: Any, rows: int, bound_by: str | Non
 
     ``ppo``/``reinforce``: TRL's ``RepeatSampler`` draws ``generation_batch_size // num_generations``
     prompts per generation batch and drops an incomplete one, so fewer rows than that make no policy
-    step at all. ``gumbel`` and ``sft`` take a smaller last batch (transformers' sampler), and are refused
-    only with ``dataloader_drop_last: true``. ``bound_by``: the recipe field that caps the rows (before
+    step at all. ``gumbel``, ``sft`` and ``spin`` take a smaller last batch (transformers' sampler), and are
+    refused only with ``dataloader_drop_last: true`` (``spin``: counting its rows, not its pairs). ``bound_by``: the recipe field that caps the rows (before
     the data is read: a synthetic source's ``rows``, ``data.max_train_samples``); None: the rows read.
     """
-    name = "sft" if algorithm == "sft" else get_algorithm(algorithm).name
-    section = "sft" if name == "sft" else "trainer"
+    name = algorithm if algorithm in OWN_SECTION_COMMANDS else get_algorithm(algorithm).name
+    section = name if name in OWN_SECTION_COMMANDS else "trainer"
     shown = f"{rows} row{'' if rows == 1 else 's'}"
     if bound_by is not None:
         shown = f"at most {shown} ({bound_by}: {rows})"
@@ -325,8 +325,10 @@ def _coerce_trl(value: Any, tp: Any, where: str) -> Any:
         return value
 
 
-# Machine-wide settings an SFT run takes from ``trainer`` unless ``sft:`` sets them itself.
+# Machine-wide settings an SFT (or SPIN) run takes from ``trainer`` unless ``sft:`` (``spin:``) sets them.
 SHARED_WITH_SFT = ("seed", "bf16", "fp16", "use_cpu", "report_to", "gradient_checkpointing")
+# The commands whose config is their own recipe section, not ``trainer`` (which lends them SHARED_WITH_SFT).
+OWN_SECTION_COMMANDS = ("sft", "spin")
 
 
 def sft_output_dir(recipe: Recipe) -> str:
@@ -435,4 +437,60 @@ def build_sft_config(recipe: Recipe, **forced: Any) -> Any:
     check_backend_request(kwargs, "sft")
     config = _instantiate(SFTConfig, kwargs, section_of)
     _check_rows_bound(recipe, "sft", config)
+    return config
+
+
+def spin_output_dir(recipe: Recipe) -> str:
+    """Where ``gan-rl spin`` writes: ``spin.output_dir``, else ``trainer.output_dir`` + ``-spin``."""
+    if "output_dir" in recipe.spin:
+        return str(recipe.spin["output_dir"])
+    return str(recipe.trainer.get("output_dir", "outputs/gan-rl")).rstrip("/") + "-spin"
+
+
+def check_spin_model(recipe: Recipe) -> None:
+    """Refuse a quantized generator for ``gan-rl spin`` (``gan-rl check --algorithm spin`` too), as
+    :class:`gan_rl.trainer.spin.SpinTrainer` does: its final policy merges the adapter into the weights."""
+    if recipe.model.quantization is not None:
+        raise RecipeError(
+            "model.quantization: gan-rl spin does not train a quantized generator (its final policy merges "
+            "the LoRA adapter into the weights); drop model.quantization."
+        )
+
+
+def build_spin_config(recipe: Recipe, **forced: Any) -> Any:
+    """gan_rl's ``SpinConfig`` (TRL's ``DPOConfig`` plus SPIN's fields) from the ``spin:`` section, with the
+    machine settings of ``trainer`` (as SFT takes them), checked as the other configs are: an unknown key
+    with the closest spelling, values TRL or torch would refuse later, SpinConfig's own checks, a
+    completion longer than the generator's positions, all as one line naming ``spin.<field>``.
+    """
+    from gan_rl.trainer.spin import SpinConfig
+
+    own_fields = {f.name for f in dataclasses.fields(SpinConfig) if f.init}
+    hints = typing.get_type_hints(SpinConfig)
+    kwargs: dict[str, Any] = {k: recipe.trainer[k] for k in SHARED_WITH_SFT if k in recipe.trainer}
+    for key, value in recipe.spin.items():
+        if key not in own_fields:
+            err = unknown_key_error(key, sorted(own_fields), "spin")
+            raise RecipeError(f"{err} (spin holds SpinConfig fields: TRL's DPOConfig and SPIN's own.)")
+        if key == "loss_type" and isinstance(value, str):  # one loss, as TRL's own docs write it
+            value = [value]
+        kwargs[key] = _coerce_trl(value, hints.get(key, Any), f"spin.{key}")
+    kwargs["output_dir"] = spin_output_dir(recipe)
+    if recipe.model.gradient_checkpointing is not None:
+        kwargs["gradient_checkpointing"] = recipe.model.gradient_checkpointing
+    kwargs.update(forced)
+    default_bf16(recipe, kwargs)
+
+    def section_of(key: str) -> str:
+        shared = key in SHARED_WITH_SFT and key not in recipe.spin and key in recipe.trainer
+        return "trainer" if shared else "spin"
+
+    _check_values(SpinConfig, kwargs, section_of)
+    from gan_rl.utils.backends import check_backend_request
+
+    check_backend_request(kwargs, "spin")
+    config = _instantiate(SpinConfig, kwargs, section_of)
+    given = "max_completion_length" in recipe.spin
+    _check_configured_positions(recipe, config.max_completion_length, "spin", given)
+    _check_rows_bound(recipe, "spin", config)
     return config

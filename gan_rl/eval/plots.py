@@ -93,6 +93,7 @@ def plot_training_curves(log_history: list[dict], out_dir: str | Path) -> list[P
             cache[key] = _series(log_history, key)
         return cache[key]
 
+    dpo = bool(get("rewards/margins"))
     reward_key = "reward" if get("reward") else "rewards/discriminator/mean"
     std_key = "reward_std" if reward_key == "reward" else "rewards/discriminator/std"
     acc_keys = [("disc/acc_real", "real"), ("disc/acc_generated", "generated"), ("disc/accuracy", "mean")]
@@ -133,8 +134,23 @@ def plot_training_curves(log_history: list[dict], out_dir: str | Path) -> list[P
             _plot(ax, validation, label="validation", color="C1")
             best = min(validation, key=validation.get)
             ax.axvline(best, ls="--", color="C1", lw=1, label=f"best (step {best:g})")
-        ax.set_title("loss (NLL of real responses)")
+        # gan-rl spin: the DPO loss of (real response, own sample) pairs, not an NLL.
+        ax.set_title("DPO loss (real vs own sample)" if dpo else "loss (NLL of real responses)")
         ax.legend(fontsize=8)
+
+    def dpo_rewards(ax: Axes) -> None:  # gan-rl spin: the implicit discriminator, beta x the log-ratio
+        for i, (key, label) in enumerate((("rewards/chosen", "real"), ("rewards/rejected", "own sample"))):
+            if get(key):
+                _plot(ax, get(key), label=label, color=f"C{i}")
+        ax.axhline(0.0, ls="--", color="grey", lw=1)
+        accuracy = get("rewards/accuracies")
+        if accuracy:
+            twin = ax.twinx()
+            _plot(twin, accuracy, label="real ranked first", color="C2", alpha=0.6)
+            twin.set_ylim(-0.02, 1.02)
+            twin.legend(fontsize=8, loc="lower right")
+        ax.set_title("DPO rewards (log-ratio to the iteration's start)")
+        ax.legend(fontsize=8, loc="upper left")
 
     def by_samples(ax: Axes) -> None:  # selection by samples (gan_rl/eval/sample_selection.py)
         curve = get(SAMPLE_SELECTION_KEY)
@@ -155,6 +171,7 @@ def plot_training_curves(log_history: list[dict], out_dir: str | Path) -> list[P
     panels = [
         (bool(get("eval_loss")) or (not get(reward_key) and bool(get("loss"))), nll),
         (bool(get(reward_key)), reward),
+        (dpo, dpo_rewards),
         (bool(get("disc/loss")), simple("disc/loss", "discriminator loss")),
         (any(get(k) for k, _ in acc_keys), disc_acc),
         (
@@ -171,9 +188,18 @@ def plot_training_curves(log_history: list[dict], out_dir: str | Path) -> list[P
     if not panels:
         return []
     fig, axes = _grid(len(panels), 4.5, 3.2)
+    # gan-rl spin: where each iteration ended (its steps restart; the curves count the run's steps).
+    ends: dict[int, float] = {}
+    for entry in log_history:
+        iteration, step = entry.get("iteration"), _num(entry.get("step"))
+        if isinstance(iteration, int) and step is not None:
+            ends[iteration] = max(ends.get(iteration, step), step)
+    boundaries = sorted(ends.values())[:-1]
     for ax, draw in zip(axes, panels, strict=True):
         draw(ax)
-        ax.set_xlabel("step")
+        for boundary in boundaries:
+            ax.axvline(boundary, ls=":", color="grey", lw=1)
+        ax.set_xlabel("step (dotted: end of a SPIN iteration)" if boundaries else "step")
         ax.grid(alpha=0.3)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -37,12 +37,11 @@ import hashlib
 import importlib.util
 import json
 import logging
-import math
 import random
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +51,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from gan_rl.errors import ConfigError, RecipeError
+from gan_rl.eval.selection_config import SampleSelectionConfig
 from gan_rl.utils.backends import sampling_model
 from gan_rl.utils.distributed import all_gather_objects, rank, world_size
 from gan_rl.utils.generation import sample_completions
@@ -72,93 +72,6 @@ METRIC = PREFIX + "two_sample_ngram"  # the score of each evaluation (gan_rl/eva
 # The settings that change the score of a given model: a resume must keep them (eval_steps and
 # at_start only say when to measure).
 SCORE_FIELDS = ("prompts", "temperature", "top_p", "max_new_tokens", "batch_size", "folds", "seed")
-
-
-@dataclass
-class SampleSelectionConfig:
-    """When and how a run scores its own samples against real responses to select a checkpoint.
-
-    The defaults cost, per evaluation, 64 sampled responses of at most 32 new tokens (4 ``generate`` calls
-    of 16) plus a logistic regression on their n-grams (about 1 s of CPU): for SmolLM2-135M on 2 CPU cores
-    roughly 10-15 s in bfloat16 and 15-20 s in float32, about one or two SFT steps, so ``eval_steps`` of
-    a few tens of steps keeps the overhead to a few percent.
-    """
-
-    eval_steps: int = field(
-        default=50,
-        metadata={"help": "Evaluate every this many optimizer steps (and at the run's last step)."},
-    )
-    prompts: int = field(
-        default=64,
-        metadata={
-            "help": "How many validation prompts are sampled at every evaluation: the same ones each time, "
-            "drawn once with `seed` (all of them when there are fewer). At least `folds`."
-        },
-    )
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (> 0)."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold, in (0, 1]."})
-    max_new_tokens: int = field(default=32, metadata={"help": "Longest sampled response, in tokens."})
-    batch_size: int = field(default=16, metadata={"help": "Prompts per `generate` call."})
-    folds: int = field(
-        default=5,
-        metadata={"help": "Cross-validation folds of the two-sample test (as `evaluate.folds`), at least 2."},
-    )
-    seed: int = field(
-        default=0,
-        metadata={
-            "help": "Which prompts, the sampling and the two-sample test's folds: the same at every "
-            "evaluation, so scores differ only because the weights did."
-        },
-    )
-    at_start: bool = field(
-        default=True,
-        metadata={
-            "help": "Also evaluate the starting model (step 0), so that a run which never improves on it "
-            "selects it."
-        },
-    )
-
-    def __post_init__(self) -> None:
-        try:
-            self.validate()
-        except ValueError as exc:
-            raise ConfigError(type(self).__name__, str(exc)) from None
-
-    def validate(self) -> None:
-        """Raise a ValueError naming the first bad field (``field: expected ..., got ...``)."""
-
-        def integer(value: Any) -> bool:
-            return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-        def number(value: Any) -> bool:
-            return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
-
-        checks = [
-            ("eval_steps", integer(self.eval_steps) and self.eval_steps >= 1, "an integer, 1 or more"),
-            ("folds", integer(self.folds) and self.folds >= 2, "an integer, at least 2"),
-            (
-                "prompts",
-                integer(self.prompts) and integer(self.folds) and self.prompts >= self.folds,
-                f"an integer, at least folds ({self.folds})",
-            ),
-            (
-                "temperature",
-                number(self.temperature) and math.isfinite(self.temperature) and self.temperature > 0,
-                "a positive number",
-            ),
-            ("top_p", number(self.top_p) and 0 < self.top_p <= 1, "a number in (0, 1]"),
-            (
-                "max_new_tokens",
-                integer(self.max_new_tokens) and self.max_new_tokens >= 1,
-                "an integer, 1 or more",
-            ),
-            ("batch_size", integer(self.batch_size) and self.batch_size >= 1, "an integer, 1 or more"),
-            ("seed", integer(self.seed) and 0 <= self.seed < 2**32, "an integer in [0, 2**32)"),
-            ("at_start", isinstance(self.at_start, bool), "true or false"),
-        ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise ValueError(f"{name}: expected {expected}, got {getattr(self, name)!r}.")
 
 
 def two_sample_ngram(real: Sequence[str], generated: Sequence[str], folds: int = 5, seed: int = 0) -> float:
@@ -418,13 +331,17 @@ class SampleSelectionCallback(TrainerCallback):
     def _log(self, args: Any, state: Any, control: Any, logs: dict[str, float]) -> None:
         """Into the log history at this step (``training_curves.png`` and the run summary read it) and, with
         a trainer attached, to its callbacks' ``on_log`` (the report_to backends). Not ``trainer.log``:
-        TRL's trainers would flush their averaged metrics early there."""
+        TRL's trainers would flush their averaged metrics early there. ``CallbackHandler.on_log`` clears
+        ``control.should_log``, which the step's ``on_step_end`` may have just set for the trainer's own log
+        of this step (its loss, every ``logging_steps``): it is put back, or that log would be lost."""
         entry = dict(logs)
         if state.epoch is not None:
             entry["epoch"] = state.epoch
         state.log_history.append({**entry, "step": state.global_step})
         if self.trainer is not None:
+            should_log = control.should_log
             self.trainer.callback_handler.on_log(args, state, control, entry)
+            control.should_log = should_log
 
     def evaluate(self, args: Any, state: Any, control: Any, model: Any, tokenizer: Any) -> float:
         """Sample, score and record the model of the current step; save it when it is the best so far."""

@@ -29,3 +29,15 @@ def learned_position_limit(model: Any) -> int | None:
         ):
             return int(module.num_embeddings)
     return None
+
+
+def config_position_limit(config: dict[str, Any]) -> tuple[int, str] | None:
+    """(how many positions a model's config gives it, the key that says so), from a transformers config
+    as a mapping (``config.json``, ``init_config``, ``config.to_dict()``; a multimodal one's
+    ``text_config``); None when it does not say. Reading it needs no weights, so ``gan-rl check`` can too."""
+    for key in ("max_position_embeddings", "n_positions"):
+        value = config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value, key
+    text = config.get("text_config")
+    return config_position_limit(text) if isinstance(text, dict) else None

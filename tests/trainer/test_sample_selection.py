@@ -294,6 +294,16 @@ def test_scores_come_from_the_fixed_prompts_and_the_best_step_is_saved(tmp_path,
 
 
 @pytest.mark.slow
+def test_the_trainers_own_logs_are_kept(tmp_path, tiny_model_dir):
+    """An evaluation at a logging step leaves the trainer's own log of that step (its loss) in place:
+    ``CallbackHandler.on_log``, through which the callback reports, clears ``control.should_log``."""
+    trainer = sft_trainer(tiny_model_dir, tmp_path / "out", [selection(eval_steps=1)], max_steps=3)
+    trainer.train()
+    assert [h["step"] for h in trainer.state.log_history if "loss" in h] == [1, 2, 3]
+    assert [h["step"] for h in trainer.state.log_history if METRIC in h] == [0, 1, 2, 3]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("trainer_kind", ["sft", "grpo"])
 def test_training_is_bit_identical_with_and_without_selection(tmp_path, tiny_model_dir, trainer_kind):
     """Sampling between steps restores every generator, so the run ends with the same weights bit for bit

@@ -145,8 +145,10 @@ class SpinTrainer:
     or conversational, as for ``SFTTrainer``. ``peft_config``: LoRA, one adapter trained through all the
     iterations (the base never changes), merged into :attr:`model` at the end. ``callbacks`` go to every
     iteration's ``DPOTrainer``; one that stops training early (a preemption) stops the run with that
-    iteration not done. With full fine-tuning a model object is trained in place in iteration 1, as TRL
-    does; with LoRA its modules get the adapter layers, merged at the end.
+    iteration not done. A callback of one iteration only (selection by samples, which writes into
+    ``iteration-k/``) is added by :attr:`prepare_iteration`, called with (k, that iteration's
+    ``DPOTrainer``) before it trains. With full fine-tuning a model object is trained in place in iteration
+    1, as TRL does; with LoRA its modules get the adapter layers, merged at the end.
     """
 
     def __init__(
@@ -198,6 +200,10 @@ class SpinTrainer:
         self.trainer: DPOTrainer | None = None
         # Asked before each iteration (its sampling included): True ends the run there, not done.
         self.stop_requested: Callable[[], bool] | None = None
+        # Called with (k, iteration k's DPOTrainer) once it is built, before it trains: for what belongs to
+        # one iteration (a callback writing into iteration-k/, like selection by samples, whose step count
+        # restarts with each DPO run) or needs the trainer (attach, backend checks).
+        self.prepare_iteration: Callable[[int, DPOTrainer], None] | None = None
         # LoRA: the last iteration's PeftModel, whose base the next iteration reuses.
         self._previous_peft: Any = None
 
@@ -226,6 +232,8 @@ class SpinTrainer:
             sampled = time.time()
 
             self.trainer = trainer = self._dpo_trainer(k, model, pairs)
+            if self.prepare_iteration is not None:
+                self.prepare_iteration(k, trainer)
             trainer.train(resume_from_checkpoint=checkpoint if k == first else None)
             trained = time.time()
             if trainer.state.global_step < trainer.state.max_steps:  # a callback stopped it: not done

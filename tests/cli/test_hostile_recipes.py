@@ -178,6 +178,33 @@ CASES = [
         recipe(),
         output_absent=True,
     ),
+    Case(
+        "spin-learning-rate-negative",
+        ["spin", "{recipe}", "--set", "spin.learning_rate=-1"],
+        2,
+        ["spin.learning_rate", "0 or a positive finite number"],
+        recipe(),
+        output_dir="out-spin",
+        output_absent=True,
+    ),
+    Case(
+        "check-spin-iterations-0",
+        ["check", "{recipe}", "--algorithm", "spin", "--set", "spin.iterations=0"],
+        2,
+        ["spin.iterations", "an integer >= 1"],
+        recipe(),
+        output_dir="out-spin",
+        output_absent=True,
+    ),
+    Case(
+        "sft-sample-selection-without-validation",  # it would select on data.test, which evaluate reports
+        ["sft", "{recipe}", "--set", "sample_selection.eval_steps=10"],
+        2,
+        ["sample_selection", "data.validation", "data.validation_fraction"],
+        recipe(),
+        output_dir="out-sft",
+        output_absent=True,
+    ),
     # -- a training set too small for one batch (TRL drops an incomplete prompt batch: 0 steps) ----------
     Case(
         "ppo-one-row-train-file",

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from gan_rl.cli.main import main
 from gan_rl.cli.recipe import apply_overrides, load_recipe, parse_recipe
-from gan_rl.cli.trl_config import build_trainer_config
+from gan_rl.cli.trl_config import build_spin_config, build_trainer_config
 from gan_rl.errors import RecipeError
 from tests.conftest import base_recipe, write_recipe
 
@@ -310,6 +310,8 @@ def test_shipped_recipes_parse():
             raw = yaml.safe_load(path.read_text())
             assert raw["trainer"]["output_dir"]
             build_trainer_config(recipe, algorithm, bf16=False)
+        if recipe.spin:  # recipes/smollm2-twon.yaml's spin: section
+            build_spin_config(recipe, bf16=False)
 
 
 @pytest.mark.parametrize(

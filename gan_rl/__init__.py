@@ -2,7 +2,9 @@
 
 A discriminator learns to tell real responses from the generator's own; its judgement is the reward for
 TRL's GRPOTrainer (``gan-rl ppo``) or RLOOTrainer (``gan-rl reinforce``), and a callback retrains it
-between policy updates.
+between policy updates. ``SpinTrainer`` (``gan-rl spin``) plays the same game with an implicit
+discriminator, the policy's log-ratio to its previous iterate, on TRL's DPOTrainer; the
+``SampleSelectionCallback`` keeps, in any trainer, the checkpoint whose samples are closest to the data.
 
 The Python API (docs/python-api.md), imported lazily as TRL does, so ``import gan_rl`` loads neither
 torch nor TRL::
@@ -31,6 +33,10 @@ _EXPORTS: dict[str, str] = {
     "RealResponseLoss": "gan_rl.trainer.sft_term",
     "GumbelConfig": "gan_rl.gumbel.config",
     "GumbelTrainer": "gan_rl.gumbel.trainer",
+    "SpinConfig": "gan_rl.trainer.spin.config",
+    "SpinTrainer": "gan_rl.trainer.spin.trainer",
+    "SampleSelectionConfig": "gan_rl.eval.selection_config",
+    "SampleSelectionCallback": "gan_rl.eval.sample_selection",
     "Pair": "gan_rl.types",
     "TrainingError": "gan_rl.errors",
     "RecipeError": "gan_rl.errors",
@@ -51,6 +57,10 @@ __all__ = [
     "Recipe",
     "RecipeError",
     "RewardConfig",
+    "SampleSelectionCallback",
+    "SampleSelectionConfig",
+    "SpinConfig",
+    "SpinTrainer",
     "TrainingError",
     "__version__",
     "adversarial_dataset",
@@ -63,11 +73,14 @@ if TYPE_CHECKING:
     from gan_rl.cli.train import run
     from gan_rl.discriminator.config import DiscriminatorConfig, RewardConfig
     from gan_rl.errors import RecipeError, TrainingError
+    from gan_rl.eval.sample_selection import SampleSelectionCallback
+    from gan_rl.eval.selection_config import SampleSelectionConfig
     from gan_rl.gumbel.config import GumbelConfig
     from gan_rl.gumbel.trainer import GumbelTrainer
     from gan_rl.trainer.adversary import Adversary
     from gan_rl.trainer.dataset import adversarial_dataset
     from gan_rl.trainer.sft_term import RealResponseLoss
+    from gan_rl.trainer.spin import SpinConfig, SpinTrainer
     from gan_rl.trainer.trainers import AdversarialGRPOTrainer, AdversarialRLOOTrainer
     from gan_rl.types import Pair
 

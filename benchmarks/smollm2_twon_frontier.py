@@ -145,11 +145,19 @@ def run_one(argv: list[str]) -> None:
         from gan_rl.cli.sft import run_sft
 
         recipe = load_recipe(RECIPE, [*overrides, f"sft.output_dir={out}"])
-        if select["steps"] > 0:
+        if select.get("steps", 0) > 0:
             callbacks.append(selection_callback(recipe, select))
         run_sft(recipe, resume=resume, overwrite=resume is None, callbacks=callbacks)
+    elif command == "spin":  # a step budget (iterations x steps): ending an iteration early fails it
+        from gan_rl.cli.spin import run_spin
+
+        recipe = load_recipe(RECIPE, [*overrides, f"spin.output_dir={out}"])
+        run_spin(recipe, resume=resume, overwrite=resume is None)
     else:
-        raise SystemExit(f"--run-one {command}: not wired yet in this benchmark")
+        from gan_rl.cli.train import run
+
+        recipe = load_recipe(RECIPE, [*overrides, f"trainer.output_dir={out}"])
+        run(command, recipe, overwrite=True, num_samples=0, progress=False, callbacks=callbacks)
 
 
 def select_from_checkpoints(out: Path, overrides: list[str], select: dict[str, int]) -> dict:
@@ -275,6 +283,115 @@ def main(argv: list[str] | None = None) -> None:
         )
         runs_file.write_text(json.dumps(runs, indent=2))
         print(json.dumps({k: v for k, v in runs["sft-star"].items() if k != "selection"}, indent=2))
+
+    star_model = work / "sft-star" / "best-by-samples-merged"
+    # Every arm selected by samples while it trains, as sft-star was after it: the same prompts and score.
+    selecting = [
+        f"sample_selection.eval_steps={args.select_steps // 2}",
+        f"sample_selection.prompts={args.select_prompts}",
+        f"sample_selection.max_new_tokens={args.select_tokens}",
+    ]
+    models: dict[str, Path] = {"sft-star": star_model}
+    if "arms" in args.stages:
+        if not (star_model / "config.json").is_file():
+            sys.exit(f"the arms start from sft-star's selected model, not there yet: {star_model}")
+        budget_s = args.budget_minutes * 60
+        for seed in args.seeds:  # seed by seed, so that every finished seed is a complete comparison
+            for arm in args.arms:
+                command, extra = ARMS[arm]
+                label = f"{arm}-s{seed}"
+                out = work / label
+                start = [f"model.name_or_path={star_model}", "model.warm_start=none", "model.gguf_file=null"]
+                section = {"sft": "sft", "spin": "spin"}.get(command, "trainer")
+                first = runs.get(f"{arm}-s{args.seeds[0]}") if seed != args.seeds[0] else None
+                own = [f"{section}.save_strategy=no"]
+                if command == "spin":  # its recipe's iterations x max_steps: a step budget
+                    budget, seconds = "steps: spin.iterations x spin.max_steps of the recipe", 0.0
+                    own += [f"spin.seed={seed}"]
+                else:
+                    steps = first["steps"] if first else 100000
+                    seconds = 0.0 if first else budget_s
+                    budget = f"steps of {arm}-s{args.seeds[0]}" if first else f"{args.budget_minutes:g} min"
+                    own += [f"{section}.max_steps={steps}"]
+                    own += ["sft.eval_strategy=no", f"sft.seed={seed}"] if command == "sft" else []
+                    own += (
+                        [f"{command}.seed={seed}", f"discriminator.seed={seed}"] if command != "sft" else []
+                    )
+                if not (out / "run_summary.json").is_file():
+                    overrides = [*start, *own, *extra, *selecting, *common]
+                    cmd = [sys.executable, __file__, "--run-one", command, str(out), str(seconds), "{}"]
+                    record(label, out, call([*cmd, *sets(overrides)], work / "logs" / f"{label}.log"), budget)
+                    summary = json.loads((out / "run_summary.json").read_text())
+                    runs[label]["selection"] = summary.get("sample_selection")
+                    runs_file.write_text(json.dumps(runs, indent=2))
+                models[label] = Path(runs[label]["selection"]["model"])
+
+    generations = results / "generations"
+    if "generate" in args.stages:
+        generations.mkdir(parents=True, exist_ok=True)
+        for label, model in models.items():
+            seeds = args.seeds if label == "sft-star" else [int(label.rsplit("-s", 1)[1])]
+            for seed in seeds:  # sft-star, one model, with each sampling seed: its spread over draws
+                name = f"{label}-s{seed}" if label == "sft-star" else label
+                target = generations / f"{name}.jsonl"
+                if target.is_file() or not (model / "config.json").is_file():
+                    continue
+                cmd = [sys.executable, "-m", "gan_rl", "generate", str(RECIPE), "--model", str(model)]
+                cmd += ["--output", str(target), "--temperature", args.temperatures]
+                cmd += sets([*common, f"evaluate.sampling_seed={seed}"])
+                runs[f"generate {name}"] = {
+                    "seconds": round(call(cmd, work / "logs" / f"generate-{name}.log"), 1)
+                }
+                runs_file.write_text(json.dumps(runs, indent=2))
+
+    if "evaluate" in args.stages:
+        evaluate(args, work, generations, common)
+
+
+def evaluate(args: argparse.Namespace, work: Path, generations: Path, common: list[str]) -> None:
+    """One ``gan-rl evaluate`` of every generations file; ``summary.md``: the matched-diversity table, then
+    the converged benchmark's best-temperature and per-temperature tables."""
+    import shutil
+
+    from benchmarks.smollm2_twon import evaluate_generations
+    from benchmarks.smollm2_twon_converged import summary_tables
+
+    out = evaluate_generations(generations, work, args.results, common, ("--temperature", args.temperatures))
+    if out is None:
+        return
+    for name in ("report.md", "metrics.json", "quality_diversity.png"):
+        if (out / name).is_file():
+            shutil.copy(out / name, args.results / name)
+    report = json.loads((out / "metrics.json").read_text())
+    text = matched_table(report) + "\n" + summary_tables(report)
+    (args.results / "summary.md").write_text(text)
+    print(text, flush=True)
+
+
+def matched_table(report: dict) -> str:
+    """Each model's two-sample accuracies at matched distinct-2 (:func:`gan_rl.eval.frontier.matched_diversity`),
+    mean ± sd over seeds, with the noise floor (two halves of the real posts)."""
+    from gan_rl.eval.frontier import matched_diversity
+
+    lines = ["## At matched diversity (distinct-2), over the range every run spans", ""]
+    tables = {key: matched_diversity(report["results"], key) for key in NOISE_FLOOR}
+    span = next(iter(tables.values())).x_range
+    if span is None:
+        return "\n".join([*lines, "The runs' distinct-2 ranges do not overlap: no matched comparison.", ""])
+    lines += [f"distinct-2 from {span[0]:.3f} to {span[1]:.3f}.", ""]
+    lines += ["| model | seeds | " + " | ".join(f"2-sample acc ({k})" for k in NOISE_FLOOR) + " |"]
+    lines += ["| --- | ---: | " + " | ".join("---:" for _ in NOISE_FLOOR) + " |"]
+    for model in tables["two_sample_acc"].values:
+        cells = []
+        for table in tables.values():
+            mean, sd = table.mean_sd(model) if model in table.values else (float("nan"), 0.0)
+            cells.append(f"{mean:.3f} ± {sd:.3f}")
+        lines.append(
+            f"| {model} | {len(tables['two_sample_acc'].values[model])} | " + " | ".join(cells) + " |"
+        )
+    floor = " | ".join(f"{v:.3f}" for v in NOISE_FLOOR.values())
+    lines += [f"| noise floor (real vs real, n = 750) | - | {floor} |", ""]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

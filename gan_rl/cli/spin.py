@@ -127,9 +127,9 @@ def run_spin(
     spin.save_model(out)  # the final policy, LoRA merged, with the tokenizer: an ordinary checkpoint
     log_history = spin.log_history
     steps = [s.steps for s in output.iterations]
-    # The memory of the last iteration back before a selected model is merged.
-    spin.model = spin.trainer = None
-    del model
+    # The last iteration's memory back (its trainer, its callbacks and the policy) before a selected model
+    # is merged from a fresh copy of the starting weights.
+    del spin, model
     _free_memory()
     selected = None
     if recipe.sample_selection is not None:

@@ -43,6 +43,8 @@ LIBRARY_NOISE = (
     ),
     # DeepSpeed (imported with accelerate's and TRL's DeepSpeed support) on a machine without a GPU.
     ("DeepSpeed", "Setting accelerator to CPU"),
+    # datasets' JSON reader on a malformed file, before it raises: gan-rl then names the file and line itself.
+    ("datasets.packaged_modules.json.json", "Failed to load JSON from file"),
 )
 
 
@@ -502,6 +504,7 @@ def check(recipe: str, overrides: tuple[str, ...], algorithm: str) -> None:
             build_spin_config,
             build_trainer_config,
             check_spin_model,
+            check_train_rows,
             sft_output_dir,
             spin_output_dir,
         )
@@ -516,10 +519,14 @@ def check(recipe: str, overrides: tuple[str, ...], algorithm: str) -> None:
             args = build_trainer_config(parsed, algorithm, remove_unused_columns=False)
             preflight_checkpoints(parsed, args.output_dir)
         if algorithm in ("sft", "spin") or parsed.sft or parsed.model.warm_start == "sft":
-            build_sft_config(parsed)
+            sft_args = build_sft_config(parsed)
+            args = sft_args if algorithm == "sft" else args
         if algorithm == "spin" or parsed.spin:  # the section is checked for every command, as ppo: is
-            build_spin_config(parsed)
+            spin_args = build_spin_config(parsed)
+            args = spin_args if algorithm == "spin" else args
         splits = load_raw_splits(parsed)
+        # Fewer rows than one batch would train nothing and report "completed": as the run refuses it.
+        check_train_rows(algorithm, args, len(splits["train"]))
         selection_config(parsed, splits)  # scikit-learn there, enough validation rows for the folds
         contrast = parsed.evaluate.contrast
         if contrast is not None:

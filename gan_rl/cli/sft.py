@@ -218,8 +218,11 @@ def warm_start(recipe: Recipe) -> Recipe:
         # and before anything is logged (bad input is one line).
         preflight_checkpoints(recipe, out)
         logger.info("model.warm_start: running SFT into %s first.", out)
+        from gan_rl.trainer.callback import PolicyGuard
+
         try:
-            run_sft(recipe, resume=resume)
+            # A diverged warm start stops naming its step, as gan-rl sft does (not at the next sampling).
+            run_sft(recipe, resume=resume, callbacks=[PolicyGuard("sft.learning_rate")])
         except Preempted as stop:  # the adversarial command resumes it: say so
             stop.warm_start = True
             raise

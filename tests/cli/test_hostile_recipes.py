@@ -223,6 +223,14 @@ CASES = [
         output_absent=True,
     ),
     Case(
+        "check-one-row-train-file",  # check says what the run would: a file's rows are known once read
+        ["check", "{recipe}"],
+        2,
+        ["data.train", "1 row", "2 prompts"],
+        recipe(files={"one.jsonl": ONE_ROW}, data={"train": "one.jsonl"}),
+        output_absent=True,
+    ),
+    Case(
         "check-max-train-samples-1",
         ["check", "{recipe}", "--set", "data.max_train_samples=1"],
         2,
@@ -371,10 +379,6 @@ CASES = [
             ),
             output_absent=True,
         ),
-        # datasets' JSON loader logs "Failed to load JSON from file ..." (ERROR) before gan-rl reads the file
-        # itself for the line number: two lines before the error. The CLI's noise filter
-        # (gan_rl/cli/main.py, LIBRARY_NOISE) or data.py's reader is where that goes; drop this mark then.
-        marks=pytest.mark.xfail(reason="datasets logs its JSON parse failure before the error", strict=False),
     ),
     Case(
         "check-malformed-json-document",

@@ -520,10 +520,12 @@ def check(recipe: str, overrides: tuple[str, ...], algorithm: str) -> None:
             preflight_checkpoints(parsed, args.output_dir)
         if algorithm in ("sft", "spin") or parsed.sft or parsed.model.warm_start == "sft":
             sft_args = build_sft_config(parsed)
-            args = sft_args if algorithm == "sft" else args
+            if algorithm == "sft":
+                args = sft_args
         if algorithm == "spin" or parsed.spin:  # the section is checked for every command, as ppo: is
             spin_args = build_spin_config(parsed)
-            args = spin_args if algorithm == "spin" else args
+            if algorithm == "spin":
+                args = spin_args
         splits = load_raw_splits(parsed)
         # Fewer rows than one batch would train nothing and report "completed": as the run refuses it.
         check_train_rows(algorithm, args, len(splits["train"]))

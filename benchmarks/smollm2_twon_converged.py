@@ -143,28 +143,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # --------------------------------------------------------------------------------------------------
 
 
+def wall_clock_budget(seconds: float):
+    """A callback that ends training at the first step that finishes past ``seconds`` since it was made
+    (when the recipe was loaded): the budget pays for everything a method costs (loading, the
+    discriminator's warm-up, every step). 0: no budget."""
+    from transformers import TrainerCallback
+
+    class WallClockBudget(TrainerCallback):
+        def __init__(self) -> None:
+            self.start = time.time()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if seconds > 0 and time.time() - self.start >= seconds:
+                control.should_training_stop = True
+
+    return WallClockBudget()
+
+
 def run_one(argv: list[str]) -> None:
     """``--run-one COMMAND OUTPUT_DIR BUDGET_SECONDS [--set K=V ...]``: ``gan-rl COMMAND`` on the recipe
     through the library, ended by :class:`WallClockBudget` (BUDGET_SECONDS 0: no budget)."""
-    from transformers import TrainerCallback
-
     from gan_rl.cli.recipe import load_recipe
 
     command, out, budget, *rest = argv
     overrides = [rest[i + 1] for i in range(0, len(rest), 2) if rest[i] == "--set"]
-
-    class WallClockBudget(TrainerCallback):
-        """Ends training at the first step that finishes past ``seconds`` since the recipe was loaded: the
-        budget pays for everything a method costs (loading, the discriminator's warm-up, every step)."""
-
-        def __init__(self, seconds: float) -> None:
-            self.seconds, self.start = seconds, time.time()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if self.seconds > 0 and time.time() - self.start >= self.seconds:
-                control.should_training_stop = True
-
-    callbacks = [WallClockBudget(float(budget))]
+    callbacks = [wall_clock_budget(float(budget))]
     if command == "sft":
         from gan_rl.cli.sft import run_sft
 

@@ -121,25 +121,13 @@ def run_one(argv: list[str]) -> None:
     the recipe through the library, ended by a wall-clock budget (0: none; a step budget then, and an
     unfinished run resumes from its latest checkpoint). SELECT_JSON's ``steps`` > 0: selected by samples
     while it trains; 0: afterwards, from its checkpoints (:func:`select_from_checkpoints`)."""
-    from transformers import TrainerCallback
-
+    from benchmarks.smollm2_twon_converged import wall_clock_budget
     from gan_rl.cli.recipe import load_recipe
 
     command, out, budget, select, *rest = argv
     overrides = [rest[i + 1] for i in range(0, len(rest), 2) if rest[i] == "--set"]
     select = json.loads(select)
-
-    class WallClockBudget(TrainerCallback):
-        """Ends training at the first step that finishes past ``seconds`` since the recipe was loaded."""
-
-        def __init__(self, seconds: float) -> None:
-            self.seconds, self.start = seconds, time.time()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if self.seconds > 0 and time.time() - self.start >= self.seconds:
-                control.should_training_stop = True
-
-    callbacks = [WallClockBudget(float(budget))]
+    callbacks = [wall_clock_budget(float(budget))]
     resume = "latest" if float(budget) == 0 and any(Path(out).glob("checkpoint-*")) else None
     if command == "sft":
         from gan_rl.cli.sft import run_sft

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
 import sys
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
 
 from gan_rl.cli.algorithms import ALGORITHMS
 from gan_rl.cli.recipe import load_recipe
-from gan_rl.errors import RecipeError
+from gan_rl.errors import RecipeError, TrainingError
 
 RESUME_OPTION = click.option(
     "--resume",
@@ -194,6 +196,30 @@ def _unreadable_or_raise(exc: Exception, resume) -> None:
     sys.exit(2)
 
 
+@contextlib.contextmanager
+def _one_line_errors(resume=None, resume_command: Callable[[], str] | None = None) -> Iterator[None]:
+    """Every command's failures as one line and its exit code: bad input (:class:`RecipeError`) exit 2, a
+    failed run (:class:`TrainingError`) exit 1 and no summary. With ``resume_command`` (the training
+    commands) also a stop signal (:class:`gan_rl.cli.preemption.Preempted`: the line that resumes, 143 /
+    130) and a checkpoint file the trainer could not read while resuming (exit 2)."""
+    try:
+        yield
+    except RecipeError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except TrainingError as exc:  # the run failed: one line, no summary, exit 1 (not "completed")
+        click.echo(f"training failed: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:
+        if resume_command is None:
+            raise
+        from gan_rl.cli.preemption import Preempted
+
+        if isinstance(exc, Preempted):  # SIGTERM / Ctrl-C: a checkpoint, no summary
+            _stopped(exc, resume_command())
+        _unreadable_or_raise(exc, resume)
+
+
 def _train(
     algorithm: str,
     recipe_path: str,
@@ -207,12 +233,12 @@ def _train(
     from accelerate import PartialState
     from rich.console import Console
 
-    from gan_rl.cli.preemption import Preempted
-    from gan_rl.errors import TrainingError
-
     console = Console(stderr=False)
     sets = list(overrides) + ([f"trainer.output_dir={output_dir}"] if output_dir else [])
-    try:
+    extra = ["--samples", str(samples)] if samples != SAMPLES_DEFAULT else []
+    with _one_line_errors(
+        resume, lambda: _resume_command(algorithm, recipe_path, list(overrides), output_dir, *extra)
+    ):
         recipe = load_recipe(recipe_path, sets)
         _quiet_libraries()
         from gan_rl.cli.train import run
@@ -225,17 +251,6 @@ def _train(
             num_samples=samples,
             fresh_discriminator=fresh_discriminator,
         )
-    except RecipeError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except TrainingError as exc:  # the run failed: one line, no summary, exit 1 (not "completed")
-        click.echo(f"training failed: {exc}", err=True)
-        sys.exit(1)
-    except Preempted as stop:  # SIGTERM / Ctrl-C: a checkpoint, no summary, exit 143 / 130
-        extra = ["--samples", str(samples)] if samples != SAMPLES_DEFAULT else []
-        _stopped(stop, _resume_command(algorithm, recipe_path, list(overrides), output_dir, *extra))
-    except Exception as exc:  # a checkpoint file the trainer could not read while resuming: one line
-        _unreadable_or_raise(exc, resume)
     if PartialState().is_main_process:
         _print_summary(summary, console)
 
@@ -289,11 +304,8 @@ def sft(recipe: str, overrides: tuple[str, ...], output_dir: str | None, resume,
     of 'model.warm_start: sft'. Writes to sft.output_dir (default: trainer.output_dir + '-sft')."""
     from accelerate import PartialState
 
-    from gan_rl.cli.preemption import Preempted
-    from gan_rl.errors import TrainingError
-
     sets = list(overrides) + ([f"sft.output_dir={output_dir}"] if output_dir else [])
-    try:
+    with _one_line_errors(resume, lambda: _resume_command("sft", recipe, list(overrides), output_dir)):
         parsed = load_recipe(recipe, sets)
         _quiet_libraries()
         from gan_rl.cli.sft import run_sft
@@ -303,16 +315,6 @@ def sft(recipe: str, overrides: tuple[str, ...], output_dir: str | None, resume,
         summary = run_sft(
             parsed, resume=resume, overwrite=overwrite, callbacks=[PolicyGuard("sft.learning_rate")]
         )
-    except RecipeError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except TrainingError as exc:  # the run failed: one line, no summary, exit 1 (not "completed")
-        click.echo(f"training failed: {exc}", err=True)
-        sys.exit(1)
-    except Preempted as stop:  # SIGTERM / Ctrl-C: a checkpoint, no summary, exit 143 / 130
-        _stopped(stop, _resume_command("sft", recipe, list(overrides), output_dir))
-    except Exception as exc:  # a checkpoint file the trainer could not read while resuming: one line
-        _unreadable_or_raise(exc, resume)
     if PartialState().is_main_process:
         first, last = summary.train_loss_first, summary.train_loss_last
         losses = f"{first:.3f} -> {last:.3f}" if first is not None and last is not None else "-"
@@ -343,11 +345,8 @@ def spin(recipe: str, overrides: tuple[str, ...], output_dir: str | None, resume
     start of the iteration. Writes to spin.output_dir (default: trainer.output_dir + '-spin')."""
     from accelerate import PartialState
 
-    from gan_rl.cli.preemption import Preempted
-    from gan_rl.errors import TrainingError
-
     sets = list(overrides) + ([f"spin.output_dir={output_dir}"] if output_dir else [])
-    try:
+    with _one_line_errors(resume, lambda: _resume_command("spin", recipe, list(overrides), output_dir)):
         parsed = load_recipe(recipe, sets)
         _quiet_libraries()
         from gan_rl.cli.spin import run_spin
@@ -357,16 +356,6 @@ def spin(recipe: str, overrides: tuple[str, ...], output_dir: str | None, resume
         summary = run_spin(
             parsed, resume=resume, overwrite=overwrite, callbacks=[PolicyGuard("spin.learning_rate")]
         )
-    except RecipeError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except TrainingError as exc:  # the run failed: one line, no summary, exit 1 (not "completed")
-        click.echo(f"training failed: {exc}", err=True)
-        sys.exit(1)
-    except Preempted as stop:  # SIGTERM / Ctrl-C: a checkpoint (or the iterations done), exit 143 / 130
-        _stopped(stop, _resume_command("spin", recipe, list(overrides), output_dir))
-    except Exception as exc:  # a checkpoint file the trainer could not read while resuming: one line
-        _unreadable_or_raise(exc, resume)
     if PartialState().is_main_process:
         first, last = summary.loss_first, summary.loss_last
         losses = f"{first:.3f} -> {last:.3f}" if first is not None and last is not None else "-"
@@ -407,15 +396,12 @@ def generate(
 ) -> None:
     """Sample one response per held-out prompt (data.test) with the settings of 'evaluate:' into JSONL
     (one row per prompt and temperature)."""
-    try:
+    with _one_line_errors():
         parsed = load_recipe(recipe, [*overrides, *_temperature_override(temperature)])
         _quiet_libraries()
         from gan_rl.cli.evaluate import generate as run_generate
 
         path = run_generate(parsed, model_path, output)
-    except RecipeError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
     click.echo(f"wrote {path}")
 
 
@@ -444,7 +430,7 @@ def evaluate(
     """Compare generators on the held-out split with metrics no training sees: a classifier two-sample
     test, MAUVE and Fréchet distance of sentence embeddings, diversity, length, and an optional domain
     judge; with several temperatures, each model's quality-diversity curve."""
-    try:
+    with _one_line_errors():
         parsed = load_recipe(recipe, [*overrides, *_temperature_override(temperature)])
         _quiet_libraries()
         from gan_rl.cli.evaluate import REPORT_FILE
@@ -452,9 +438,6 @@ def evaluate(
 
         out = output_dir or str(parsed.trainer.get("output_dir", "outputs/gan-rl")).rstrip("/") + "-eval"
         report = run_evaluate(parsed, list(models), out)
-    except RecipeError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
     _print_evaluation(report)
     click.echo(f"report: {Path(out) / REPORT_FILE} (metrics.json, plots, generations/)")
 
@@ -492,7 +475,7 @@ def _print_evaluation(report: dict) -> None:
 def check(recipe: str, overrides: tuple[str, ...], algorithm: str) -> None:
     """Validate RECIPE (sections, TRL config, checkpoint paths, data files and columns) without loading a
     model."""
-    try:
+    with _one_line_errors():
         parsed = load_recipe(recipe, list(overrides))
         _quiet_libraries()
         from gan_rl.cli.data import load_raw_splits
@@ -536,9 +519,6 @@ def check(recipe: str, overrides: tuple[str, ...], algorithm: str) -> None:
                 source = getattr(contrast, name)
                 if source is not None:
                     splits[f"contrast {name}"] = load_contrast(parsed, name, source)
-    except RecipeError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
     rows = ", ".join(f"{name}: {len(ds)} rows" for name, ds in splits.items())
     click.echo(f"{Path(recipe)}: valid for {algorithm} ({rows}).")
 

@@ -48,14 +48,7 @@ def check_writable_dir(out: Path, field: str) -> None:
     existing parent is writable. One :class:`RecipeError` naming ``field`` otherwise."""
     if out.exists() and not out.is_dir():
         raise RecipeError(f"{field}: {out} is a file, not a directory; choose a directory path.")
-    existing = next((p for p in [out, *out.parents] if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise RecipeError(
-            f"{field}: {existing} is a file, so {out} cannot be a directory under it; "
-            "choose a path whose parents are directories."
-        )
-    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-        raise RecipeError(f"{field}: cannot write to {existing} (permission denied); choose another path.")
+    _check_writable_parent(out, [out, *out.parents], field, "be a directory")
 
 
 def check_writable_file(path: Path, field: str) -> None:
@@ -65,10 +58,15 @@ def check_writable_file(path: Path, field: str) -> None:
         raise RecipeError(
             f"{field}: {path} is a directory; give a file path (e.g. {path / 'generations.jsonl'})."
         )
-    existing = next((p for p in path.parents if p.exists()), None)
+    _check_writable_parent(path, list(path.parents), field, "be written")
+
+
+def _check_writable_parent(path: Path, candidates: list[Path], field: str, what: str) -> None:
+    """The first existing of ``candidates`` (``path`` and/or its parents) is a writable directory."""
+    existing = next((p for p in candidates if p.exists()), None)
     if existing is not None and not existing.is_dir():
         raise RecipeError(
-            f"{field}: {existing} is a file, so {path} cannot be written under it; "
+            f"{field}: {existing} is a file, so {path} cannot {what} under it; "
             "choose a path whose parents are directories."
         )
     if existing is not None and not os.access(existing, os.W_OK | os.X_OK):

@@ -422,22 +422,31 @@ def build_sft_config(recipe: Recipe, **forced: Any) -> Any:
         kwargs.setdefault("load_best_model_at_end", True)
         kwargs.setdefault("metric_for_best_model", "eval_loss")
         kwargs.setdefault("greater_is_better", False)
+    config = _own_section_config(recipe, SFTConfig, "sft", kwargs, forced)
+    _check_rows_bound(recipe, "sft", config)
+    return config
+
+
+def _own_section_config(recipe: Recipe, cls: type, section: str, kwargs: dict[str, Any], forced: dict) -> Any:
+    """The end every config of a command with its own section (``sft:``, ``spin:``) shares: the model's
+    gradient checkpointing, ``forced``, the bf16 default, values TRL or torch would refuse later, the backend
+    request, then ``cls`` built; an error names ``trainer.<key>`` for a machine setting taken from
+    ``trainer`` and ``<section>.<key>`` otherwise."""
     if recipe.model.gradient_checkpointing is not None:
         kwargs["gradient_checkpointing"] = recipe.model.gradient_checkpointing
     kwargs.update(forced)
     default_bf16(recipe, kwargs)
+    own = getattr(recipe, section)
 
     def section_of(key: str) -> str:
-        shared = key in SHARED_WITH_SFT and key not in recipe.sft and key in recipe.trainer
-        return "trainer" if shared else "sft"
+        shared = key in SHARED_WITH_SFT and key not in own and key in recipe.trainer
+        return "trainer" if shared else section
 
-    _check_values(SFTConfig, kwargs, section_of)
+    _check_values(cls, kwargs, section_of)
     from gan_rl.utils.backends import check_backend_request
 
-    check_backend_request(kwargs, "sft")
-    config = _instantiate(SFTConfig, kwargs, section_of)
-    _check_rows_bound(recipe, "sft", config)
-    return config
+    check_backend_request(kwargs, section)
+    return _instantiate(cls, kwargs, section_of)
 
 
 def spin_output_dir(recipe: Recipe) -> str:
@@ -476,20 +485,7 @@ def build_spin_config(recipe: Recipe, **forced: Any) -> Any:
             value = [value]
         kwargs[key] = _coerce_trl(value, hints.get(key, Any), f"spin.{key}")
     kwargs["output_dir"] = spin_output_dir(recipe)
-    if recipe.model.gradient_checkpointing is not None:
-        kwargs["gradient_checkpointing"] = recipe.model.gradient_checkpointing
-    kwargs.update(forced)
-    default_bf16(recipe, kwargs)
-
-    def section_of(key: str) -> str:
-        shared = key in SHARED_WITH_SFT and key not in recipe.spin and key in recipe.trainer
-        return "trainer" if shared else "spin"
-
-    _check_values(SpinConfig, kwargs, section_of)
-    from gan_rl.utils.backends import check_backend_request
-
-    check_backend_request(kwargs, "spin")
-    config = _instantiate(SpinConfig, kwargs, section_of)
+    config = _own_section_config(recipe, SpinConfig, "spin", kwargs, forced)
     given = "max_completion_length" in recipe.spin
     _check_configured_positions(recipe, config.max_completion_length, "spin", given)
     _check_rows_bound(recipe, "spin", config)

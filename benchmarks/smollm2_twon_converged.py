@@ -162,7 +162,7 @@ def wall_clock_budget(seconds: float):
 
 def run_one(argv: list[str]) -> None:
     """``--run-one COMMAND OUTPUT_DIR BUDGET_SECONDS [--set K=V ...]``: ``gan-rl COMMAND`` on the recipe
-    through the library, ended by :class:`WallClockBudget` (BUDGET_SECONDS 0: no budget)."""
+    through the library, ended by :func:`wall_clock_budget` (BUDGET_SECONDS 0: no budget)."""
     from gan_rl.cli.recipe import load_recipe
 
     command, out, budget, *rest = argv

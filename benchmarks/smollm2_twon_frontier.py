@@ -9,9 +9,10 @@ The protocol:
    (:mod:`gan_rl.eval.sample_selection`: every ``--select-steps`` steps, ``--select-prompts`` validation
    prompts sampled at T = 1.0 with a fixed seed, the n-gram two-sample accuracy against their real posts;
    the lowest wins). The strongest SFT a user could get from the data, and the start of every arm.
-2. From ``sft-star``, each arm for each seed with the same wall-clock budget (``--budget-minutes``; the
-   later seeds train the steps the first one reached), each selected by samples the same way:
-   ``sft-more``, ``ppo`` (the shipped adversarial recipe), ``spin`` and ``spin-snapshot``.
+2. From ``sft-star``, each arm for each seed, each selected by samples the same way: ``spin`` and
+   ``spin-snapshot`` (the recipe's iterations x steps), then ``sft-more`` and ``ppo`` (the shipped adversarial
+   recipe) for the wall clock spin's first seed took (or ``--budget-minutes``); the later seeds of a
+   time-budgeted arm train the steps its first seed reached.
 3. Every selected model answers all ``--test-prompts`` right.test prompts at each of ``--temperatures``
    (``gan-rl generate``, the sampling seed of its seed); the JSONL files are committed under
    ``benchmarks/results/smollm2-twon-frontier/generations/``.
@@ -49,11 +50,13 @@ from benchmarks.smollm2_twon import run as call  # noqa: E402
 RESULTS = REPO / "benchmarks" / "results" / "smollm2-twon-frontier"
 STAGES = ("sft-star", "arms", "generate", "evaluate")
 # The arms that start from sft-star: (gan-rl command, recipe overrides).
+# spin first: its budget is its recipe's steps, and its wall clock (the first seed's) is the budget of the
+# arms after it unless --budget-minutes names one.
 ARMS: dict[str, tuple[str, list[str]]] = {
-    "sft-more": ("sft", []),
-    "ppo": ("ppo", []),
     "spin": ("spin", []),
     "spin-snapshot": ("spin", ["spin.snapshot=true"]),
+    "sft-more": ("sft", []),
+    "ppo": ("ppo", []),
 }
 # The noise floor at n = 750 (benchmarks/results/mauve_spread-n750.json: two halves of the real posts).
 NOISE_FLOOR = {"two_sample_acc": 0.492, "two_sample_acc_ngram": 0.498}
@@ -66,7 +69,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    p.add_argument("--budget-minutes", type=float, default=15.0, help="training wall clock per arm")
+    p.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=None,
+        help="training wall clock per arm (default: what spin's first seed took, its recipe's steps)",
+    )
     p.add_argument("--train-rows", type=int, default=1000)
     p.add_argument("--validation-rows", type=int, default=200)
     p.add_argument("--sft-star-steps", type=int, default=480)
@@ -283,7 +291,6 @@ def main(argv: list[str] | None = None) -> None:
     if "arms" in args.stages:
         if not (star_model / "config.json").is_file():
             sys.exit(f"the arms start from sft-star's selected model, not there yet: {star_model}")
-        budget_s = args.budget_minutes * 60
         for seed in args.seeds:  # seed by seed, so that every finished seed is a complete comparison
             for arm in args.arms:
                 command, extra = ARMS[arm]
@@ -297,9 +304,10 @@ def main(argv: list[str] | None = None) -> None:
                     budget, seconds = "steps: spin.iterations x spin.max_steps of the recipe", 0.0
                     own += [f"spin.seed={seed}"]
                 else:
+                    budget_s = budget_seconds(args, runs)
                     steps = first["steps"] if first else 100000
                     seconds = 0.0 if first else budget_s
-                    budget = f"steps of {arm}-s{args.seeds[0]}" if first else f"{args.budget_minutes:g} min"
+                    budget = f"steps of {arm}-s{args.seeds[0]}" if first else f"{budget_s / 60:.1f} min"
                     own += [f"{section}.max_steps={steps}"]
                     own += ["sft.eval_strategy=no", f"sft.seed={seed}"] if command == "sft" else []
                     own += (
@@ -334,6 +342,19 @@ def main(argv: list[str] | None = None) -> None:
 
     if "evaluate" in args.stages:
         evaluate(args, work, generations, common)
+
+
+def budget_seconds(args: argparse.Namespace, runs: dict) -> float:
+    """The wall clock of a time-budgeted arm: ``--budget-minutes``, or the training time of spin's first seed
+    (spin runs its recipe's steps), so that every arm trains as long as self-play did."""
+    if args.budget_minutes is not None:
+        return args.budget_minutes * 60
+    spin = runs.get(f"spin-s{args.seeds[0]}")
+    if spin is None or not spin.get("training_seconds"):
+        sys.exit(
+            "the time-budgeted arms take spin's wall clock: run the spin arm first, or pass --budget-minutes"
+        )
+    return float(spin["training_seconds"])
 
 
 def evaluate(args: argparse.Namespace, work: Path, generations: Path, common: list[str]) -> None:

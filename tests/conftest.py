@@ -68,7 +68,8 @@ def head_config(**kw):
 
 def make_head(generator, **kw):
     """A head discriminator reading ``generator``'s hidden states (the ``generator`` fixture)."""
-    from gan_rl.discriminator.modeling import FrozenEncoder, build_discriminator
+    from gan_rl.discriminator.encoder import FrozenEncoder
+    from gan_rl.discriminator.factory import build_discriminator
 
     model, tok = generator
     encoder = FrozenEncoder(tok, model.config.hidden_size, generator_format=True, model=model)

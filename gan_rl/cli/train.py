@@ -30,9 +30,7 @@ from gan_rl.cli.runs import open_run, prepare_run, save_trainer, write_summary
 from gan_rl.cli.selection import finish_selection, selection_callback
 from gan_rl.cli.sft import warm_start
 from gan_rl.cli.trl_config import build_trainer_config, check_train_rows, with_resolved_dtype
-from gan_rl.discriminator.modeling import (
-    Discriminator,
-)
+from gan_rl.discriminator.base import Discriminator
 from gan_rl.eval.metrics import word_distance
 from gan_rl.trainer.adversary import Adversary
 from gan_rl.trainer.callback import DISCRIMINATOR_DIR, save_discriminator

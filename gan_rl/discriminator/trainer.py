@@ -19,10 +19,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from gan_rl.discriminator.base import Discriminator
 from gan_rl.discriminator.buffer import SampleBuffer
 from gan_rl.discriminator.config import DiscriminatorConfig
 from gan_rl.discriminator.losses import bce_loss, bradley_terry_loss
-from gan_rl.discriminator.modeling import Discriminator
 from gan_rl.errors import TrainingError, first_non_finite
 from gan_rl.types import Pair
 from gan_rl.utils.distributed import all_reduce_, rank, world_size

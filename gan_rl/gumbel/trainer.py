@@ -34,7 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer
 
-from gan_rl.discriminator.modeling import ClassifierDiscriminator, Discriminator, HeadDiscriminator
+from gan_rl.discriminator.base import Discriminator
+from gan_rl.discriminator.classifier import ClassifierDiscriminator
+from gan_rl.discriminator.head import HeadDiscriminator
 from gan_rl.errors import RecipeError, TrainingError
 from gan_rl.gumbel.config import GumbelConfig
 from gan_rl.trainer.reward import DiscriminatorReward, reward_from_logits

@@ -20,16 +20,12 @@ from typing import Any
 import torch
 from datasets import Dataset
 
+from gan_rl.discriminator.adapter import AdapterDiscriminator
+from gan_rl.discriminator.base import Discriminator
 from gan_rl.discriminator.buffer import SampleBuffer
 from gan_rl.discriminator.config import DiscriminatorConfig
-from gan_rl.discriminator.modeling import (
-    AdapterDiscriminator,
-    Discriminator,
-    FrozenEncoder,
-    build_discriminator,
-    check_encoder_layer,
-    load_checkpoint_encoder,
-)
+from gan_rl.discriminator.encoder import FrozenEncoder, check_encoder_layer, load_checkpoint_encoder
+from gan_rl.discriminator.factory import build_discriminator
 from gan_rl.discriminator.trainer import DiscriminatorTrainer
 from gan_rl.errors import RecipeError
 from gan_rl.trainer.callback import DiscriminatorCallback

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from gan_rl.discriminator.base import Discriminator
 from gan_rl.discriminator.buffer import SampleBuffer
 from gan_rl.discriminator.config import RewardConfig
-from gan_rl.discriminator.modeling import Discriminator
 from gan_rl.errors import TrainingError
 from gan_rl.types import PROMPT_TEXT, REAL_RESPONSE, Pair
 from gan_rl.utils.distributed import all_reduce_

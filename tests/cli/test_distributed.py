@@ -268,8 +268,9 @@ def test_sharded_encoder_runs_as_many_forwards_as_the_busiest_rank_and_keeps_the
     """Under ZeRO-3 / FSDP a rank with fewer chunks to encode pads with dummy forwards up to the largest
     count over ranks (here: another rank is said to have 5 chunks), and its real features are the same
     bits as the plain (unsharded) encoder's: the whole root forward reads the same hidden state."""
-    from gan_rl.discriminator import modeling as disc_module
-    from gan_rl.discriminator.modeling import FrozenEncoder, build_discriminator
+    from gan_rl.discriminator import head as disc_module
+    from gan_rl.discriminator.encoder import FrozenEncoder
+    from gan_rl.discriminator.factory import build_discriminator
 
     model, tok = generator
     pairs = REAL[:6]
@@ -389,7 +390,8 @@ LOCKSTEP_WORKER = textwrap.dedent(
     import torch, torch.distributed as dist
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from gan_rl.types import Pair
-    from gan_rl.discriminator.modeling import FrozenEncoder, build_discriminator
+    from gan_rl.discriminator.encoder import FrozenEncoder
+    from gan_rl.discriminator.factory import build_discriminator
     from gan_rl.discriminator.config import DiscriminatorConfig
 
     dist.init_process_group("gloo")

@@ -167,7 +167,8 @@ def test_reinforce_trains_a_real_chat_model(smollm2, tmp_path):
 
 def test_discriminators_load_their_own_gguf_checkpoint(smollm2):
     from gan_rl.discriminator.config import DiscriminatorConfig
-    from gan_rl.discriminator.modeling import build_discriminator, load_checkpoint_encoder
+    from gan_rl.discriminator.encoder import load_checkpoint_encoder
+    from gan_rl.discriminator.factory import build_discriminator
     from gan_rl.types import Pair
 
     folder, name = smollm2

@@ -18,8 +18,9 @@ from transformers import TrainerCallback
 
 from gan_rl.cli.main import main
 from gan_rl.cli.recipe import load_recipe, parse_recipe
+from gan_rl.discriminator.adapter import DISCRIMINATOR_ADAPTER, AdapterDiscriminator
 from gan_rl.discriminator.config import DiscriminatorConfig
-from gan_rl.discriminator.modeling import DISCRIMINATOR_ADAPTER, AdapterDiscriminator, build_discriminator
+from gan_rl.discriminator.factory import build_discriminator
 from gan_rl.discriminator.trainer import DiscriminatorTrainer
 from gan_rl.errors import RecipeError
 from gan_rl.types import Pair

@@ -12,7 +12,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from gan_rl.discriminator.buffer import SampleBuffer
 from gan_rl.discriminator.config import DiscriminatorConfig, RewardConfig
-from gan_rl.discriminator.modeling import FrozenEncoder, build_discriminator
+from gan_rl.discriminator.encoder import FrozenEncoder
+from gan_rl.discriminator.factory import build_discriminator
 from gan_rl.discriminator.trainer import DiscriminatorTrainer
 from gan_rl.errors import RecipeError
 from gan_rl.trainer.callback import DiscriminatorCallback, load_discriminator, save_discriminator

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from gan_rl.cli.main import main
 from gan_rl.cli.recipe import load_recipe
 from gan_rl.cli.trl_config import build_trainer_config
-from gan_rl.discriminator.modeling import FrozenEncoder, build_discriminator
+from gan_rl.discriminator.encoder import FrozenEncoder
+from gan_rl.discriminator.factory import build_discriminator
 from gan_rl.gumbel.config import GumbelConfig
 from gan_rl.gumbel.trainer import RelaxedDiscriminator, gumbel_softmax, relaxed_generate, soft_embed
 from gan_rl.types import Pair

@@ -55,6 +55,7 @@ from gan_rl.eval.selection_config import SampleSelectionConfig
 from gan_rl.utils.backends import sampling_model
 from gan_rl.utils.distributed import all_gather_objects, rank, world_size
 from gan_rl.utils.generation import sample_completions
+from gan_rl.utils.library_internals import has_callback, log_to_backends
 
 logger = logging.getLogger(__name__)
 
@@ -234,7 +235,7 @@ class SampleSelectionCallback(TrainerCallback):
         weights gathered, FSDP summoned; ``Trainer.save_model`` for the best model) and send the logs to
         its ``report_to`` backends. Adds the callback to the trainer if it is not there yet."""
         self.trainer = trainer
-        if self not in trainer.callback_handler.callbacks:
+        if not has_callback(trainer, self):
             trainer.add_callback(self)
         if self.chat_template_kwargs is None:
             own = getattr(trainer, "chat_template_kwargs", None) or getattr(
@@ -339,9 +340,7 @@ class SampleSelectionCallback(TrainerCallback):
             entry["epoch"] = state.epoch
         state.log_history.append({**entry, "step": state.global_step})
         if self.trainer is not None:
-            should_log = control.should_log
-            self.trainer.callback_handler.on_log(args, state, control, entry)
-            control.should_log = should_log
+            log_to_backends(self.trainer, args, state, control, entry)
 
     def evaluate(self, args: Any, state: Any, control: Any, model: Any, tokenizer: Any) -> float:
         """Sample, score and record the model of the current step; save it when it is the best so far."""

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +40,7 @@ from gan_rl.errors import RecipeError, TrainingError
 from gan_rl.gumbel.config import GumbelConfig
 from gan_rl.trainer.reward import DiscriminatorReward, reward_from_logits
 from gan_rl.trainer.sft_term import RealResponseLoss, RealResponseLossMixin
-from gan_rl.trainer.trl_internals import metric_logger
+from gan_rl.trainer.trl_internals import TRLMetricsMixin, metric_logger, set_prompts_per_batch
 from gan_rl.types import PROMPT_TEXT, REAL_RESPONSE, Pair
 from gan_rl.utils.generation import tokenize_prompts
 
@@ -309,13 +308,13 @@ def keep_rows(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return {"rows": rows}
 
 
-class RelaxedTokensTrainer(Trainer):
+class RelaxedTokensTrainer(TRLMetricsMixin, Trainer):
     """transformers' Trainer whose loss is the discriminator's verdict on relaxed generations.
 
     The constructor takes the arguments of TRL's GRPOTrainer/RLOOTrainer that :func:`gan_rl.cli.train.run`
     passes (``reward_funcs`` holds the one :class:`DiscriminatorReward`; ``peft_config`` wraps the model in
-    LoRA), so the run builds it like any registered trainer. Like TRL's trainers it keeps ``_metrics``,
-    averaged and cleared at every log (:func:`gan_rl.trainer.trl_internals.metric_logger` writes into it).
+    LoRA), so the run builds it like any registered trainer. Like TRL's trainers it keeps their metric store
+    (:class:`gan_rl.trainer.trl_internals.TRLMetricsMixin`), averaged and cleared at every log.
     """
 
     def __init__(
@@ -359,14 +358,9 @@ class RelaxedTokensTrainer(Trainer):
         self.relaxed_discriminator = RelaxedDiscriminator(
             self.reward.discriminator, processing_class, model.get_output_embeddings().weight.shape[0]
         )
-        self._metrics: dict[str, defaultdict[str, list[float]]] = {
-            "train": defaultdict(list),
-            "eval": defaultdict(list),
-        }
-        # The returned loss is a mean over this micro-batch: transformers divides it for accumulation.
-        self.loss_is_scaled_for_ga = False
+        self.init_trl_metrics()
         # The data loader yields prompts; each is sampled num_generations times.
-        self._train_batch_size = args.per_device_train_batch_size // args.num_generations
+        set_prompts_per_batch(self, args.per_device_train_batch_size // args.num_generations)
         tok = processing_class
         self.end_ids = {t for t in (tok.eos_token_id, tok.pad_token_id) if t is not None}
         self.chat_template_kwargs = dict(args.chat_template_kwargs or {})
@@ -422,11 +416,11 @@ class RelaxedTokensTrainer(Trainer):
         entropy = (-(probs * samples.log_probs).sum(-1) * valid).sum() / n_valid
         loss = adversarial - args.entropy_coef * entropy
         mode = "train" if model.training else "eval"
-        log = self._metrics[mode]
+        log = metric_logger(self, mode)
         if args.beta > 0:
             kl = (self._token_kl(model, enc, samples, device) * valid).sum() / n_valid
             loss = loss + args.beta * kl
-            log["kl"].append(self.accelerator.gather(kl.detach().reshape(1)).mean().item())
+            log("kl", self.accelerator.gather(kl.detach().reshape(1)).mean().item())
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"step {self.state.global_step}: the gumbel generator loss is {loss.item()} (not finite; "
@@ -443,7 +437,7 @@ class RelaxedTokensTrainer(Trainer):
             ("entropy", entropy.item()),
             ("completions/mean_length", samples.valid.sum(1).float().mean().item()),
         ):
-            log[name].append(value)
+            log(name, value)
         return (loss, {"logits": logits.detach()}) if return_outputs else loss
 
     def _token_kl(
@@ -503,16 +497,6 @@ class RelaxedTokensTrainer(Trainer):
         with torch.no_grad():
             loss = self.compute_loss(model, inputs)
         return loss.detach(), None, None
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add the averages of ``_metrics`` since the last log (as TRL's trainers do), then log."""
-        mode = "train" if self.model.training else "eval"
-        metrics = {k: sum(v) / len(v) for k, v in self._metrics[mode].items() if v}
-        if mode == "eval":
-            metrics = {f"eval_{k}": v for k, v in metrics.items()}
-        self._metrics[mode].clear()
-        logs = {**logs, **metrics}
-        super().log(logs, start_time)
 
 
 class GumbelTrainer(RealResponseLossMixin, RelaxedTokensTrainer):

@@ -34,6 +34,7 @@ from gan_rl.trainer.reward import DiscriminatorReward
 from gan_rl.trainer.trl_internals import save_steps_problem
 from gan_rl.types import Pair
 from gan_rl.utils.backends import is_sharded, prepare_frozen_copy
+from gan_rl.utils.library_internals import has_callback
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class Adversary:
         if classifier_checkpoint is None and config.kind == "classifier":
             classifier_checkpoint = config.model
             if classifier_checkpoint in (None, "generator"):
-                classifier_checkpoint = getattr(model, "name_or_path", None) or model.config._name_or_path
+                classifier_checkpoint = getattr(model, "name_or_path", None) or model.config.name_or_path
         encoder = None
         try:
             hidden = model.config.get_text_config().hidden_size
@@ -167,7 +168,7 @@ class Adversary:
         """
         if not any(f is self.reward for f in getattr(trainer, "reward_funcs", [self.reward])):
             raise ValueError("Adversary.attach: adversary.reward is not among the trainer's reward_funcs.")
-        if self.callback not in trainer.callback_handler.callbacks:
+        if not has_callback(trainer, self.callback):
             raise ValueError("Adversary.attach: adversary.callback is not among the trainer's callbacks.")
         if self.encoder is not None and self.config.encoder == "generator":
             how = bind_generator_encoder(self.encoder, trainer, reference)

@@ -230,7 +230,7 @@ class PolicyGuard(TrainerCallback):
             self._hook.remove()
             self._hook = None
 
-    def _step(self) -> int:
+    def _global_step(self) -> int:
         return self.state.global_step if self.state is not None else 0
 
     def _cause(self) -> str:
@@ -247,7 +247,7 @@ class PolicyGuard(TrainerCallback):
         with torch.no_grad():
             if math.isfinite(_magnitude(logits).item()):  # the one host sync
                 return
-        step = self._step()
+        step = self._global_step()
         if step == 0:
             raise TrainingError(
                 "the starting generator's logits are not finite (before step 1); likely cause: weights that "

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from accelerate import PartialState
 
-from gan_rl.trainer.trl_internals import metric_logger
+from gan_rl.trainer.trl_internals import metric_logger, scales_loss_for_accumulation
 from gan_rl.types import Pair
 from gan_rl.utils.padding import right_pad
 
@@ -45,7 +45,7 @@ class RealResponseLoss:
         self.max_length = max_length
         self.seed = seed
         self.rng = random.Random(f"sft-loss/{seed}/{PartialState().process_index}")
-        self._step: int | None = None
+        self._last_step: int | None = None
         self._calls_this_step = 0
         self.chat_template_kwargs = chat_template_kwargs or {}
 
@@ -83,8 +83,8 @@ class RealResponseLoss:
         """The term for one micro-batch. With ``step`` (the trainer's global step) the draw is seeded by
         step and call within the step, so a resumed run draws the same real pairs as the uninterrupted one."""
         if step is not None:
-            self._calls_this_step = self._calls_this_step + 1 if step == self._step else 0
-            self._step = step
+            self._calls_this_step = self._calls_this_step + 1 if step == self._last_step else 0
+            self._last_step = step
             process = PartialState().process_index
             self.rng.seed(f"sft-loss/{self.seed}/{process}/{step}/{self._calls_this_step}")
         device = next(model.parameters()).device
@@ -128,8 +128,8 @@ class RealResponseLossMixin:
         step = getattr(getattr(self, "state", None), "global_step", None)
         sft = term.loss(sft_forward_model(model, self.accelerator), step=step)
         metric_logger(self)("sft/loss", self.accelerator.gather(sft.detach().reshape(1)).mean().item())
-        # GRPOTrainer scales its loss for gradient accumulation itself (``loss_is_scaled_for_ga``); for
+        # GRPOTrainer scales its loss for gradient accumulation itself; for
         # RLOOTrainer transformers divides the whole returned loss afterwards. Scale the term alike.
-        if getattr(self, "loss_is_scaled_for_ga", False):
+        if scales_loss_for_accumulation(self):
             sft = sft / self.current_gradient_accumulation_steps
         return loss + term.coef * sft

@@ -13,15 +13,8 @@ from typing import Any
 
 from trl import GRPOTrainer, RLOOTrainer
 
-from gan_rl.trainer.epoch_sampler import EpochSampler
 from gan_rl.trainer.sft_term import RealResponseLoss, RealResponseLossMixin
-
-
-class EpochSamplerMixin:
-    """TRL's training sampler wrapped in :class:`EpochSampler`: the same order, restored on resume."""
-
-    def _get_train_sampler(self, dataset: Any = None) -> EpochSampler:
-        return EpochSampler(super()._get_train_sampler(dataset))
+from gan_rl.trainer.trl_internals import EpochSamplerMixin
 
 
 class AdversarialGRPOTrainer(EpochSamplerMixin, RealResponseLossMixin, GRPOTrainer):

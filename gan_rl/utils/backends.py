@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from gan_rl.errors import RecipeError
+from gan_rl.utils.library_internals import distributed_backend, hf_deepspeed_config
 
 logger = logging.getLogger(__name__)
 
@@ -141,9 +142,7 @@ def check_backend(trainer: Any, algorithm: str) -> None:
 def is_sharded(accelerator: Any) -> bool:
     """Whether the generator's weights are sharded across ranks (ZeRO-3 or FSDP): every forward of them
     is then a collective."""
-    from trl.distributed import DistributedBackend
-
-    backend = DistributedBackend(accelerator)
+    backend = distributed_backend(accelerator)
     return backend.is_zero3 or backend.is_fsdp
 
 
@@ -159,8 +158,7 @@ def zero3_init_disabled() -> Iterator[None]:
     """
     from transformers.integrations import deepspeed as hf_deepspeed
 
-    ref = hf_deepspeed._hf_deepspeed_config_weak_ref
-    config = ref() if ref is not None else None
+    config = hf_deepspeed_config()
     if config is None or not hf_deepspeed.is_deepspeed_zero3_enabled():
         yield
         return
@@ -179,7 +177,6 @@ def sampling_model(trainer: Any) -> Iterator[Any]:
     and switches gradient checkpointing off; FSDP v1 needs ``summon_full_params`` on the wrapped model, FSDP
     v2 samples through the model's registered ``generate``. Every rank must enter it together.
     """
-    from trl.distributed import DistributedBackend
     from trl.models import unwrap_model_for_generation
 
     args = trainer.args
@@ -190,7 +187,7 @@ def sampling_model(trainer: Any) -> Iterator[Any]:
             gather_deepspeed3_params=getattr(args, "ds3_gather_for_generation", True),
             gradient_checkpointing_kwargs=getattr(args, "gradient_checkpointing_kwargs", None),
         ) as unwrapped,
-        DistributedBackend(trainer.accelerator).summon_full_params(trainer.model_wrapped, recurse=False),
+        distributed_backend(trainer.accelerator).summon_full_params(trainer.model_wrapped, recurse=False),
     ):
         yield unwrapped
 

@@ -286,7 +286,8 @@ def test_gumbel_with_lora_kl_sft_term_and_classifier(tmp_path, recipe_factory, t
         "0",
     )
     logs = json.loads((out / "trainer_state.json").read_text())["log_history"]
-    assert all(h["kl"] >= 0 and "sft/loss" in h for h in logs if "gumbel/tau" in h)
+    # KL >= 0 up to float rounding: at step 1 the LoRA policy is its reference (B = 0), KL ~ +-1e-9.
+    assert all(h["kl"] >= -1e-6 and "sft/loss" in h for h in logs if "gumbel/tau" in h)
     assert (out / "adapter_model.safetensors").is_file()
     classifier = {"kind": "classifier", "model": str(tiny_classifier_dir)}
     cli(

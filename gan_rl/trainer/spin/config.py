@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from trl import DPOConfig
 
 from gan_rl.errors import ConfigError
+from gan_rl.trainer.trl_internals import dict_fields
 
 # TRL 1.16's DPO loss types (DPOConfig.loss_type's help). Checked at construction: TRL itself only rejects
 # an unknown one at the first training step, which for SPIN comes after a whole round of sampling.
@@ -49,7 +50,7 @@ class SpinConfig(DPOConfig):
     """
 
     # chat_template_kwargs given as a JSON string (a command line) becomes a dict, as TRL's dict fields do.
-    _VALID_DICT_FIELDS = DPOConfig._VALID_DICT_FIELDS + ["chat_template_kwargs"]
+    _VALID_DICT_FIELDS = dict_fields(DPOConfig, "chat_template_kwargs")
 
     iterations: int = field(
         default=3,

@@ -65,6 +65,8 @@ from gan_rl.trainer.spin.pairs import (
     sample_rejected,
     write_pairs,
 )
+from gan_rl.trainer.trl_internals import ReferenceLogpsHookMixin
+from gan_rl.utils.library_internals import attn_implementation
 
 logger = logging.getLogger(__name__)
 
@@ -91,15 +93,14 @@ class SpinOutput:
     stopped: bool = False
 
 
-class ReferenceStoreDPOTrainer(DPOTrainer):
+class ReferenceStoreDPOTrainer(ReferenceLogpsHookMixin, DPOTrainer):
     """TRL's ``DPOTrainer`` whose precomputed reference log-probabilities of the train pairs are saved to
     ``reference_file``, and read from it instead of computed when it is there (a resumed iteration).
 
     TRL computes them in ``__init__`` with the model it is given (``ref_model=None``), before any step, and
-    caches them only in a temporary file. Overriding its ``_precompute_ref_logps`` keeps them with the run:
-    a private method, SPIN's one dependence on TRL's private API besides those in
-    :mod:`gan_rl.trainer.trl_internals`; tests/spin/test_spin.py (the resume and reference tests) fails
-    when it changes.
+    caches them only in a temporary file. A hook around that private method
+    (:class:`gan_rl.trainer.trl_internals.ReferenceLogpsHookMixin`) keeps them with the run;
+    tests/spin/test_spin.py (the resume and reference tests) fails when TRL changes it.
     """
 
     def __init__(self, *args: Any, reference_file: Path, **kwargs: Any) -> None:
@@ -107,9 +108,11 @@ class ReferenceStoreDPOTrainer(DPOTrainer):
         self.reference_reused = False  # read from reference_file, not computed
         super().__init__(*args, **kwargs)
 
-    def _precompute_ref_logps(self, dataset: Dataset, name: str, batch_size: int) -> Dataset:
+    def precomputed_reference(self, dataset: Dataset, name: str, compute: Callable[[], Dataset]) -> Dataset:
+        """The pairs with their reference log-probabilities: read from ``reference_file`` for the train
+        pairs when it holds them, else computed by TRL (``compute``) and saved there."""
         if name != "train":
-            return super()._precompute_ref_logps(dataset, name, batch_size)
+            return compute()
         if self.reference_file.is_file():
             saved = load_file(str(self.reference_file))
             if all(len(saved[c]) == len(dataset) for c in REFERENCE_COLUMNS):
@@ -122,7 +125,7 @@ class ReferenceStoreDPOTrainer(DPOTrainer):
             logger.warning(
                 "%s does not match the %d pairs: scoring them again.", self.reference_file, len(dataset)
             )
-        scored = super()._precompute_ref_logps(dataset, name, batch_size)
+        scored = compute()
         if self.accelerator.is_main_process:
             tensors = {c: torch.tensor(scored[c], dtype=torch.float32) for c in REFERENCE_COLUMNS}
             tmp = self.reference_file.with_name(self.reference_file.name + ".tmp")
@@ -160,7 +163,7 @@ class SpinTrainer:
         peft_config: Any = None,
         callbacks: list[TrainerCallback] | None = None,
     ) -> None:
-        model_id = model if isinstance(model, str) else model.config._name_or_path
+        model_id = model if isinstance(model, str) else model.config.name_or_path
         if args is None:
             args = SpinConfig(output_dir=f"{str(model_id).rstrip('/').split('/')[-1]}-SPIN")
         if not isinstance(args, SpinConfig):
@@ -391,7 +394,7 @@ class SpinTrainer:
         else:
             kwargs = {
                 "dtype": self._initial.dtype,
-                "attn_implementation": self._initial.config._attn_implementation,
+                "attn_implementation": attn_implementation(self._initial.config),
             }
         if not revision:
             kwargs.pop("revision", None)

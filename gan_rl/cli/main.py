@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from gan_rl.cli.algorithms import ALGORITHMS
-from gan_rl.cli.recipe import load_recipe
+from gan_rl.cli.recipe import Recipe, load_recipe
 from gan_rl.errors import RecipeError, TrainingError
 
 RESUME_OPTION = click.option(
@@ -85,6 +85,28 @@ def _quiet_libraries() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     warnings.filterwarnings("ignore", message=".*pin_memory.*")
+
+
+def _load(argument: str, sets: list[str]) -> tuple[Recipe, str]:
+    """The recipe a command's RECIPE argument names, with ``sets`` applied, and the file it was read from:
+    a file when one exists at that path, else a recipe shipped with gan-rl of that name (``twon``,
+    ``smollm2-twon``, ``quickstart``: :mod:`gan_rl.cli.shipped_recipes`)."""
+    from gan_rl.cli.shipped_recipes import resolve_recipe
+
+    path = resolve_recipe(argument)
+    return load_recipe(path, sets), path
+
+
+def _with_bundled_fallback(recipe: Recipe) -> Recipe:
+    """``recipe`` with its generator from a bundled GGUF copy where the hub cannot serve the model it names
+    (:func:`gan_rl.cli.models.with_bundled_fallback`), and the one line that says so, from the main process
+    only. After :func:`_quiet_libraries`: it imports transformers' side."""
+    from gan_rl.cli.models import with_bundled_fallback
+
+    recipe, line = with_bundled_fallback(recipe)
+    if line is not None and os.environ.get("RANK", "0") == "0":  # accelerate launch: every rank reads it
+        click.echo(line, err=True)
+    return recipe
 
 
 def _print_summary(summary, console) -> None:
@@ -239,8 +261,9 @@ def _train(
     with _one_line_errors(
         resume, lambda: _resume_command(algorithm, recipe_path, list(overrides), output_dir, *extra)
     ):
-        recipe = load_recipe(recipe_path, sets)
+        recipe = _load(recipe_path, sets)[0]
         _quiet_libraries()
+        recipe = _with_bundled_fallback(recipe)
         from gan_rl.cli.train import run
 
         summary = run(
@@ -282,7 +305,10 @@ def _train_command(algorithm: str, doc: str, name: str | None = None):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="gan-rl")
 def main() -> None:
-    """Adversarial RL for LLMs: a discriminator's judgement is the reward for TRL's trainers."""
+    """Adversarial RL for LLMs: a discriminator's judgement is the reward for TRL's trainers.
+
+    RECIPE: a YAML file, or the name of a recipe shipped with gan-rl (quickstart, twon, smollm2-twon).
+    """
     _silence_library_noise()  # first: every command imports the libraries that print it
 
 
@@ -306,8 +332,9 @@ def sft(recipe: str, overrides: tuple[str, ...], output_dir: str | None, resume,
 
     sets = list(overrides) + ([f"sft.output_dir={output_dir}"] if output_dir else [])
     with _one_line_errors(resume, lambda: _resume_command("sft", recipe, list(overrides), output_dir)):
-        parsed = load_recipe(recipe, sets)
+        parsed = _load(recipe, sets)[0]
         _quiet_libraries()
+        parsed = _with_bundled_fallback(parsed)
         from gan_rl.cli.sft import run_sft
         from gan_rl.trainer.callback import PolicyGuard
 
@@ -347,8 +374,9 @@ def spin(recipe: str, overrides: tuple[str, ...], output_dir: str | None, resume
 
     sets = list(overrides) + ([f"spin.output_dir={output_dir}"] if output_dir else [])
     with _one_line_errors(resume, lambda: _resume_command("spin", recipe, list(overrides), output_dir)):
-        parsed = load_recipe(recipe, sets)
+        parsed = _load(recipe, sets)[0]
         _quiet_libraries()
+        parsed = _with_bundled_fallback(parsed)
         from gan_rl.cli.spin import run_spin
         from gan_rl.trainer.callback import PolicyGuard
 
@@ -397,7 +425,7 @@ def generate(
     """Sample one response per held-out prompt (data.test) with the settings of 'evaluate:' into JSONL
     (one row per prompt and temperature)."""
     with _one_line_errors():
-        parsed = load_recipe(recipe, [*overrides, *_temperature_override(temperature)])
+        parsed = _load(recipe, [*overrides, *_temperature_override(temperature)])[0]
         _quiet_libraries()
         from gan_rl.cli.evaluate import generate as run_generate
 
@@ -431,7 +459,7 @@ def evaluate(
     test, MAUVE and Fréchet distance of sentence embeddings, diversity, length, and an optional domain
     judge; with several temperatures, each model's quality-diversity curve."""
     with _one_line_errors():
-        parsed = load_recipe(recipe, [*overrides, *_temperature_override(temperature)])
+        parsed = _load(recipe, [*overrides, *_temperature_override(temperature)])[0]
         _quiet_libraries()
         from gan_rl.cli.evaluate import REPORT_FILE
         from gan_rl.cli.evaluate import evaluate as run_evaluate
@@ -476,8 +504,9 @@ def check(recipe: str, overrides: tuple[str, ...], algorithm: str) -> None:
     """Validate RECIPE (sections, TRL config, checkpoint paths, data files and columns) without loading a
     model."""
     with _one_line_errors():
-        parsed = load_recipe(recipe, list(overrides))
+        parsed, path = _load(recipe, list(overrides))
         _quiet_libraries()
+        parsed = _with_bundled_fallback(parsed)  # the line that says so, and the copy's checks below
         from gan_rl.cli.data import load_raw_splits
         from gan_rl.cli.evaluate import load_contrast
         from gan_rl.cli.models import generator_checkpoint, preflight_checkpoints
@@ -520,7 +549,7 @@ def check(recipe: str, overrides: tuple[str, ...], algorithm: str) -> None:
                 if source is not None:
                     splits[f"contrast {name}"] = load_contrast(parsed, name, source)
     rows = ", ".join(f"{name}: {len(ds)} rows" for name, ds in splits.items())
-    click.echo(f"{Path(recipe)}: valid for {algorithm} ({rows}).")
+    click.echo(f"{Path(path)}: valid for {algorithm} ({rows}).")
 
 
 if __name__ == "__main__":

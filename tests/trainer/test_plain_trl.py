@@ -3,6 +3,7 @@ by an :class:`gan_rl.Adversary` (the Python API of docs/python-api.md, with no r
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -259,5 +260,63 @@ def test_the_docs_example_runs_as_written(tmp_path, tiny_model_dir):
 
     example = runpy.run_path(str(ROOT / "examples" / "plain_trl.py"), run_name="example")
     out = tmp_path / "out"
-    example["main"]([str(tiny_model_dir), "--max-steps", "2", "--output-dir", str(out)])
+    data = tmp_path / "posts.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in quickstart_texts(64)))
+    columns = ["--prompt-column", "topic", "--response-column", "post"]
+    example["main"](
+        [str(tiny_model_dir), "--data", str(data), *columns, "--max-steps", "2", "--output-dir", str(out)]
+    )
     assert (out / "model.safetensors").is_file()
+
+
+def owning_trainer(tmp_path, tiny_model_dir, trainer_class, **kwargs):
+    """The trainer that builds its own adversary (issue 29): a model id (here a local folder) and a
+    DiscriminatorConfig, as TRL's trainers take a model id and a config."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import GRPOConfig, RLOOConfig
+
+    from gan_rl import AdversarialGRPOTrainer, DiscriminatorConfig, adversarial_dataset
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    train = adversarial_dataset(
+        Dataset.from_list(quickstart_texts(64)), tokenizer, prompt_column="topic", response_column="post"
+    )
+    config_class = GRPOConfig if trainer_class is AdversarialGRPOTrainer else RLOOConfig
+    args = config_class(output_dir=str(tmp_path / "out"), max_steps=2, save_steps=2, **TRAINER_ARGS)
+    return trainer_class(
+        model=str(tiny_model_dir),
+        args=args,
+        train_dataset=train,
+        discriminator=DiscriminatorConfig(**SMALL_HEAD),
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("name", ["AdversarialGRPOTrainer", "AdversarialRLOOTrainer"])
+def test_the_trainer_owns_its_adversary(tmp_path, tiny_model_dir, name):
+    """From a model id and a DiscriminatorConfig the trainer loads the model and tokenizer, builds the
+    adversary, puts its reward first and its callback among the callbacks, attaches it, and trains: the
+    discriminator warms up and trains, its statistics and the SFT term reach the logs, checkpoints hold it."""
+    import gan_rl
+
+    torch.manual_seed(0)
+    trainer = owning_trainer(tmp_path, tiny_model_dir, getattr(gan_rl, name), sft_loss_coef=0.5)
+    adversary = trainer.adversary
+    assert trainer.reward_funcs[0] is adversary.reward
+    assert adversary.callback in trainer.callback_handler.callbacks
+    assert adversary.trainer is trainer and adversary.attach(trainer) is adversary  # attached once
+    before = adversary.disc_trainer.fingerprint()
+    trainer.train()
+    assert adversary.callback.warmup_stats
+    assert adversary.disc_trainer.fingerprint() != before
+    assert len(logged(trainer, "disc/loss")) == 2
+    assert all(v > 0 for v in logged(trainer, "sft/loss"))
+    assert (tmp_path / "out" / "checkpoint-2" / "discriminator" / "model.safetensors").is_file()
+
+
+def test_the_owning_trainer_refuses_two_adversaries(tmp_path, tiny_model_dir):
+    from gan_rl import AdversarialGRPOTrainer
+
+    with pytest.raises(ValueError, match="pass discriminator= .* or adversary=, not both"):
+        owning_trainer(tmp_path, tiny_model_dir, AdversarialGRPOTrainer, adversary=object())

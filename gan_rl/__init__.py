@@ -11,6 +11,8 @@ torch nor TRL::
 
     from gan_rl import Adversary, AdversarialGRPOTrainer, DiscriminatorConfig, adversarial_dataset
 
+The command line's own objects (recipes, ``run``) live in ``gan_rl.cli``, not here.
+
 Layers, each importing only those below it: ``cli`` (recipes, commands) -> ``trainer`` / ``gumbel`` /
 ``eval`` -> ``discriminator`` -> ``utils`` / ``types`` / ``errors``.
 """
@@ -40,9 +42,6 @@ _EXPORTS: dict[str, str] = {
     "Pair": "gan_rl.types",
     "TrainingError": "gan_rl.errors",
     "RecipeError": "gan_rl.errors",
-    "Recipe": "gan_rl.cli.recipe",
-    "load_recipe": "gan_rl.cli.recipe",
-    "run": "gan_rl.cli.train",
 }
 
 __all__ = [
@@ -54,7 +53,6 @@ __all__ = [
     "GumbelTrainer",
     "Pair",
     "RealResponseLoss",
-    "Recipe",
     "RecipeError",
     "RewardConfig",
     "SampleSelectionCallback",
@@ -64,13 +62,9 @@ __all__ = [
     "TrainingError",
     "__version__",
     "adversarial_dataset",
-    "load_recipe",
-    "run",
 ]
 
 if TYPE_CHECKING:
-    from gan_rl.cli.recipe import Recipe, load_recipe
-    from gan_rl.cli.train import run
     from gan_rl.discriminator.config import DiscriminatorConfig, RewardConfig
     from gan_rl.errors import RecipeError, TrainingError
     from gan_rl.eval.sample_selection import SampleSelectionCallback

@@ -13,9 +13,8 @@ class SideJudge:
     1-2-grams, balanced sides.
 
     Why this shape: on TWON left/right the n-grams (party names, slogans, hashtags) separate the sides
-    better than sentence embeddings, and rows matter most. Held-out accuracy on real posts: sentence
-    embeddings + 4,096 n-grams from 1,200 rows per side 0.672; n-grams alone from 1,200 rows 0.685, from
-    4,000 0.726, from all 14,250 0.787 (``benchmarks/results/judge_strength.md``).
+    better than sentence embeddings, and the number of rows matters most (held-out accuracies of each
+    variant: ``benchmarks/results/judge_strength.md``).
     """
 
     def __init__(self, target: list[str], contrast: list[str], seed: int) -> None:

@@ -374,59 +374,6 @@ def ngram_features(
     return dense[: len(texts_a)], dense[len(texts_a) :]
 
 
-class DomainJudge:
-    """Tells two real distributions apart (e.g. TWON right-camp vs left-camp posts); trained on real
-    data only, then reports how far generations sit toward the target side.
-
-    The judge never sees generated text while fitting, so a generator cannot have learned to fool it;
-    check :meth:`accuracy` on held-out real rows first: a judge near 0.5 there says nothing.
-    """
-
-    def __init__(self, seed: int = 0, C: float = 1.0) -> None:
-        self.seed = seed
-        self.C = C
-        self._model = None
-
-    def fit(self, target: np.ndarray, contrast: np.ndarray) -> DomainJudge:
-        """Logistic regression on standardised features: target side = 1, contrast side = 0 (balanced)."""
-        target, contrast = _as_rows("DomainJudge.fit", target, contrast)
-        if min(len(target), len(contrast)) < 1:
-            raise ValueError(
-                f"DomainJudge.fit: need rows on both sides, got {len(target)} and {len(contrast)}"
-            )
-        target, contrast = _balanced(target, contrast, np.random.default_rng(self.seed))
-        features = np.concatenate([target, contrast])
-        labels = np.concatenate([np.ones(len(target), dtype=int), np.zeros(len(contrast), dtype=int)])
-        self._model = _classifier(self.seed, self.C).fit(features, labels)
-        return self
-
-    def _fitted(self):
-        if self._model is None:
-            raise RuntimeError("DomainJudge: call fit() first")
-        return self._model
-
-    def prob_target(self, features: np.ndarray) -> np.ndarray:
-        """P(target side) for each row of ``features``."""
-        model = self._fitted()
-        (features,) = _as_rows("DomainJudge.prob_target", features)
-        return model.predict_proba(features)[:, 1]
-
-    def accuracy(self, target: np.ndarray, contrast: np.ndarray) -> float:
-        """Accuracy on real rows of both sides (pass held-out ones): the judge's own validity check.
-
-        The mean of the two per-side accuracies, so 0.5 is chance even when the sides differ in size.
-        """
-        model = self._fitted()
-        target, contrast = _as_rows("DomainJudge.accuracy", target, contrast)
-        if min(len(target), len(contrast)) < 1:
-            raise ValueError(
-                f"DomainJudge.accuracy: need rows on both sides, got {len(target)} and {len(contrast)}"
-            )
-        hit_target = (model.predict(target) == 1).mean()
-        hit_contrast = (model.predict(contrast) == 0).mean()
-        return float((hit_target + hit_contrast) / 2)
-
-
 def judge_shift(p_generated: float, p_target_real: float, p_contrast_real: float) -> float:
     """Where the generations sit between the contrast side (0) and the target side (1).
 

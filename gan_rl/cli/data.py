@@ -1,5 +1,9 @@
 """Loading prompt/response data and shaping it for TRL.
 
+A split's source is a local file (``path``), an http(s) URL downloaded once into a cache (``url``, or a
+``path`` that is a URL; a local ``path`` that exists wins over its ``url``), a hub dataset (``hub``) or a
+synthetic set; a downloaded file goes through the same checks as a local one.
+
 Every split ends up with three columns: ``prompt`` (what the generator sees: chat messages for chat
 models, plain text otherwise), ``prompt_text`` (the raw prompt) and ``real_response``. TRL passes the
 last two to reward functions as keyword arguments, which is how the discriminator reward sees the real
@@ -10,11 +14,14 @@ from __future__ import annotations
 
 import codecs
 import json
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, load_dataset
 
+from gan_rl.cli.downloads import DownloadError, cached_path, fetch, is_url, url_file_name
 from gan_rl.cli.recipe import DataSettings, DataSource, Recipe
 from gan_rl.cli.synthetic import SYNTHETIC
 from gan_rl.errors import RecipeError
@@ -26,43 +33,133 @@ FILE_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv
 TEXT_BUILDERS = ("json", "csv")
 UTF8_CHUNK = 1 << 20
 
+logger = logging.getLogger(__name__)
+
 
 def load_source(source: DataSource, recipe: Recipe, where: str) -> Dataset:
-    """Read one split from a local file, the hub, or a synthetic generator."""
+    """Read one split from a local file, a file downloaded from a URL, the hub, or a synthetic generator."""
     if source.synthetic is not None:
         return Dataset.from_list(SYNTHETIC[source.synthetic](source.rows, source.seed))
-    if source.path is not None:
-        path = recipe.resolve_path(source.path)
-        builder = FILE_BUILDERS.get(path.suffix.lower())
-        if builder is None:
-            raise RecipeError(
-                f"{where}.path: unsupported file type '{path.suffix}' ({path}); "
-                f"valid: {', '.join(FILE_BUILDERS)}."
-            )
-        if not path.is_file():
-            raise RecipeError(f"{where}.path: file not found: {path}")
-        if is_blank_file(path):
-            raise RecipeError(f"{where}.path: {path} is empty (0 rows).")
-        if builder in TEXT_BUILDERS:  # pyarrow reads it, and fails at the first row used, naming no row
-            problem = utf8_problem(path)
-            if problem is not None:
-                raise RecipeError(f"{where}.path: {problem}; save the file as UTF-8.")
+    if source.path is not None or source.url is not None:
+        file = source_file(source, recipe, where)
         try:
-            return load_dataset(builder, data_files=str(path), split="train")
-        except Exception as exc:  # noqa: BLE001 - any parse failure is the file's fault
-            if "corresponds to no data" in str(exc):  # a file with a header and no rows
-                raise RecipeError(f"{where}: the dataset is empty ({path}).") from None
-            problem = json_problem(path) if builder == "json" else None
-            if problem is not None:
-                raise RecipeError(f"{where}.path: {problem}.") from None
-            reason = str(exc) or type(exc).__name__
-            raise RecipeError(f"{where}.path: cannot read {path} as {builder}: {reason}") from None
+            return load_file(file.path, f"{where}.{file.field}", where)
+        except RecipeError as exc:
+            if file.url is None:
+                raise
+            if file.downloaded:  # a bad download is not kept: the next run fetches it again
+                file.path.unlink(missing_ok=True)
+                note = "removed from the download cache; the next run downloads it again"
+            else:
+                note = "a cached copy; delete it to download again"
+            raise RecipeError(f"{exc} (downloaded from {file.url}: {note})") from None
     try:
         return load_dataset(source.hub, source.config, split=source.split)
     except Exception as exc:  # noqa: BLE001 - network, missing dataset or split
         raise RecipeError(
             f"{where}.hub: cannot load {source.hub!r} (split {source.split!r}): {exc}"
         ) from None
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """The local file a ``path`` / ``url`` source is read from, and how it got there."""
+
+    path: Path
+    # The recipe field that named it (``path`` or ``url``), for messages.
+    field: str
+    # The URL it was downloaded from (a copy in the download cache), else None (the user's own file).
+    url: str | None = None
+    # Downloaded by this call (not found in the cache).
+    downloaded: bool = False
+
+
+def source_url(source: DataSource) -> str | None:
+    """The http(s) URL a source falls back on: ``url``, or a ``path`` that is itself a URL."""
+    if source.url is not None:
+        return source.url.strip()
+    if source.path is not None and is_url(source.path):
+        return source.path.strip()
+    return None
+
+
+def local_path(source: DataSource, recipe: Recipe) -> Path | None:
+    """The source's local file (``path``, relative to the recipe), or None when ``path`` is absent or a URL."""
+    if source.path is None or is_url(source.path):
+        return None
+    return recipe.resolve_path(source.path)
+
+
+def source_file(source: DataSource, recipe: Recipe, where: str) -> SourceFile:
+    """The file to read for a ``path`` / ``url`` source: the local ``path`` when that file exists (a local
+    copy always wins), else the download of the URL (fetched once into the cache, see
+    :mod:`gan_rl.cli.downloads`). Without either: one error naming the local path, the URL, why the
+    download failed and where a copy would be found."""
+    local = local_path(source, recipe)
+    url = source_url(source)
+    if local is not None:
+        check_file_type(local.suffix, f"{where}.path", str(local))
+        if local.is_file():
+            return SourceFile(local, "path")
+        if url is None:
+            raise RecipeError(f"{where}.path: file not found: {local}")
+    assert url is not None  # parse_recipe: a path / url source names at least one of them
+    field = "url" if source.url is not None else "path"
+    check_file_type(Path(url_file_name(url)).suffix, f"{where}.{field}", url)
+    try:
+        path, downloaded = fetch(url)
+    except DownloadError as exc:
+        if local is not None:
+            raise RecipeError(
+                f"{where}: file not found locally at {local} ({where}.path) and the download from {url} "
+                f"({where}.url) failed: {exc}; put a copy at {local}."
+            ) from None
+        raise RecipeError(
+            f"{where}.{field}: cannot download {url}: {exc}; put a copy at {cached_path(url)} "
+            f"or point {where}.path at a local copy."
+        ) from None
+    if downloaded:
+        logger.info(
+            "%s: downloaded %s (%.1f MB) into %s; later runs read this copy.",
+            where,
+            url,
+            path.stat().st_size / 1e6,
+            path,
+        )
+    return SourceFile(path, field, url, downloaded)
+
+
+def check_file_type(suffix: str, field: str, name: str) -> str:
+    """The ``datasets`` builder for a file suffix, or the error naming ``field`` and the valid types."""
+    builder = FILE_BUILDERS.get(suffix.lower())
+    if builder is None:
+        raise RecipeError(
+            f"{field}: unsupported file type '{suffix}' ({name}); valid: {', '.join(FILE_BUILDERS)}."
+        )
+    return builder
+
+
+def load_file(path: Path, field: str, where: str) -> Dataset:
+    """A local data file, checked first (empty, not UTF-8, a JSON line that does not parse) so that a
+    bad file is one line naming the file and the line, not a library traceback. ``field`` is the recipe
+    field that named the file (``data.train.path``), ``where`` its source (``data.train``)."""
+    builder = check_file_type(path.suffix, field, str(path))
+    if is_blank_file(path):
+        raise RecipeError(f"{field}: {path} is empty (0 rows).")
+    if builder in TEXT_BUILDERS:  # pyarrow reads it, and fails at the first row used, naming no row
+        problem = utf8_problem(path)
+        if problem is not None:
+            raise RecipeError(f"{field}: {problem}; save the file as UTF-8.")
+    try:
+        return load_dataset(builder, data_files=str(path), split="train")
+    except Exception as exc:  # noqa: BLE001 - any parse failure is the file's fault
+        if "corresponds to no data" in str(exc):  # a file with a header and no rows
+            raise RecipeError(f"{where}: the dataset is empty ({path}).") from None
+        problem = json_problem(path) if builder == "json" else None
+        if problem is not None:
+            raise RecipeError(f"{field}: {problem}.") from None
+        reason = str(exc) or type(exc).__name__
+        raise RecipeError(f"{field}: cannot read {path} as {builder}: {reason}") from None
 
 
 def is_blank_file(path: Path) -> bool:
@@ -217,9 +314,14 @@ def carve_validation(ds: Dataset, fraction: float, seed: int) -> tuple[Dataset, 
 
 
 def source_name(source: DataSource, recipe: Recipe) -> str:
-    """The file, hub dataset or synthetic set a split comes from, for messages."""
-    if source.path is not None:
-        return str(recipe.resolve_path(source.path))
+    """The file, hub dataset or synthetic set a split comes from, for messages (a downloaded file: its
+    cached copy and the URL)."""
+    local = local_path(source, recipe)
+    url = source_url(source)
+    if local is not None and (url is None or local.is_file()):
+        return str(local)
+    if url is not None:
+        return f"{cached_path(url)} (downloaded from {url})"
     if source.hub is not None:
         return f"hub dataset {source.hub!r} (split {source.split!r})"
     return f"synthetic {source.synthetic!r}"

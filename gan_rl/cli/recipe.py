@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import yaml
 
+from gan_rl.cli.downloads import is_url
 from gan_rl.discriminator.config import DiscriminatorConfig
 from gan_rl.errors import ConfigError, RecipeError
 from gan_rl.eval.selection_config import SampleSelectionConfig
@@ -79,15 +80,27 @@ class ModelSettings(CheckedConfig):
 
 @dataclass
 class DataSource(CheckedConfig):
-    """Where a split comes from: a local file, a hub dataset, or a dataset gan-rl generates."""
+    """Where a split comes from: a local file, a file on the web, a hub dataset, or a dataset gan-rl
+    generates.
+
+    ``path`` is a local file (relative to the recipe) or an http(s) URL; ``url`` is where the file is
+    published, downloaded once into gan-rl's cache (:mod:`gan_rl.cli.downloads`) when ``path`` is not given
+    or names no file: a recipe can name both, so a local copy wins and a fresh machine still runs it.
+    """
 
     path: str | None = None
+    url: str | None = None
     hub: str | None = None
     split: str = "train"
     config: str | None = None
     synthetic: Literal["quickstart", "polarity-positive", "polarity-negative", "polarity-mixed"] | None = None
     rows: int = 512
     seed: int = 0
+
+    def validate(self) -> None:
+        super().validate()
+        if self.url is not None and not is_url(self.url):
+            raise ValueError(f"url: expected an http:// or https:// URL, got {self.url!r}.")
 
 
 @dataclass
@@ -366,11 +379,15 @@ def _check_model(model: ModelSettings) -> None:
 
 
 def _check_source(src: DataSource, where: str) -> None:
-    given = [k for k in ("path", "hub", "synthetic") if getattr(src, k) is not None]
-    if len(given) != 1:
+    """One kind of source: a file (``path`` and / or ``url``), ``hub`` or ``synthetic``."""
+    given = [k for k in ("path", "url", "hub", "synthetic") if getattr(src, k) is not None]
+    kinds = {"url": "path"}  # path + url: one file, its local copy and where it is published
+    if len({kinds.get(k, k) for k in given}) != 1:
         raise RecipeError(
-            f"{where}: give exactly one of 'path', 'hub' or 'synthetic' (got {given or 'none'})."
+            f"{where}: give exactly one of 'path' (and / or 'url'), 'hub' or 'synthetic' (got {given or 'none'})."
         )
+    if src.path is not None and src.url is not None and is_url(src.path):
+        raise RecipeError(f"{where}.path: a URL, and 'url' is given too; give the local file as 'path'.")
 
 
 def parse_recipe(raw: Any, base_dir: Path | str = ".") -> Recipe:

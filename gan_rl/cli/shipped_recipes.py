@@ -23,9 +23,7 @@ def shipped_dir() -> Path | None:
     without ``__init__.py`` inside a package, or a checkout on ``sys.path``); None without either."""
     spec = importlib.util.find_spec(PACKAGE)
     folders = [Path(p) for p in (spec.submodule_search_locations or [])] if spec is not None else []
-    import gan_rl
-
-    folders.append(Path(gan_rl.__file__).resolve().parent.parent / "recipes")
+    folders.append(Path(__file__).resolve().parents[2] / "recipes")  # gan_rl/cli/ -> the checkout
     return next((f for f in folders if f.is_dir() and any(f.glob("*.yaml"))), None)
 
 

@@ -9,7 +9,8 @@ script measures the spread instead: each case of the test, with the same recipes
 starting generator's initialisation and SFT data order, the policy's and the discriminator's seeds) and
 torch thread counts, so that every threshold in the test sits below the worst run measured here, with a
 margin. A new CPU is one more draw from the same spread. The ``quickstart`` case does the same for
-``tests/cli/test_end_to_end.py::test_quickstart_recipe_runs`` (1200 steps of ``recipes/quickstart.yaml``).
+``tests/cli/test_end_to_end.py::test_random_init_recipe_runs`` (1200 steps of
+``tests/recipes/random-init.yaml``, the quickstart recipe until issue 28).
 
     python benchmarks/controlled_seeds.py                       # seeds 0-3, 2 threads, native and AVX2 kernels
     python benchmarks/controlled_seeds.py --seeds 1 2 --threads 1 2 --cases gumbel-st
@@ -130,13 +131,15 @@ def one_run(case: str, seed: int, threads: int, isa: str, work: Path) -> dict:
 
 
 def quickstart_run(seed: int, threads: int, isa: str, work: Path) -> dict:
-    """``recipes/quickstart.yaml`` (tests/cli/test_end_to_end.py::test_quickstart_recipe_runs) with ``seed`` as
-    the generator's initialisation and the policy's and discriminator's seed: the word distance to the real
-    posts and the final discriminator's P(real) for held-out samples, before and after."""
+    """``tests/recipes/random-init.yaml`` (tests/cli/test_end_to_end.py::test_random_init_recipe_runs)
+    with ``seed`` as the generator's initialisation and the policy's and discriminator's seed: the word
+    distance to the real posts and the final discriminator's P(real) for held-out samples, before and
+    after."""
     name = f"quickstart-s{seed}-t{threads}-{isa}"
     sets = [f"model.init_seed={seed}", f"trainer.seed={seed}", f"discriminator.seed={seed}"]
     start = time.time()
-    args = ["ppo", str(REPO / "recipes" / "quickstart.yaml"), "--output-dir", str(work / name), "--overwrite"]
+    recipe = REPO / "tests" / "recipes" / "random-init.yaml"
+    args = ["ppo", str(recipe), "--output-dir", str(work / name), "--overwrite"]
     gan_rl([*args, *[x for s in sets for x in ("--set", s)]], threads, work / "logs" / f"{name}.log", isa)
     summary = json.loads((work / name / "run_summary.json").read_text())
     return {

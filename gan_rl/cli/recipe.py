@@ -76,6 +76,9 @@ class ModelSettings(CheckedConfig):
     # ``sft``: ``ppo``/``reinforce`` start from the result of ``gan-rl sft`` on the same recipe (run first
     # when it is not there yet), which is then also the KL reference and the head's frozen encoder.
     warm_start: Literal["none", "sft"] = "none"
+    # The warm start's own training data (a source, as ``data.train`` is), when it should differ from the
+    # adversarial run's: e.g. SFT on mixed data, then the adversarial run on one side of it. None: data.train.
+    warm_start_data: DataSource | None = None
 
 
 @dataclass
@@ -376,6 +379,13 @@ def _check_model(model: ModelSettings) -> None:
         raise RecipeError(
             "model.quantization: quantized weights cannot be trained directly; add a 'lora' section (QLoRA)."
         )
+    if model.warm_start_data is not None:
+        if model.warm_start != "sft":
+            raise RecipeError(
+                "model.warm_start_data: the data of the SFT warm start; set 'warm_start: sft' as well, "
+                "or drop it."
+            )
+        _check_source(model.warm_start_data, "model.warm_start_data")
 
 
 def _check_source(src: DataSource, where: str) -> None:
@@ -478,6 +488,7 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
 
 
 DATA_SOURCE_KEYS = (
+    ["model", "warm_start_data"],
     ["data", "train"],
     ["data", "test"],
     ["data", "validation"],

@@ -7,6 +7,8 @@ live here, the third in :mod:`gan_rl.trainer.sft_term`:
   prompt -> response data (prompt-completion format, loss on the response only).
 * ``model.warm_start: sft`` makes ``ppo``/``reinforce`` start from that result: the adversarial game then
   refines a generator that already writes in the right shape, and the KL penalty anchors it there.
+  ``model.warm_start_data`` gives the warm start data of its own (the quickstart: posts of both
+  polarities, then an adversarial run on positive ones).
 * ``sft_loss.coef`` > 0 adds the NLL of a batch of real pairs to every policy loss (InstructGPT's
   pretraining mix), so the text cannot drift into whatever fools the discriminator while the reward rises.
 """
@@ -26,7 +28,7 @@ import yaml
 from datasets import Dataset
 from transformers import EarlyStoppingCallback
 
-from gan_rl.cli.data import format_prompt
+from gan_rl.cli.data import check_columns, format_prompt, load_source
 from gan_rl.cli.models import generator_checkpoint, load_generator, preflight_checkpoints
 from gan_rl.cli.outputs import RECIPE_FILE, is_finished
 from gan_rl.cli.preemption import Preempted, PreemptionCallback
@@ -206,6 +208,8 @@ def warm_start(recipe: Recipe) -> Recipe:
     """
     if recipe.model.warm_start != "sft":
         return recipe
+    adversarial = recipe
+    recipe = warm_start_recipe(recipe)  # the SFT run's recipe: its own data when model.warm_start_data
     out = Path(sft_output_dir(recipe))
     if is_finished(out):
         check_same_sft_recipe(out, recipe)
@@ -215,8 +219,9 @@ def warm_start(recipe: Recipe) -> Recipe:
 
         resume = "latest" if out.is_dir() and get_last_checkpoint(str(out)) is not None else None
         # The adversarial run's checkpoints (discriminator.model / encoder) resolve now, not after SFT,
-        # and before anything is logged (bad input is one line).
-        preflight_checkpoints(recipe, out)
+        # and before anything is logged (bad input is one line); so does the warm start's own data.
+        preflight_checkpoints(adversarial, out)
+        check_warm_start_data(adversarial)
         logger.info("model.warm_start: running SFT into %s first.", out)
         from gan_rl.trainer.callback import PolicyGuard
 
@@ -227,15 +232,42 @@ def warm_start(recipe: Recipe) -> Recipe:
             stop.warm_start = True
             raise
     model = dataclasses.replace(
-        recipe.model,
+        adversarial.model,
         name_or_path=str(out.resolve()),
         gguf_file=None,
         init_config=None,
         tokenizer=None,
         word_tokenizer_from_data=False,
         warm_start="none",
+        warm_start_data=None,
     )
-    return dataclasses.replace(recipe, model=model)
+    return dataclasses.replace(adversarial, model=model)
+
+
+def warm_start_recipe(recipe: Recipe) -> Recipe:
+    """The recipe the warm start's SFT runs: ``recipe`` itself, or with ``model.warm_start_data`` as its
+    training source.
+
+    Only ``data.train`` is replaced: the columns, the prompt format, ``data.test`` and a validation split
+    stay the recipe's, so the warm start writes in the shape the adversarial run reads. Its
+    ``recipe.yaml`` then names the data it trained on, which is what :func:`check_same_sft_recipe`
+    compares before reusing it.
+    """
+    source = recipe.model.warm_start_data
+    if source is None:
+        return recipe
+    return dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, train=source))
+
+
+def check_warm_start_data(recipe: Recipe) -> None:
+    """``model.warm_start_data`` can be read and has the recipe's columns: a :class:`RecipeError` naming
+    that field, before SFT starts (loaded as ``data.train``, a problem would be named after that field).
+    The loaders cache what they read, so the SFT run's own load costs little more."""
+    source = recipe.model.warm_start_data
+    if source is None:
+        return
+    ds = load_source(source, recipe, "model.warm_start_data")
+    check_columns(ds, recipe.data, "model.warm_start_data")
 
 
 def check_same_sft_recipe(out: Path, recipe: Recipe) -> None:
@@ -247,9 +279,12 @@ def check_same_sft_recipe(out: Path, recipe: Recipe) -> None:
     current = recipe.to_dict()
     for sections in (saved, current):  # whether the recipe asks for the warm start changes no weights
         if isinstance(sections.get("model"), dict):
-            # nor the dtype it trained in (``auto`` resolves per machine; the weights are what they are)
+            # nor the dtype it trained in (``auto`` resolves per machine; the weights are what they are);
+            # the warm start's own data is compared where it went, as the data section's train source
             sections["model"] = {
-                k: v for k, v in sections["model"].items() if k not in ("warm_start", "dtype")
+                k: v
+                for k, v in sections["model"].items()
+                if k not in ("warm_start", "warm_start_data", "dtype")
             }
     changed = [name for name in ("model", "data", "sft") if saved.get(name) != current[name]]
     if changed:

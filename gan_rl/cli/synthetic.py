@@ -3,11 +3,20 @@
 ``quickstart``: topic -> post pairs in the shape of the TWON data (a short topic description, a short
 post about it). Real posts come from a small grammar, so a tiny generator trained for a few minutes can
 move measurably toward them, and the real distribution is easy to inspect.
+
+``polarity-*``: the controlled task (below), which ``recipes/quickstart.yaml`` demonstrates.
+
+Each dataset may declare a named :class:`Property` of a response (``positive``: its adjectives are all
+positive). Training never reads it; a run on such a dataset reports the share of its samples that have
+it, before and after training and in the real responses (:class:`gan_rl.cli.train.PropertyProbe`), so
+that what the discriminator discovered on its own can be checked from outside.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from dataclasses import dataclass
 
 PLACES = ["berlin", "paris", "texas", "ohio", "london", "rome", "tokyo", "oslo"]
 WHEN = ["this morning", "tonight", "last week", "on monday", "all year"]
@@ -71,9 +80,50 @@ def polarity_of(text: str) -> str | None:
     return "positive" if pos and not neg else "negative" if neg and not pos else None
 
 
-SYNTHETIC = {
+@dataclass(frozen=True)
+class Property:
+    """A named property of a response that a synthetic dataset's own grammar decides (``name``: what a
+    response that has it is called, ``positive``; ``holds``: whether one text has it). For reporting only:
+    no part of training sees it."""
+
+    name: str
+    holds: Callable[[str], bool]
+    description: str
+
+
+def _all_of(words: list[str], others: list[str]) -> Callable[[str], bool]:
+    """Whether a text uses adjectives of ``words`` and none of ``others``."""
+    chosen, rejected = frozenset(words), frozenset(others)
+
+    def holds(text: str) -> bool:
+        used = set(text.lower().split())
+        return bool(used & chosen) and not used & rejected
+
+    return holds
+
+
+POSITIVE_POST = Property(
+    "positive",
+    _all_of(POSITIVE, NEGATIVE),
+    "posts whose adjectives are all positive (the polarity task's grammar)",
+)
+POSITIVE_FEELING = Property(
+    "positive",
+    _all_of(FEELINGS["good"], FEELINGS["bad"]),
+    "posts whose feeling words are all good ones (the quickstart grammar's)",
+)
+
+SYNTHETIC: dict[str, Callable[..., list[dict[str, str]]]] = {
     "quickstart": quickstart_rows,
     "polarity-positive": lambda rows, seed=0: polarity_rows("positive", rows, seed),
     "polarity-negative": lambda rows, seed=0: polarity_rows("negative", rows, seed),
     "polarity-mixed": lambda rows, seed=0: polarity_rows("mixed", rows, seed),
+}
+
+# The property each synthetic dataset declares (see :class:`Property`); every one of them has one.
+PROPERTIES: dict[str, Property] = {
+    "quickstart": POSITIVE_FEELING,
+    "polarity-positive": POSITIVE_POST,
+    "polarity-negative": POSITIVE_POST,
+    "polarity-mixed": POSITIVE_POST,
 }

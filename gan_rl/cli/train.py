@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import click
 import torch
 from accelerate import PartialState
 from datasets import Dataset
@@ -29,6 +30,7 @@ from gan_rl.cli.recipe import ModelSettings, Recipe, SFTLossSettings
 from gan_rl.cli.runs import open_run, prepare_run, save_trainer, write_summary
 from gan_rl.cli.selection import finish_selection, selection_callback
 from gan_rl.cli.sft import warm_start
+from gan_rl.cli.synthetic import PROPERTIES, Property
 from gan_rl.cli.trl_config import build_trainer_config, check_train_rows, with_resolved_dtype
 from gan_rl.discriminator.base import Discriminator
 from gan_rl.eval.metrics import word_distance
@@ -69,6 +71,10 @@ class RunSummary:
     distance_after: float | None = None
     judge_before: float | None = None
     judge_after: float | None = None
+    # When data.train is a synthetic dataset that declares a property (gan_rl.cli.synthetic.Property): its
+    # name and description, and the share of samples that have it before and after training, and of the real
+    # responses, over ``prompts`` held-out prompts (:class:`PropertyProbe`). None otherwise.
+    data_property: dict[str, Any] | None = None
     # On resume: the checkpoint the discriminator came from and the fingerprint of the restored weights.
     restored: dict[str, str] = field(default_factory=dict)
     plots: list[str] = field(default_factory=list)
@@ -93,7 +99,11 @@ def run(
     callbacks: list[Any] | None = None,
     fresh_discriminator: bool = False,
 ) -> RunSummary:
-    """Train a generator adversarially with ``algorithm`` (``ppo`` or ``reinforce``).
+    """Train a generator adversarially with ``algorithm`` (``ppo``, ``reinforce`` or ``gumbel``).
+
+    ``num_samples``: held-out prompts sampled before and after training for the summary; when the data
+    declares a property (:class:`PropertyProbe`), its share is measured on up to ``PROPERTY_PROMPTS`` of
+    them and printed (0: no samples, no share).
 
     ``fresh_discriminator``: resume from a checkpoint without a discriminator, warming up a new one (else
     such a checkpoint is not complete and does not count). A :class:`gan_rl.errors.TrainingError` (a
@@ -155,9 +165,14 @@ def run(
     # 5. Samples before training, training, samples after it and the summary (written last: "finished").
     held_out = real_pairs(eval_ds.select(range(min(num_samples, len(eval_ds)))))
     before: list[str] = []
+    # The data's declared property (None: it has none, or no samples were asked for), measured on more
+    # held-out prompts than the summary shows, so that its share is worth reading (PROPERTY_PROMPTS).
+    probe = PropertyProbe.of(recipe, eval_ds) if num_samples > 0 else None
 
     def take_before() -> None:
         before.extend(sample_held_out(adversary, tokenizer, held_out))
+        if probe is not None:
+            probe.before = sample_aside(adversary, tokenizer, probe.pairs)
 
     if trainer.is_fsdp_enabled:  # FSDP shards (and may only then load) the weights when training starts
         adversary.callback.before_training = take_before
@@ -178,9 +193,22 @@ def run(
             lambda: load_generator(recipe.model, pre.checkpoints.generator),
             tokenizer,
         )
-    return summarize(
-        algorithm, out, trainer, adversary, tokenizer, held_out, before, seconds, pre.precision, selected
+    summary = summarize(
+        algorithm,
+        out,
+        trainer,
+        adversary,
+        tokenizer,
+        held_out,
+        before,
+        seconds,
+        pre.precision,
+        selected,
+        probe,
     )
+    if summary.data_property is not None and PartialState().is_main_process:
+        click.echo(describe_property(summary.data_property))
+    return summary
 
 
 # --------------------------------------------------------------------------------------------------
@@ -323,12 +351,17 @@ def summarize(
     seconds: float,
     precision: Precision | None = None,
     sample_selection: dict[str, Any] | None = None,
+    probe: PropertyProbe | None = None,
 ) -> RunSummary:
     """Samples after training beside those before, the run's numbers, the discriminator and the summary
     files (``run_summary.json`` last). Every process calls it (the fingerprints, the samples and the final
-    discriminator's verdict on them are collectives); the main process writes."""
+    discriminator's verdict on them are collectives); the main process writes. ``probe``: the data's
+    property, with its samples before training (:class:`PropertyProbe`)."""
     fingerprints = adversary.disc_trainer.gather_fingerprints()
     after = sample_held_out(adversary, tokenizer, held_out)
+    measured = None
+    if probe is not None:  # every process: sampling is a collective
+        measured = probe.measure(sample_aside(adversary, tokenizer, probe.pairs))
     disc_trainer = adversary.disc_trainer
     rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
     summary = RunSummary(
@@ -347,6 +380,7 @@ def summarize(
         distributed=describe_backend(trainer.accelerator),
         **(precision.as_dict() if precision is not None else {}),
         sample_selection=sample_selection,
+        data_property=measured,
     )
     if held_out:  # every process: the verdict runs the frozen encoder (a collective under ZeRO-3 / FSDP)
         compare_samples(summary, adversary.discriminator, held_out, before, after)
@@ -374,4 +408,65 @@ def compare_samples(
     ]
     summary.judge_before, summary.judge_after = (
         round(torch.sigmoid(judge.score(f)).mean().item(), 4) for f in feats
+    )
+
+
+# Held-out prompts sampled before and after training to measure the data's property (fewer when the test
+# split is smaller): a share near 0.5 is then known to about +-0.09 (two standard errors).
+PROPERTY_PROMPTS = 128
+
+
+@dataclass
+class PropertyProbe:
+    """The share of samples with the training data's declared property (``positive`` posts in the
+    polarity task), before and after training, beside the real responses' own share.
+
+    No part of training sees the property: the discriminator has to find whatever tells the real
+    responses apart, and this measures from outside whether what moved is the property that does. Only
+    gan-rl's synthetic datasets declare one (:data:`gan_rl.cli.synthetic.PROPERTIES`).
+    """
+
+    prop: Property
+    pairs: list[Pair]  # held-out prompts with their real responses
+    before: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, recipe: Recipe, eval_ds: Dataset) -> PropertyProbe | None:
+        """The probe for ``recipe``'s training data (None: a source that declares no property)."""
+        source = recipe.data.train
+        prop = PROPERTIES.get(source.synthetic) if source.synthetic is not None else None
+        if prop is None:
+            return None
+        return cls(prop, real_pairs(eval_ds.select(range(min(PROPERTY_PROMPTS, len(eval_ds))))))
+
+    def share(self, texts: list[str]) -> float:
+        """The fraction of ``texts`` that have the property."""
+        return round(sum(self.prop.holds(t) for t in texts) / len(texts), 4) if texts else 0.0
+
+    def measure(self, after: list[str]) -> dict[str, Any]:
+        """What ``run_summary.json`` records as ``data_property``."""
+        return {
+            "name": self.prop.name,
+            "description": self.prop.description,
+            "prompts": len(self.pairs),
+            "before": self.share(self.before),
+            "after": self.share(after),
+            "real": self.share([p.response for p in self.pairs]),
+        }
+
+
+def sample_aside(adversary: Adversary, tokenizer: Any, pairs: list[Pair]) -> list[str]:
+    """:func:`sample_held_out` with the random state put back afterwards, so that measuring a property
+    before training leaves the run itself as it would be without it (the same draws, the same result)."""
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        return sample_held_out(adversary, tokenizer, pairs)
+
+
+def describe_property(measured: dict[str, Any]) -> str:
+    """The summary's line for the data's property: the share that moved, beside the real data's."""
+    return (
+        f"{measured['name']} samples (a property of the data that training never sees): "
+        f"before {measured['before']:.2f} -> after {measured['after']:.2f}, "
+        f"real responses {measured['real']:.2f} ({measured['prompts']} held-out prompts)"
     )

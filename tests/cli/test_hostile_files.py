@@ -23,7 +23,7 @@ import torch
 from tests.cli.hostile import Case, run_case
 from tests.conftest import base_recipe, quickstart_texts, write_recipe
 
-QUICKSTART = str(Path(__file__).resolve().parents[2] / "recipes" / "quickstart.yaml")
+QUICKSTART = str(Path(__file__).resolve().parents[2] / "tests" / "recipes" / "random-init.yaml")
 # The module's tiny runs: checkpoints at steps 1 and 2.
 CHECKPOINTED = {"max_steps": 2, "save_strategy": "steps", "save_steps": 1}
 LORA = {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}

@@ -19,7 +19,7 @@ import pytest
 from tests.cli.hostile import Case, run_case
 from tests.conftest import base_recipe, quickstart_texts, write_recipe
 
-QUICKSTART = str(Path(__file__).resolve().parents[2] / "recipes" / "quickstart.yaml")
+QUICKSTART = str(Path(__file__).resolve().parents[2] / "tests" / "recipes" / "random-init.yaml")
 
 
 def recipe(model_dir: str | None = None, files: dict[str, str] | None = None, **sections):

@@ -28,9 +28,19 @@ import urllib.request
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
-from gan_rl import __version__
-
 CACHE_ENV = "GAN_RL_CACHE"
+
+
+def _version() -> str:
+    """gan-rl's installed version, for the User-Agent (the package root is above this layer)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gan-rl")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 # Seconds without an answer (connecting, or between two reads) before a download gives up: long enough for
 # a slow link, short enough that an offline machine behind a firewall that drops packets is told soon.
 TIMEOUT_S = 30.0
@@ -103,7 +113,7 @@ def fetch(url: str, timeout: float = TIMEOUT_S) -> tuple[Path, bool]:
 def _copy(url: str, out, timeout: float) -> None:
     """GET ``url`` into the open file ``out``, checking the length the server announced; every failure a
     :class:`DownloadError` with its reason."""
-    request = urllib.request.Request(url, headers={"User-Agent": f"gan-rl/{__version__}"})
+    request = urllib.request.Request(url, headers={"User-Agent": f"gan-rl/{_version()}"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) only
             announced = response.headers.get("Content-Length")

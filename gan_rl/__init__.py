@@ -41,7 +41,7 @@ _EXPORTS: dict[str, str] = {
     "SampleSelectionCallback": "gan_rl.eval.sample_selection",
     "Pair": "gan_rl.types",
     "TrainingError": "gan_rl.errors",
-    "RecipeError": "gan_rl.errors",
+    "InputError": "gan_rl.errors",
 }
 
 __all__ = [
@@ -51,9 +51,9 @@ __all__ = [
     "DiscriminatorConfig",
     "GumbelConfig",
     "GumbelTrainer",
+    "InputError",
     "Pair",
     "RealResponseLoss",
-    "RecipeError",
     "RewardConfig",
     "SampleSelectionCallback",
     "SampleSelectionConfig",
@@ -66,7 +66,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from gan_rl.discriminator.config import DiscriminatorConfig, RewardConfig
-    from gan_rl.errors import RecipeError, TrainingError
+    from gan_rl.errors import InputError, TrainingError
     from gan_rl.eval.sample_selection import SampleSelectionCallback
     from gan_rl.eval.selection_config import SampleSelectionConfig
     from gan_rl.gumbel.config import GumbelConfig

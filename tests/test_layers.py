@@ -118,3 +118,22 @@ def test_the_public_api_is_importable_lazily():
     assert "AdversarialGRPOTrainer" in result.stdout and "Adversary" in result.stdout
     # The command line's own objects stay in gan_rl.cli: the top level is the library.
     assert not {"'Recipe'", "'load_recipe'", "'run'"} & set(result.stdout.strip()[1:-1].split(", "))
+
+
+def test_the_library_speaks_python():
+    """Below ``cli/`` errors are Python exceptions in Python's terms (:class:`gan_rl.errors.InputError`,
+    which the command line renders with its own flags and keys): no module there raises the command line's
+    ``RecipeError`` or names a command-line flag in a string."""
+    import re
+
+    flag = re.compile(r"(?<![\w-])--[a-z][a-z-]+")
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if layer(module_name(path)) in ("cli", None):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Raise) and "RecipeError" in ast.unparse(node):
+                wrong.append(f"{path.name}:{node.lineno}: raises RecipeError")
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and flag.search(node.value):
+                wrong.append(f"{path.name}:{node.lineno}: names {flag.search(node.value).group()}")
+    assert not wrong, "the library speaks the command line's language:\n" + "\n".join(wrong)

@@ -15,7 +15,7 @@ import click
 
 from gan_rl.cli.algorithms import ALGORITHMS
 from gan_rl.cli.recipe import Recipe, load_recipe
-from gan_rl.errors import RecipeError, TrainingError
+from gan_rl.errors import InputError, RecipeError, TrainingError
 
 RESUME_OPTION = click.option(
     "--resume",
@@ -218,6 +218,19 @@ def _unreadable_or_raise(exc: Exception, resume) -> None:
     sys.exit(2)
 
 
+# The library names what it was given in Python's terms (gan_rl.errors.InputError.PYTHON_TERMS); the
+# command line's user gave the same things as flags and recipe keys.
+CLI_TERMS = {
+    "resume": "--resume",
+    "resume_earlier": "--resume CHECKPOINT",
+    "fresh_discriminator": "--fresh-discriminator",
+    "discriminator": "discriminator",
+    "discriminator_config": "the recipe's 'discriminator' section",
+    "generator_lora": "model.lora",
+    "gumbel": "gan-rl gumbel",
+}
+
+
 @contextlib.contextmanager
 def _one_line_errors(resume=None, resume_command: Callable[[], str] | None = None) -> Iterator[None]:
     """Every command's failures as one line and its exit code: bad input (:class:`RecipeError`) exit 2, a
@@ -228,6 +241,9 @@ def _one_line_errors(resume=None, resume_command: Callable[[], str] | None = Non
         yield
     except RecipeError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except InputError as exc:  # the library's bad input, named as the command line's user names it
+        click.echo(f"error: {exc.render(CLI_TERMS)}", err=True)
         sys.exit(2)
     except TrainingError as exc:  # the run failed: one line, no summary, exit 1 (not "completed")
         click.echo(f"training failed: {exc}", err=True)
@@ -542,6 +558,10 @@ def check(recipe: str, overrides: tuple[str, ...], algorithm: str) -> None:
         # Fewer rows than one batch would train nothing and report "completed": as the run refuses it.
         check_train_rows(algorithm, args, len(splits["train"]))
         selection_config(parsed, splits)  # scikit-learn there, enough validation rows for the folds
+        if parsed.model.warm_start_data is not None:  # the warm start's own data, read as the run reads it
+            from gan_rl.cli.sft import check_warm_start_data
+
+            check_warm_start_data(parsed)
         contrast = parsed.evaluate.contrast
         if contrast is not None:
             for name in ("train", "test"):

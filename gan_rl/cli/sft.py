@@ -28,6 +28,7 @@ import yaml
 from datasets import Dataset
 from transformers import EarlyStoppingCallback
 
+from gan_rl.cli.backends import check_backend, setup_distributed
 from gan_rl.cli.data import check_columns, format_prompt, load_source
 from gan_rl.cli.models import generator_checkpoint, load_generator, preflight_checkpoints
 from gan_rl.cli.outputs import RECIPE_FILE, is_finished
@@ -43,7 +44,6 @@ from gan_rl.cli.trl_config import (
     with_resolved_dtype,
 )
 from gan_rl.errors import RecipeError
-from gan_rl.utils.backends import check_backend, setup_distributed
 from gan_rl.utils.lora import lora_config
 
 logger = logging.getLogger(__name__)

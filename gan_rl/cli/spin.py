@@ -28,6 +28,7 @@ import torch
 from accelerate import PartialState
 from datasets import Dataset
 
+from gan_rl.cli.backends import check_backend, setup_distributed
 from gan_rl.cli.data import load_raw_splits
 from gan_rl.cli.models import check_position_limit, generator_checkpoint, load_generator
 from gan_rl.cli.outputs import check_output_dir, resolve_resume
@@ -38,7 +39,6 @@ from gan_rl.cli.selection import selection_callback, selection_config, spin_sele
 from gan_rl.cli.sft import sft_dataset, warm_start
 from gan_rl.cli.trl_config import build_spin_config, check_spin_model, check_train_rows, with_resolved_dtype
 from gan_rl.errors import RecipeError, TrainingError
-from gan_rl.utils.backends import check_backend, setup_distributed
 from gan_rl.utils.distributed import all_reduce_, world_size
 from gan_rl.utils.lora import lora_config
 

@@ -23,6 +23,7 @@ from accelerate import PartialState
 from datasets import Dataset
 
 from gan_rl.cli.algorithms import get_algorithm
+from gan_rl.cli.backends import check_backend, setup_distributed
 from gan_rl.cli.data import to_trl_dataset
 from gan_rl.cli.models import Checkpoints, check_position_limit, load_generator, preflight_checkpoints
 from gan_rl.cli.preemption import PreemptionCallback
@@ -40,11 +41,7 @@ from gan_rl.trainer.dataset import real_pairs
 from gan_rl.trainer.reward import DiscriminatorReward
 from gan_rl.trainer.sft_term import RealResponseLoss
 from gan_rl.types import Pair
-from gan_rl.utils.backends import (
-    check_backend,
-    describe_backend,
-    setup_distributed,
-)
+from gan_rl.utils.backends import describe_backend
 from gan_rl.utils.hardware import Precision
 from gan_rl.utils.lora import lora_config
 

@@ -107,7 +107,7 @@ def build_trainer_config(recipe: Recipe, algorithm: str, **forced: Any) -> Any:
     _check_values(cls, kwargs, section_of, MIN_GENERATIONS.get(algorithm, 1))
     if kwargs.get("use_vllm"):
         _check_vllm(section_of("use_vllm"))
-    from gan_rl.utils.backends import check_backend_request
+    from gan_rl.cli.backends import check_backend_request
 
     check_backend_request(kwargs, "trainer")  # building the config starts the processes: check first
     config = _instantiate(cls, kwargs, section_of)
@@ -443,7 +443,7 @@ def _own_section_config(recipe: Recipe, cls: type, section: str, kwargs: dict[st
         return "trainer" if shared else section
 
     _check_values(cls, kwargs, section_of)
-    from gan_rl.utils.backends import check_backend_request
+    from gan_rl.cli.backends import check_backend_request
 
     check_backend_request(kwargs, section)
     return _instantiate(cls, kwargs, section_of)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from gan_rl.discriminator.config import DiscriminatorConfig
-from gan_rl.errors import RecipeError
+from gan_rl.errors import InputError
 from gan_rl.utils.backends import zero3_init_disabled
 from gan_rl.utils.modeling import learned_position_limit
 from gan_rl.utils.padding import ensure_pad_token
@@ -177,9 +177,12 @@ def check_encoder_layer(layer: int, model: nn.Module) -> None:
     """``layer`` must index ``hidden_states`` (n + 1 entries for n layers)."""
     n_layers = model.config.get_text_config().num_hidden_layers
     if not -(n_layers + 1) <= layer <= n_layers:
-        raise RecipeError(
-            f"discriminator.encoder_layer: {layer} is out of range for a {n_layers}-layer encoder; "
-            f"valid: {-(n_layers + 1)} to {n_layers} (0: the embeddings, -1: the last layer)."
+        raise InputError(
+            "{discriminator}.encoder_layer: {layer} is out of range for a {n}-layer encoder; valid: {low} to "
+            "{n} (0: the embeddings, -1: the last layer).",
+            layer=layer,
+            n=n_layers,
+            low=-(n_layers + 1),
         )
 
 

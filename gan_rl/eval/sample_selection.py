@@ -50,7 +50,7 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from gan_rl.errors import ConfigError, RecipeError
+from gan_rl.errors import ConfigError, InputError
 from gan_rl.eval.selection_config import SampleSelectionConfig
 from gan_rl.utils.backends import sampling_model
 from gan_rl.utils.distributed import all_gather_objects, rank, world_size
@@ -442,9 +442,11 @@ class SampleSelectionCallback(TrainerCallback):
             current = {k: getattr(self.config, k) for k in SCORE_FIELDS}
             changed = [f"{k}: {saved['settings'].get(k)!r} -> {v!r}" for k, v in current.items()
                        if saved.get("settings", {}).get(k) != v] or ["the validation prompts or responses"]  # fmt: skip
-            return (
-                f"--resume: {checkpoint} selected by samples with other settings ({'; '.join(changed)}); "
-                "resume with the same ones, or start a new run."
+            return InputError(
+                "{resume}: {checkpoint} selected by samples with other settings ({changed}); resume with the "
+                "same ones, or start a new run.",
+                checkpoint=checkpoint,
+                changed="; ".join(changed),
             )
         self.curve = {int(k): float(v) for k, v in saved["curve"].items()}
         self.seconds = {int(k): float(v) for k, v in saved.get("seconds", {}).items()}
@@ -466,10 +468,13 @@ class SampleSelectionCallback(TrainerCallback):
                 shutil.rmtree(final)
             checkpointed.rename(final)
         else:
-            return (
-                f"--resume: {checkpoint} selected the model of step {self.best_step}, which {final} no "
-                f"longer holds (it holds step {_held_step(final)}); resume from a later checkpoint of this "
-                "run, or start a new run."
+            return InputError(
+                "{resume}: {checkpoint} selected the model of step {step}, which {final} no longer holds (it "
+                "holds step {held}); resume from a later checkpoint of this run, or start a new run.",
+                checkpoint=checkpoint,
+                step=self.best_step,
+                final=final,
+                held=_held_step(final),
             )
         _write_json(final / SELECTION_FILE, self.summary())
         return None
@@ -497,7 +502,7 @@ class SampleSelectionCallback(TrainerCallback):
             problem = self._restore(Path(checkpoint), state.global_step)
             problem = all_gather_objects(problem)[0]  # the main process's verdict, on every rank
             if problem is not None:
-                raise RecipeError(problem)
+                raise problem
             return
         self._reset()
         self._clear_stale()

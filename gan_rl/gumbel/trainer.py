@@ -36,7 +36,7 @@ from transformers import Trainer
 from gan_rl.discriminator.base import Discriminator
 from gan_rl.discriminator.classifier import ClassifierDiscriminator
 from gan_rl.discriminator.head import HeadDiscriminator
-from gan_rl.errors import RecipeError, TrainingError
+from gan_rl.errors import InputError, TrainingError
 from gan_rl.gumbel.config import GumbelConfig
 from gan_rl.trainer.reward import DiscriminatorReward, reward_from_logits
 from gan_rl.trainer.sft_term import RealResponseLoss, RealResponseLossMixin
@@ -205,8 +205,8 @@ class RelaxedDiscriminator:
             matrix = discriminator.model.get_input_embeddings().weight
             self._check(discriminator.tokenizer, matrix, "model", generator_tokenizer, vocab_size)
         elif discriminator.config.kind == "adapter":
-            raise RecipeError(
-                "discriminator.kind: 'adapter' is not supported by gan-rl gumbel (its relaxed tokens would "
+            raise InputError(
+                "{discriminator}.kind: 'adapter' is not supported by {gumbel} (its relaxed tokens would "
                 "back-propagate through the generator's own weights twice); use kind 'head' or 'classifier'."
             )
         else:
@@ -217,16 +217,22 @@ class RelaxedDiscriminator:
         tokenizer: Any, matrix: torch.Tensor | None, field_: str, generator_tokenizer: Any, vocab_size: int
     ) -> None:
         if not same_vocabulary(tokenizer, generator_tokenizer):
-            raise RecipeError(
-                f"discriminator.{field_}: gan-rl gumbel feeds the generator's relaxed tokens (distributions "
-                f"over its {len(generator_tokenizer)} token ids) to the discriminator, whose tokenizer has "
-                f"another vocabulary ({len(tokenizer)} tokens); use a discriminator that shares the "
-                "generator's tokenizer (for kind 'head': encoder: generator)."
+            raise InputError(
+                "{discriminator}.{field}: {gumbel} feeds the generator's relaxed tokens (distributions over "
+                "its {ids} token ids) to the discriminator, whose tokenizer has another vocabulary ({theirs} "
+                "tokens); use a discriminator that shares the generator's tokenizer (for kind 'head': "
+                "encoder: generator).",
+                field=field_,
+                ids=len(generator_tokenizer),
+                theirs=len(tokenizer),
             )
         if matrix is not None and matrix.shape[0] != vocab_size:
-            raise RecipeError(
-                f"discriminator.{field_}: its embedding matrix has {matrix.shape[0]} rows, the generator's "
-                f"vocabulary {vocab_size}; gan-rl gumbel needs the same token ids on both sides."
+            raise InputError(
+                "{discriminator}.{field}: its embedding matrix has {rows} rows, the generator's vocabulary "
+                "{vocab}; {gumbel} needs the same token ids on both sides.",
+                field=field_,
+                rows=matrix.shape[0],
+                vocab=vocab_size,
             )
 
     def _prompt_ids(self, pair: Pair) -> list[int]:

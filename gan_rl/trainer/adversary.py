@@ -28,7 +28,7 @@ from gan_rl.discriminator.config import DiscriminatorConfig
 from gan_rl.discriminator.encoder import FrozenEncoder, check_encoder_layer, load_checkpoint_encoder
 from gan_rl.discriminator.factory import build_discriminator
 from gan_rl.discriminator.trainer import DiscriminatorTrainer
-from gan_rl.errors import RecipeError
+from gan_rl.errors import InputError
 from gan_rl.trainer.callback import DiscriminatorCallback
 from gan_rl.trainer.dataset import real_pairs
 from gan_rl.trainer.reward import DiscriminatorReward
@@ -93,7 +93,7 @@ class Adversary:
           discriminator from (default: the one the trainer resumes), and whether a checkpoint without one
           may continue with a fresh discriminator.
 
-        A checkpoint that does not load is one :class:`gan_rl.errors.RecipeError` naming the field.
+        A checkpoint that does not load is one :class:`gan_rl.errors.InputError` naming the field.
         """
         config.validate()  # also in __post_init__; a config edited after construction is checked here
         if device is None:
@@ -120,13 +120,15 @@ class Adversary:
                 hidden_size=hidden,
                 device=device,
             )
-        except RecipeError:
+        except InputError:
             raise
         except (OSError, ValueError) as exc:
             field_, name = (
                 ("encoder", encoder_checkpoint) if config.kind == "head" else ("model", classifier_checkpoint)
             )
-            raise RecipeError(f"discriminator.{field_}: cannot load {name!r}: {exc}") from None
+            raise InputError(
+                "{discriminator}.{field}: cannot load {name!r}: {reason}", field=field_, name=name, reason=exc
+            ) from None
         warmup_prompts = real_pairs(real) if isinstance(real, Dataset) else list(real or [])
         buffer = SampleBuffer(config.replay_size, seed=config.seed, real_pool_size=config.real_pool_size)
         disc_trainer = DiscriminatorTrainer(disc, config)
@@ -238,13 +240,13 @@ def bind_generator_adapter(discriminator: AdapterDiscriminator, trainer: Any) ->
     accelerator = trainer.accelerator
     model = accelerator.unwrap_model(trainer.model)
     if not (hasattr(model, "add_adapter") and hasattr(model, "peft_config")):
-        raise RecipeError(
-            "discriminator.kind: 'adapter' adds a LoRA adapter beside the generator's own; the generator "
-            "needs one too (model.lora)."
+        raise InputError(
+            "{discriminator}.kind: 'adapter' adds a LoRA adapter beside the generator's own; the generator "
+            "needs one too ({generator_lora})."
         )
     if is_sharded(accelerator):
-        raise RecipeError(
-            "discriminator.kind: 'adapter' reads the generator's weights whole, which ZeRO-3 / FSDP shard; "
+        raise InputError(
+            "{discriminator}.kind: 'adapter' reads the generator's weights whole, which ZeRO-3 / FSDP shard; "
             "use kind 'head' (it reads sharded weights) or a DDP / ZeRO-2 launch."
         )
     discriminator.bind(model)

@@ -28,7 +28,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from gan_rl.discriminator.buffer import SampleBuffer
 from gan_rl.discriminator.trainer import DiscriminatorTrainer
-from gan_rl.errors import RecipeError, TrainingError, first_non_finite
+from gan_rl.errors import InputError, TrainingError, first_non_finite
 from gan_rl.trainer.reward import DiscriminatorReward
 from gan_rl.trainer.trl_internals import metric_logger
 from gan_rl.types import Pair
@@ -104,13 +104,15 @@ def discriminator_files(directory: str | Path) -> list[Path]:
     return [directory / name for name in DISCRIMINATOR_FILES] + sorted(directory.glob("buffer.rank*.json"))
 
 
-def _unreadable_error(path: Path, exc: BaseException) -> RecipeError:
+def _unreadable_error(path: Path, exc: BaseException) -> InputError:
     """A checkpoint file of the discriminator that its loader could not read, as one line saying what to do
     (the readability check of :func:`gan_rl.cli.outputs.resolve_resume` normally catches it first)."""
     reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return RecipeError(
-        f"--resume: {path} cannot be read ({reason}); resume from an earlier checkpoint (--resume "
-        "CHECKPOINT), or pass --fresh-discriminator to go on with a new discriminator."
+    return InputError(
+        "{resume}: {path} cannot be read ({reason}); resume from an earlier checkpoint ({resume_earlier}), "
+        "or pass {fresh_discriminator} to go on with a new discriminator.",
+        path=path,
+        reason=reason,
     )
 
 
@@ -121,7 +123,7 @@ def load_discriminator(
     buffer: SampleBuffer | None = None,
 ) -> None:
     """Restore what :func:`save_discriminator` wrote (tensor files are read with weights_only=True). A file
-    that cannot be read (truncated, corrupt) is a :class:`RecipeError` naming it."""
+    that cannot be read (truncated, corrupt) is an :class:`InputError` naming it."""
     directory = Path(directory)
     state_file = directory / "state.json"
     try:
@@ -129,9 +131,11 @@ def load_discriminator(
     except (OSError, ValueError) as exc:
         raise _unreadable_error(state_file, exc) from None
     if state["kind"] != trainer.config.kind:
-        raise RecipeError(
-            f"--resume: {directory} holds a '{state['kind']}' discriminator, the recipe asks for "
-            f"'{trainer.config.kind}'."
+        raise InputError(
+            "{resume}: {directory} holds a '{held}' discriminator, {discriminator_config} asks for '{kind}'.",
+            directory=directory,
+            held=state["kind"],
+            kind=trainer.config.kind,
         )
     weights = directory / "model.safetensors"
     try:
@@ -139,14 +143,19 @@ def load_discriminator(
     except (SafetensorError, OSError) as exc:
         raise _unreadable_error(weights, exc) from None
     except RuntimeError as exc:  # a size mismatch: d_model, num_layers, ... changed since the checkpoint
-        raise RecipeError(
-            f"--resume: the discriminator in {directory} does not fit the recipe's 'discriminator' "
-            f"section (was it changed since?): {str(exc).splitlines()[0]}"
+        raise InputError(
+            "{resume}: the discriminator in {directory} does not fit {discriminator_config} (was it changed "
+            "since?): {reason}",
+            directory=directory,
+            reason=str(exc).splitlines()[0],
         ) from None
     if missing or unexpected:
-        raise RecipeError(
-            f"--resume: the discriminator in {directory} does not fit the recipe's 'discriminator' section "
-            f"(missing {missing}, unexpected {unexpected}); was it changed since?"
+        raise InputError(
+            "{resume}: the discriminator in {directory} does not fit {discriminator_config} (missing "
+            "{missing}, unexpected {unexpected}); was it changed since?",
+            directory=directory,
+            missing=missing,
+            unexpected=unexpected,
         )
     optimizer_file = directory / "optimizer.pt"
     try:
@@ -431,7 +440,7 @@ class DiscriminatorCallback(TrainerCallback):
             resume = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         if resume is not None and state.global_step > 0:
             directory = Path(resume) / DISCRIMINATOR_DIR
-            # --fresh-discriminator: one that cannot be read (a truncated file) is left, as a missing one is.
+            # fresh_discriminator: one that cannot be read (a truncated file) is left, as a missing one is.
             broken = unreadable(discriminator_files(directory)) if self.fresh_discriminator else []
             if (directory / "state.json").is_file() and not broken:
                 load_discriminator(directory, self.disc_trainer, self.reward, self.buffer)
@@ -441,13 +450,15 @@ class DiscriminatorCallback(TrainerCallback):
                 )
                 return
             if not self.fresh_discriminator:
-                raise RecipeError(
-                    f"--resume: {resume} has no complete {DISCRIMINATOR_DIR}/; pass --fresh-discriminator to "
-                    "continue it with a new discriminator trained from a warm-up."
+                raise InputError(
+                    "{resume}: {checkpoint} has no complete {folder}/; pass {fresh_discriminator} to continue it "
+                    "with a new discriminator trained from a warm-up.",
+                    checkpoint=resume,
+                    folder=DISCRIMINATOR_DIR,
                 )
             if broken and directory.is_dir():
                 logger.warning(
-                    "%s %s; training a fresh discriminator from a warm-up (--fresh-discriminator).",
+                    "%s %s; training a fresh discriminator from a warm-up (fresh_discriminator).",
                     *broken[0],
                 )
             else:

@@ -113,6 +113,18 @@ def test_a_missing_warm_start_file_is_named_before_sft_starts(tmp_path):
     assert not (tmp_path / "out-sft").exists()  # nothing trained, nothing written
 
 
+def test_check_reads_the_warm_start_data_as_the_run_does(tmp_path):
+    """``gan-rl check`` names the same missing file the run would, and counts nothing as valid."""
+    code, output = run_cli(
+        "check", str(QUICKSTART), "--set", f"model.warm_start_data={tmp_path / 'nope.jsonl'}"
+    )
+    assert code == 2 and "error: model.warm_start_data.path: file not found" in output, output
+    rows = tmp_path / "mixed.jsonl"
+    rows.write_text('{"topic": "t", "comment": "c"}\n')
+    code, output = run_cli("check", str(QUICKSTART), "--set", f"model.warm_start_data={rows}")
+    assert code == 2 and "model.warm_start_data" in output and "post" in output, output
+
+
 def test_the_warm_start_trains_on_its_own_data_and_reuses_only_a_run_on_it(tmp_path):
     recipe = load_recipe(QUICKSTART, [f"trainer.output_dir={tmp_path / 'out'}"])
     sft = warm_start_recipe(recipe)

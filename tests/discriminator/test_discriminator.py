@@ -15,7 +15,7 @@ from gan_rl.discriminator.config import DiscriminatorConfig, RewardConfig
 from gan_rl.discriminator.encoder import FrozenEncoder
 from gan_rl.discriminator.factory import build_discriminator
 from gan_rl.discriminator.trainer import DiscriminatorTrainer
-from gan_rl.errors import RecipeError
+from gan_rl.errors import InputError
 from gan_rl.trainer.callback import DiscriminatorCallback, load_discriminator, save_discriminator
 from gan_rl.trainer.reward import DiscriminatorReward, reward_from_logits
 from gan_rl.types import Pair
@@ -75,7 +75,7 @@ def test_intermediate_layer_stops_early_with_the_same_states(generator, layer, l
 @pytest.mark.parametrize("layer", [3, -4])
 def test_encoder_layer_out_of_range_names_the_field(generator, layer):
     model, tok = generator
-    with pytest.raises(RecipeError, match=r"discriminator.encoder_layer: .* valid: -3 to 2"):
+    with pytest.raises(InputError, match=r"DiscriminatorConfig.encoder_layer: .* valid: -3 to 2"):
         FrozenEncoder(tok, model.config.hidden_size, layer=layer, model=model)
 
 

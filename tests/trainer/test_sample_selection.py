@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from gan_rl.errors import ConfigError, RecipeError
+from gan_rl.errors import ConfigError, InputError
 from gan_rl.eval import sample_selection as selection_module
 from gan_rl.eval.sample_selection import (
     CHECKPOINTED_SUFFIX,
@@ -410,7 +410,9 @@ def test_resume_puts_back_the_best_model_its_checkpoint_recorded(tmp_path, tiny_
     assert json.loads((aside / SELECTION_FILE).read_text())["best_step"] == 2
 
     other = selection(temperature=0.7)
-    with pytest.raises(RecipeError, match=r"other settings \(temperature: 1\.0 -> 0\.7\)"):
+    with pytest.raises(
+        InputError, match=r"resume_from_checkpoint: .* other settings \(temperature: 1\.0 -> 0\.7\)"
+    ):
         sft_trainer(tiny_model_dir, out, [other], max_steps=6, **config).train(
             resume_from_checkpoint=str(out / "checkpoint-4")
         )

@@ -11,8 +11,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
+CPU_INDEX := https://download.pytorch.org/whl/cpu
+# Asked once: where PyTorch's index cannot be reached (a mirror-only network) pip's own index and mirrors are
+# used as they are, instead of retrying the unreachable one for every package.
 ifeq ($(shell command -v nvidia-smi 2>/dev/null),)
-TORCH_INDEX ?= --extra-index-url https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?= $(shell $(PYTHON) -c "import urllib.request as u; u.urlopen('$(CPU_INDEX)/', timeout=5)" \
+	>/dev/null 2>&1 && echo --extra-index-url $(CPU_INDEX))
 endif
 
 .PHONY: demo test install install-dev clean

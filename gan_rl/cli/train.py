@@ -131,7 +131,6 @@ def run(
         encoder_checkpoint=pre.checkpoints.encoder,
         classifier_checkpoint=pre.checkpoints.classifier,
         device=args.device,
-        max_new_tokens=args.max_completion_length,
         resume_dir=pre.resume,
         fresh_discriminator=fresh_discriminator,
     )

@@ -71,7 +71,6 @@ class Adversary:
         encoder_checkpoint: str | None = None,
         classifier_checkpoint: str | None = None,
         device: torch.device | str | None = None,
-        max_new_tokens: int = 64,
         resume_dir: str | None = None,
         fresh_discriminator: bool = False,
     ) -> Adversary:
@@ -87,8 +86,6 @@ class Adversary:
           kind ``classifier``'s model from; default: ``config.encoder`` / ``config.model`` (``generator``
           for a classifier: the generator's own checkpoint, ``model.name_or_path``).
         - ``device``: where the discriminator lives; default: the generator's device.
-        - ``max_new_tokens``: the warm-up samples' length until :meth:`attach` reads the trainer's
-          sampling settings.
         - ``resume_dir`` / ``fresh_discriminator``: the checkpoint a resumed run restores the
           discriminator from (default: the one the trainer resumes), and whether a checkpoint without one
           may continue with a fresh discriminator.
@@ -139,7 +136,6 @@ class Adversary:
             buffer,
             reward,
             warmup_prompts=warmup_prompts,
-            generation_kwargs={"max_new_tokens": max_new_tokens},  # until attach() gives TRL's
             resume_dir=resume_dir,
             fresh_discriminator=fresh_discriminator,
         )

@@ -59,9 +59,6 @@ class HeadDiscriminator(Discriminator):
             self._tokens = PairTokenizer(self.config, self.encoder.tokenizer, self.encoder.generator_format)
         return self._tokens
 
-    def _prompt_token_ids(self, pair: Pair) -> list[int]:
-        return self.tokens.prompt_ids(pair)
-
     def _tokenize(self, pair: Pair) -> tuple[list[int], int]:
         return self.tokens(pair)
 

@@ -238,7 +238,7 @@ class RelaxedDiscriminator:
     def _prompt_ids(self, pair: Pair) -> list[int]:
         disc = self.discriminator
         if isinstance(disc, HeadDiscriminator):
-            return disc._prompt_token_ids(pair)
+            return disc.tokens.prompt_ids(pair)  # the head's own pair tokenizer: the same prompt tokens
         tok = disc.tokenizer
         return tok(pair.prompt_text if disc.config.conditional else "", add_special_tokens=True)["input_ids"]
 

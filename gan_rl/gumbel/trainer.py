@@ -42,7 +42,7 @@ from gan_rl.trainer.reward import DiscriminatorReward, reward_from_logits
 from gan_rl.trainer.sft_term import RealResponseLoss, RealResponseLossMixin
 from gan_rl.trainer.trl_internals import TRLMetricsMixin, metric_logger, set_prompts_per_batch
 from gan_rl.types import PROMPT_TEXT, REAL_RESPONSE, Pair
-from gan_rl.utils.generation import tokenize_prompts
+from gan_rl.utils.generation import end_token_ids, tokenize_prompts
 
 # --------------------------------------------------------------------------------------------------
 # Relaxed generation
@@ -368,7 +368,7 @@ class RelaxedTokensTrainer(TRLMetricsMixin, Trainer):
         # The data loader yields prompts; each is sampled num_generations times.
         set_prompts_per_batch(self, args.per_device_train_batch_size // args.num_generations)
         tok = processing_class
-        self.end_ids = {t for t in (tok.eos_token_id, tok.pad_token_id) if t is not None}
+        self.end_ids = end_token_ids(tok)
         self.chat_template_kwargs = dict(args.chat_template_kwargs or {})
         # The warm-up and the summary's samples (DiscriminatorCallback.attach) sample as the policy does.
         self.generation_kwargs = {

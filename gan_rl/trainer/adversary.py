@@ -35,6 +35,7 @@ from gan_rl.trainer.reward import DiscriminatorReward
 from gan_rl.trainer.trl_internals import save_steps_problem
 from gan_rl.types import Pair
 from gan_rl.utils.backends import is_sharded, prepare_frozen_copy
+from gan_rl.utils.generation import end_token_ids
 from gan_rl.utils.library_internals import has_callback
 
 logger = logging.getLogger(__name__)
@@ -129,8 +130,7 @@ class Adversary:
         warmup_prompts = real_pairs(real) if isinstance(real, Dataset) else list(real or [])
         buffer = SampleBuffer(config.replay_size, seed=config.seed, real_pool_size=config.real_pool_size)
         disc_trainer = DiscriminatorTrainer(disc, config)
-        ends = {t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None}
-        reward = DiscriminatorReward(disc, buffer, config.reward, end_token_ids=ends)
+        reward = DiscriminatorReward(disc, buffer, config.reward, end_token_ids=end_token_ids(tokenizer))
         callback = DiscriminatorCallback(
             disc_trainer,
             buffer,

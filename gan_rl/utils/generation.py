@@ -9,6 +9,13 @@ from typing import Any
 import torch
 
 
+def end_token_ids(tokenizer: Any) -> set[int]:
+    """The ids that end a completion: the tokenizer's end-of-sequence and padding tokens (a model that
+    pads with a token of its own stops on it too). The one definition of "a completion that ended", which
+    sampling, the reward and the relaxed tokens of ``gan-rl gumbel`` share."""
+    return {t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None}
+
+
 def tokenize_prompts(tokenizer: Any, prompts: list[Any], chat_template_kwargs: dict[str, Any] | None = None):
     """A left-padded batch of prompts for ``generate``, tokenized as TRL does: chat messages through the
     chat template (which brings its own special tokens), plain text with the tokenizer's special tokens."""
@@ -51,7 +58,7 @@ def sample_completions(
     beside another busy process) OpenMP's spin-waiting made it 6-7x slower, in or out of a trainer; there
     run with ``OMP_NUM_THREADS`` set to the free cores, or ``OMP_WAIT_POLICY=passive``.
     """
-    ends = {t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None}
+    ends = end_token_ids(tokenizer)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

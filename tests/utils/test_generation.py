@@ -5,11 +5,11 @@ not timings: the same on every machine."""
 
 from __future__ import annotations
 
-from types import MethodType
+from types import MethodType, SimpleNamespace
 
 import torch
 
-from gan_rl.utils.generation import sample_completions
+from gan_rl.utils.generation import end_token_ids, sample_completions
 
 SETTINGS = {"do_sample": True, "max_new_tokens": 6, "temperature": 1.0}
 
@@ -80,3 +80,10 @@ def test_lora_samples_in_training_as_outside_it(tiny_model_dir):
     assert seen and not any(autocast for _, autocast in seen)
     assert sum(n == 1 for n, _ in seen) == len(seen) - 2  # two batches: each prompt once, then cached
     assert model.training
+
+
+def test_end_tokens_are_eos_and_pad_whichever_exist():
+    assert end_token_ids(SimpleNamespace(eos_token_id=2, pad_token_id=0)) == {0, 2}
+    assert end_token_ids(SimpleNamespace(eos_token_id=2, pad_token_id=2)) == {2}
+    assert end_token_ids(SimpleNamespace(eos_token_id=None, pad_token_id=5)) == {5}
+    assert end_token_ids(SimpleNamespace(eos_token_id=None, pad_token_id=None)) == set()

@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 # Public name -> the module that defines it.
 _EXPORTS: dict[str, str] = {
     "DiscriminatorConfig": "gan_rl.discriminator.config",
-    "RewardConfig": "gan_rl.discriminator.config",
+    "DiscriminatorRewardConfig": "gan_rl.discriminator.config",
     "Adversary": "gan_rl.trainer.adversary",
     "adversarial_dataset": "gan_rl.trainer.dataset",
     "AdversarialGRPOTrainer": "gan_rl.trainer.trainers",
@@ -54,7 +54,7 @@ __all__ = [
     "InputError",
     "Pair",
     "RealResponseLoss",
-    "RewardConfig",
+    "DiscriminatorRewardConfig",
     "SampleSelectionCallback",
     "SampleSelectionConfig",
     "SpinConfig",
@@ -65,7 +65,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from gan_rl.discriminator.config import DiscriminatorConfig, RewardConfig
+    from gan_rl.discriminator.config import DiscriminatorConfig, DiscriminatorRewardConfig
     from gan_rl.errors import InputError, TrainingError
     from gan_rl.eval.sample_selection import SampleSelectionCallback
     from gan_rl.eval.selection_config import SampleSelectionConfig

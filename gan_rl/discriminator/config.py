@@ -15,7 +15,7 @@ from gan_rl.utils.lora import ClassifierLoraSettings
 
 
 @dataclass
-class RewardConfig(CheckedConfig):
+class DiscriminatorRewardConfig(CheckedConfig):
     """How a discriminator logit becomes a reward.
 
     ``logit``: the raw logit; ``prob``: D = sigmoid(logit); ``log_prob``: log D (saturates when the
@@ -27,12 +27,23 @@ class RewardConfig(CheckedConfig):
     learn first.
     """
 
-    form: Literal["logit", "prob", "log_prob", "gail"] = "logit"
-    clip: list[float] | None = None
-    normalize: Literal["none", "batch", "running"] = "none"
-    # Momentum of the running mean/variance (``normalize: running``).
-    running_momentum: float = 0.99
-    length_coef: float = 0.0
+    form: Literal["logit", "prob", "log_prob", "gail"] = field(
+        default="logit", metadata={"help": "logit, prob (sigmoid), log_prob (log D) or gail (-log(1 - D))."}
+    )
+    clip: list[float] | None = field(
+        default=None, metadata={"help": "[low, high] bounds of the reward, or none."}
+    )
+    normalize: Literal["none", "batch", "running"] = field(
+        default="none",
+        metadata={"help": "none, batch (per batch) or running (statistics shared by all processes)."},
+    )
+    running_momentum: float = field(
+        default=0.99, metadata={"help": "Momentum of the running mean/variance (``normalize: running``)."}
+    )
+    length_coef: float = field(
+        default=0.0,
+        metadata={"help": "Subtract this x |log((1 + words generated) / (1 + words of the real response))|."},
+    )
 
     def validate(self) -> None:
         """Raise a ValueError naming the first bad field (``field: expected ..., got ...``): its type
@@ -79,74 +90,159 @@ class DiscriminatorConfig(CheckedConfig):
     final hidden state; as strong as the generator, and trained through it.
     """
 
-    kind: Literal["head", "classifier", "adapter"] = "head"
-    # Condition on the prompt (prompt + response) or read the response alone.
-    conditional: bool = True
-    max_length: int = 256
+    kind: Literal["head", "classifier", "adapter"] = field(
+        default="head",
+        metadata={
+            "help": "head (a small Transformer on a frozen LM's states), classifier (a model of its own) or adapter (a LoRA adapter on the generator's base)."
+        },
+    )
+    conditional: bool = field(
+        default=True,
+        metadata={"help": "Condition on the prompt (prompt + response) or read the response alone."},
+    )
+    max_length: int = field(
+        default=256,
+        metadata={
+            "help": "Tokens of one (prompt, response) pair the discriminator reads; a long prompt keeps its last half of them."
+        },
+    )
 
     # --- head (KIND_FIELDS: a classifier rejects them, except mark_end and cache_size, read by both) ---
-    # "generator": the generator's frozen reference weights (no second LLM in memory); or a checkpoint.
-    encoder: str = "generator"
-    # Which hidden layer of the encoder the head reads (-1: the last, after the final norm).
-    encoder_layer: int = -1
-    d_model: int = 256
-    num_layers: int = 2
-    num_heads: int = 4
-    dropout: float = 0.1
-    lstm: bool = False
-    lstm_hidden: int = 256
-    # Append the end-of-sequence token to every response that ended on its own (real ones; generations not
-    # cut at max_completion_length), so the discriminator sees the cut and a policy cannot win by running
-    # into the length limit with text that never ends. Off: the response text alone.
-    mark_end: bool = False
-    # Features of real responses (hidden states, or a classifier's token ids) are cached; at most this many.
-    cache_size: int = 4096
-    # Pairs per forward of the frozen encoder (head). Chunks are padded to a multiple of 32 tokens, so a
-    # pair's features are the same bits whatever pairs shared its chunk (verified on CPU): cached, replayed
-    # and restored features match, and a resumed run is the uninterrupted one. 1 reads each pair alone
-    # (slower; the same bits).
-    encode_batch_size: int = 32
+    encoder: str = field(
+        default="generator",
+        metadata={
+            "help": "'generator': the generator's frozen reference weights (no second LLM in memory); or a checkpoint."
+        },
+    )
+    encoder_layer: int = field(
+        default=-1,
+        metadata={
+            "help": "Which hidden layer of the encoder the head reads (-1: the last, after the final norm)."
+        },
+    )
+    d_model: int = field(
+        default=256, metadata={"help": "Width of the head's Transformer encoder (kind head)."}
+    )
+    num_layers: int = field(
+        default=2, metadata={"help": "Layers of the head's Transformer encoder (kind head)."}
+    )
+    num_heads: int = field(
+        default=4, metadata={"help": "Attention heads of the head's Transformer encoder (kind head)."}
+    )
+    dropout: float = field(default=0.1, metadata={"help": "Dropout in the head (kind head)."})
+    lstm: bool = field(
+        default=False,
+        metadata={
+            "help": "An LSTM after the head's Transformer encoder, as the original experiment's option (kind head)."
+        },
+    )
+    lstm_hidden: int = field(default=256, metadata={"help": "Hidden size of that LSTM (kind head)."})
+    mark_end: bool = field(
+        default=False,
+        metadata={
+            "help": "Append the end-of-sequence token to every response that ended on its own (real ones; generations not cut at max_completion_length), so the discriminator sees the cut and a policy cannot win by running into the length limit with text that never ends. Off: the response text alone."
+        },
+    )
+    cache_size: int = field(
+        default=4096,
+        metadata={
+            "help": "Features of real responses (hidden states, or a classifier's token ids) are cached; at most this many."
+        },
+    )
+    encode_batch_size: int = field(
+        default=32,
+        metadata={
+            "help": "Pairs per forward of the frozen encoder (head). Chunks are padded to a multiple of 32 tokens, so a pair's features are the same bits whatever pairs shared its chunk (verified on CPU): cached, replayed and restored features match, and a resumed run is the uninterrupted one. 1 reads each pair alone (slower; the same bits)."
+        },
+    )
 
     # --- classifier (a head rejects model and lora; gguf_file and trust_remote_code apply to both) ---
-    # A sequence-classification checkpoint (num_labels=1 is set), or "generator" for the generator's own.
-    model: str | None = None
-    # A GGUF file inside ``model`` (classifier) or ``encoder`` (head) when that checkpoint is one.
-    gguf_file: str | None = None
-    # LoRA on a classifier (none: full fine-tuning), or the adapter of kind ``adapter`` (none: these
-    # defaults, r 8, alpha 16, every linear layer).
-    lora: ClassifierLoraSettings | None = None
-    trust_remote_code: bool = False
+    model: str | None = field(
+        default=None,
+        metadata={
+            "help": "A sequence-classification checkpoint (num_labels=1 is set), or 'generator' for the generator's own."
+        },
+    )
+    gguf_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "A GGUF file inside ``model`` (classifier) or ``encoder`` (head) when that checkpoint is one."
+        },
+    )
+    lora: ClassifierLoraSettings | None = field(
+        default=None,
+        metadata={
+            "help": "LoRA on a classifier (none: full fine-tuning), or the adapter of kind ``adapter`` (none: these defaults, r 8, alpha 16, every linear layer)."
+        },
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Run a checkpoint's own modelling code (off unless asked for)."}
+    )
 
     # --- training rounds ---
-    # ``bce``: real and generated samples each labelled (the GAN loss). ``bradley_terry``: each generation
-    # paired with a real response to the same prompt, -log sigmoid(D(real) - D(generated)), as GAD
-    # (arXiv 2511.10643); accuracies are then the share of pairs ranked right.
-    loss: Literal["bce", "bradley_terry"] = "bce"
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.0
-    batch_size: int = 32
-    # Optimizer steps per round; a round runs every ``update_every`` policy updates with fresh samples.
-    updates_per_round: int = 4
-    update_every: int = 1
-    label_smoothing: float = 0.0
-    max_grad_norm: float = 1.0
-    # Past generations kept for replay (0: none) and the share of each generated batch drawn from them.
-    replay_size: int = 0
-    replay_fraction: float = 0.5
-    # Distinct real pairs kept for the rounds to draw from (real data does not go stale); 0: only the
-    # real responses of the current step's prompts.
-    real_pool_size: int = 1024
-    # The guard against a discriminator that wins: before each round, its accuracy on the fresh samples
-    # (real and generated, before any update) is measured; above this it skips the round's updates, so
-    # the policy can catch up while the reward still carries signal. 1.0 turns the guard off.
-    max_accuracy: float = 0.9
-    # Before the first policy update: sample this many responses from the initial policy (per process)
-    # and train on them for ``warmup_updates`` steps.
-    warmup_samples: int = 64
-    warmup_updates: int = 20
-    seed: int = 0
+    loss: Literal["bce", "bradley_terry"] = field(
+        default="bce",
+        metadata={
+            "help": "``bce``: real and generated samples each labelled (the GAN loss). ``bradley_terry``: each generation paired with a real response to the same prompt, -log sigmoid(D(real) - D(generated)), as GAD (arXiv 2511.10643); accuracies are then the share of pairs ranked right."
+        },
+    )
+    learning_rate: float = field(
+        default=1e-4, metadata={"help": "AdamW learning rate of the discriminator's trainable part."}
+    )
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay of the discriminator."})
+    batch_size: int = field(default=32, metadata={"help": "Pairs per discriminator optimizer step."})
+    updates_per_round: int = field(
+        default=4,
+        metadata={
+            "help": "Optimizer steps per round; a round runs every ``update_every`` policy updates with fresh samples."
+        },
+    )
+    update_every: int = field(default=1, metadata={"help": "A round every this many policy updates."})
+    label_smoothing: float = field(
+        default=0.0, metadata={"help": "Targets 1 - s for real and s for generated pairs (bce)."}
+    )
+    max_grad_norm: float = field(
+        default=1.0, metadata={"help": "Gradient clipping of the discriminator's steps."}
+    )
+    replay_size: int = field(default=0, metadata={"help": "Past generations kept for replay (0: none)."})
+    replay_fraction: float = field(
+        default=0.5,
+        metadata={"help": "The share of each generated batch drawn from the replayed past generations."},
+    )
+    real_pool_size: int = field(
+        default=1024,
+        metadata={
+            "help": "Distinct real pairs kept for the rounds to draw from (real data does not go stale); 0: only the real responses of the current step's prompts."
+        },
+    )
+    max_accuracy: float = field(
+        default=0.9,
+        metadata={
+            "help": "The guard against a discriminator that wins: before each round, its accuracy on the fresh samples (real and generated, before any update) is measured; above this it skips the round's updates, so the policy can catch up while the reward still carries signal. 1.0 turns the guard off."
+        },
+    )
+    warmup_samples: int = field(
+        default=64,
+        metadata={
+            "help": "Before the first policy update: sample this many responses from the initial policy (per process) and train on them for ``warmup_updates`` steps."
+        },
+    )
+    warmup_updates: int = field(
+        default=20, metadata={"help": "Optimizer steps of the warm-up on the initial policy's samples."}
+    )
+    seed: int = field(
+        default=0,
+        metadata={
+            "help": "Seed of the discriminator's initialisation, its sampling of pairs and its buffer."
+        },
+    )
 
-    reward: RewardConfig = field(default_factory=RewardConfig)
+    reward: DiscriminatorRewardConfig = field(
+        default_factory=DiscriminatorRewardConfig,
+        metadata={
+            "help": "How a logit becomes a reward (DiscriminatorRewardConfig; a mapping of its fields is accepted)."
+        },
+    )
 
     def validate(self) -> None:
         """Raise a ValueError naming the first bad field (``field: expected ..., got ...``); also run by

@@ -18,14 +18,14 @@ import torch.nn.functional as F
 
 from gan_rl.discriminator.base import Discriminator
 from gan_rl.discriminator.buffer import SampleBuffer
-from gan_rl.discriminator.config import RewardConfig
+from gan_rl.discriminator.config import DiscriminatorRewardConfig
 from gan_rl.errors import TrainingError
 from gan_rl.types import PROMPT_TEXT, REAL_RESPONSE, Pair
 from gan_rl.utils.distributed import all_reduce_
 
 
 def reward_from_logits(logits: torch.Tensor, form: str) -> torch.Tensor:
-    """Map discriminator logits (positive = real) to rewards; see :class:`RewardConfig`."""
+    """Map discriminator logits (positive = real) to rewards; see :class:`DiscriminatorRewardConfig`."""
     if form == "logit":
         return logits
     if form == "prob":
@@ -96,7 +96,7 @@ class DiscriminatorReward:
         self,
         discriminator: Discriminator,
         buffer: SampleBuffer,
-        config: RewardConfig,
+        config: DiscriminatorRewardConfig,
         end_token_ids: set[int] | None = None,
     ) -> None:
         self.discriminator = discriminator

@@ -310,7 +310,7 @@ def test_a_restored_buffer_runs_the_encoder_even_without_a_saved_state(generator
     """A process beyond those that were saved loads an empty buffer through the same featurize calls as
     the others (each a collective under ZeRO-3 / FSDP)."""
     from gan_rl.discriminator.buffer import SampleBuffer
-    from gan_rl.discriminator.config import RewardConfig
+    from gan_rl.discriminator.config import DiscriminatorRewardConfig
     from gan_rl.discriminator.trainer import DiscriminatorTrainer
     from gan_rl.trainer.callback import load_discriminator, save_discriminator
     from gan_rl.trainer.reward import DiscriminatorReward
@@ -318,7 +318,7 @@ def test_a_restored_buffer_runs_the_encoder_even_without_a_saved_state(generator
 
     disc = make_head(generator)
     trainer = DiscriminatorTrainer(disc, disc.config)
-    reward = DiscriminatorReward(disc, SampleBuffer(), RewardConfig())
+    reward = DiscriminatorReward(disc, SampleBuffer(), DiscriminatorRewardConfig())
     save_discriminator(tmp_path, trainer, reward)  # no buffer files: as for an extra process
     seen: list[int] = []
     original = disc.featurize

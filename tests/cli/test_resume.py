@@ -149,10 +149,10 @@ def test_non_finite_clip_is_refused(tmp_path, recipe_factory, clip):
 
 def test_batch_normalised_equal_rewards_are_zero():
     from gan_rl.discriminator.buffer import SampleBuffer
-    from gan_rl.discriminator.config import RewardConfig
+    from gan_rl.discriminator.config import DiscriminatorRewardConfig
     from gan_rl.trainer.reward import DiscriminatorReward
 
-    reward = DiscriminatorReward(None, SampleBuffer(), RewardConfig(normalize="batch"))
+    reward = DiscriminatorReward(None, SampleBuffer(), DiscriminatorRewardConfig(normalize="batch"))
     assert reward.transform(torch.full((8,), 0.7310586)).tolist() == [0.0] * 8
     moved = reward.transform(torch.tensor([0.0, 1.0, 2.0, 3.0]))
     assert moved.mean().abs().item() < 1e-6 and abs(moved.std().item() - 1.0) < 1e-5

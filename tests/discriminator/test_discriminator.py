@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from gan_rl.discriminator.buffer import SampleBuffer
-from gan_rl.discriminator.config import DiscriminatorConfig, RewardConfig
+from gan_rl.discriminator.config import DiscriminatorConfig, DiscriminatorRewardConfig
 from gan_rl.discriminator.encoder import FrozenEncoder
 from gan_rl.discriminator.factory import build_discriminator
 from gan_rl.discriminator.trainer import DiscriminatorTrainer
@@ -224,12 +224,12 @@ def reward_call(reward, pairs):
 def test_reward_clip_and_normalisation(generator):
     disc = make_head(generator)
     buffer = SampleBuffer()
-    clipped = DiscriminatorReward(disc, buffer, RewardConfig(form="logit", clip=[-0.01, 0.01]))
+    clipped = DiscriminatorReward(disc, buffer, DiscriminatorRewardConfig(form="logit", clip=[-0.01, 0.01]))
     assert all(-0.01 <= r <= 0.01 for r in reward_call(clipped, FAKE[:8]))
-    batch = DiscriminatorReward(disc, buffer, RewardConfig(normalize="batch"))
+    batch = DiscriminatorReward(disc, buffer, DiscriminatorRewardConfig(normalize="batch"))
     r = torch.tensor(reward_call(batch, FAKE[:8]))
     assert abs(r.mean().item()) < 1e-5 and abs(r.std().item() - 1) < 1e-3
-    running = DiscriminatorReward(disc, buffer, RewardConfig(normalize="running", running_momentum=0.5))
+    running = DiscriminatorReward(disc, buffer, DiscriminatorRewardConfig(normalize="running", running_momentum=0.5))
     reward_call(running, FAKE[:8])
     assert running.running.count == 8 and running.running.var > 0
 
@@ -237,7 +237,7 @@ def test_reward_clip_and_normalisation(generator):
 def test_reward_records_fresh_samples_and_scores_chat_completions(generator):
     disc = make_head(generator)
     buffer = SampleBuffer()
-    reward = DiscriminatorReward(disc, buffer, RewardConfig())
+    reward = DiscriminatorReward(disc, buffer, DiscriminatorRewardConfig())
     chat = [[{"role": "assistant", "content": p.response}] for p in FAKE[:4]]
     logged = {}
     out = reward(
@@ -255,7 +255,7 @@ def test_reward_records_fresh_samples_and_scores_chat_completions(generator):
 def test_evaluation_rewards_do_not_reach_the_buffer(generator):
     disc = make_head(generator)
     buffer = SampleBuffer()
-    reward = DiscriminatorReward(disc, buffer, RewardConfig(normalize="running"))
+    reward = DiscriminatorReward(disc, buffer, DiscriminatorRewardConfig(normalize="running"))
     reward.recording = lambda: False  # the policy is in eval mode: TRL is evaluating on the test split
     kwargs = {
         "prompt_text": [p.prompt_text for p in REAL[:4]],
@@ -270,7 +270,7 @@ def test_evaluation_rewards_do_not_reach_the_buffer(generator):
 
 
 def test_reward_without_real_column_is_explained(generator):
-    reward = DiscriminatorReward(make_head(generator), SampleBuffer(), RewardConfig())
+    reward = DiscriminatorReward(make_head(generator), SampleBuffer(), DiscriminatorRewardConfig())
     with pytest.raises(KeyError, match="real_response"):
         reward(prompts=["a"], completions=["b"], prompt_text=["a"])
 
@@ -342,7 +342,7 @@ def test_callback_warmup_runs_before_the_first_policy_update(generator):
     disc = make_head(generator, warmup_samples=8, warmup_updates=3)
     trainer = DiscriminatorTrainer(disc, disc.config)
     buffer = SampleBuffer()
-    reward = DiscriminatorReward(disc, buffer, RewardConfig())
+    reward = DiscriminatorReward(disc, buffer, DiscriminatorRewardConfig())
     callback = DiscriminatorCallback(
         trainer, buffer, reward, warmup_prompts=REAL[:8], generation_kwargs={"max_new_tokens": 4}
     )
@@ -364,14 +364,14 @@ def test_save_and_load_round_trip(generator, tmp_path):
     disc = make_head(generator)
     trainer, _ = train_steps(disc, steps=3)
     trainer.rounds = 5
-    reward = DiscriminatorReward(disc, SampleBuffer(), RewardConfig(normalize="running"))
+    reward = DiscriminatorReward(disc, SampleBuffer(), DiscriminatorRewardConfig(normalize="running"))
     reward.running.mean, reward.running.count = 0.7, 11
     save_discriminator(tmp_path / "d", trainer, reward)
     assert (tmp_path / "d" / "model.safetensors").is_file()
 
     fresh = make_head(generator, seed=123)
     fresh_trainer = DiscriminatorTrainer(fresh, fresh.config)
-    fresh_reward = DiscriminatorReward(fresh, SampleBuffer(), RewardConfig(normalize="running"))
+    fresh_reward = DiscriminatorReward(fresh, SampleBuffer(), DiscriminatorRewardConfig(normalize="running"))
     assert fresh_trainer.fingerprint() != trainer.fingerprint()
     load_discriminator(tmp_path / "d", fresh_trainer, fresh_reward)
     assert fresh_trainer.fingerprint() == trainer.fingerprint()
@@ -388,7 +388,7 @@ def test_mark_end_lets_the_discriminator_see_a_response_cut_at_the_length_limit(
     assert marked._tokenize(pair)[0][-1] == tok.eos_token_id
     assert plain._tokenize(pair) == plain._tokenize(cut)  # off: the text alone
     # The reward learns from TRL's completion ids which generations ended (last id an end token).
-    reward = DiscriminatorReward(marked, SampleBuffer(), RewardConfig(), end_token_ids={tok.eos_token_id})
+    reward = DiscriminatorReward(marked, SampleBuffer(), DiscriminatorRewardConfig(), end_token_ids={tok.eos_token_id})
     generated, _ = reward.pairs(
         [p.prompt for p in FAKE[:2]],
         [p.response for p in FAKE[:2]],

@@ -3,6 +3,7 @@ by an :class:`gan_rl.Adversary` (the Python API of docs/python-api.md, with no r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -226,15 +227,38 @@ def test_adversarial_trainer_adds_the_sft_term(tmp_path, tiny_model_dir):
 
 
 def test_python_config_with_a_bad_field_raises_at_construction():
-    from gan_rl import DiscriminatorConfig, RewardConfig
+    from gan_rl import DiscriminatorConfig, DiscriminatorRewardConfig
 
     with pytest.raises(ValueError, match=r"DiscriminatorConfig\.learning_rate: expected positive, got -1"):
         DiscriminatorConfig(learning_rate=-1)
     with pytest.raises(ValueError, match=r"DiscriminatorConfig\.d_model: only kind 'head' reads it"):
         DiscriminatorConfig(kind="adapter", d_model=64)
-    with pytest.raises(ValueError, match=r"RewardConfig\.clip: expected \[low, high\]"):
+    with pytest.raises(ValueError, match=r"DiscriminatorRewardConfig\.clip: expected \[low, high\]"):
         DiscriminatorConfig(reward={"clip": [1.0, -1.0]})
-    assert DiscriminatorConfig(reward={"form": "prob"}).reward == RewardConfig(form="prob")
+    assert DiscriminatorConfig(reward={"form": "prob"}).reward == DiscriminatorRewardConfig(form="prob")
+
+
+def test_the_configs_parse_from_the_command_line_as_trls_do():
+    """``HfArgumentParser`` (what TRL's scripts use) parses DiscriminatorConfig and its reward config, every
+    field with its help; the reward config's name does not clash with ``trl.RewardConfig``."""
+    from transformers import HfArgumentParser
+
+    import gan_rl
+    from gan_rl import DiscriminatorConfig, DiscriminatorRewardConfig
+
+    parser = HfArgumentParser((DiscriminatorConfig, DiscriminatorRewardConfig))
+    help_text = parser.format_help()
+    assert "--encoder_layer" in help_text and "Which hidden layer of the encoder" in help_text
+    assert "--length_coef" in help_text
+    disc, reward = parser.parse_args_into_dataclasses(
+        ["--loss", "bradley_terry", "--encoder_layer", "15", "--form", "prob", "--clip", "-5", "5"]
+    )
+    config = DiscriminatorConfig(**{**vars(disc), "reward": reward})
+    assert config.loss == "bradley_terry" and config.encoder_layer == 15
+    assert config.reward == DiscriminatorRewardConfig(form="prob", clip=[-5.0, 5.0])
+    assert "RewardConfig" not in gan_rl.__all__
+    for cls in (DiscriminatorConfig, DiscriminatorRewardConfig):
+        assert all(f.metadata.get("help") for f in dataclasses.fields(cls)), cls
 
 
 def test_adversarial_dataset_names_a_missing_column():

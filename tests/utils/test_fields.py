@@ -56,15 +56,15 @@ def test_yaml_numbers_written_as_strings_are_read_by_the_recipe_only():
 
 
 def test_reward_config_refuses_a_bad_form_at_construction():
-    from gan_rl import RewardConfig
+    from gan_rl import DiscriminatorRewardConfig
 
     with pytest.raises(
-        ConfigError, match=r"^RewardConfig\.form: 'bogus' is not a valid choice; valid: 'logit'"
+        ConfigError, match=r"^DiscriminatorRewardConfig\.form: 'bogus' is not a valid choice; valid: 'logit'"
     ):
-        RewardConfig(form="bogus")
-    with pytest.raises(ConfigError, match=r"^RewardConfig\.clip\[1\]: expected a number, got 'a'"):
-        RewardConfig(clip=[-1.0, "a"])
-    assert RewardConfig(clip=(-1, 1)).clip == [-1.0, 1.0]
+        DiscriminatorRewardConfig(form="bogus")
+    with pytest.raises(ConfigError, match=r"^DiscriminatorRewardConfig\.clip\[1\]: expected a number, got 'a'"):
+        DiscriminatorRewardConfig(clip=[-1.0, "a"])
+    assert DiscriminatorRewardConfig(clip=(-1, 1)).clip == [-1.0, 1.0]
 
 
 @pytest.mark.parametrize(
@@ -75,9 +75,9 @@ def test_reward_config_refuses_a_bad_form_at_construction():
         ({"lstm": 1}, r"^DiscriminatorConfig\.lstm: expected true or false, got 1\.$"),
         ({"kind": "critic"}, r"^DiscriminatorConfig\.kind: 'critic' is not a valid choice; valid: 'head'"),
         ({"weight_decay": -0.1}, r"^DiscriminatorConfig\.weight_decay: expected 0 or more, got -0\.1\.$"),
-        ({"reward": {"form": "exp"}}, r"^RewardConfig\.form: 'exp' is not a valid choice"),
-        ({"reward": {"forms": "prob"}}, r"^DiscriminatorConfig\.reward: RewardConfig has no field 'forms'"),
-        ({"reward": 5}, r"^DiscriminatorConfig\.reward: expected a RewardConfig or a mapping of its fields"),
+        ({"reward": {"form": "exp"}}, r"^DiscriminatorRewardConfig\.form: 'exp' is not a valid choice"),
+        ({"reward": {"forms": "prob"}}, r"^DiscriminatorConfig\.reward: DiscriminatorRewardConfig has no field 'forms'"),
+        ({"reward": 5}, r"^DiscriminatorConfig\.reward: expected a DiscriminatorRewardConfig or a mapping of its fields"),
         (
             {"kind": "classifier", "model": "m", "lora": {"r": 0}},
             r"^ClassifierLoraSettings\.r: expected a rank of at least 1, got 0\.$",

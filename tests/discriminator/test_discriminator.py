@@ -229,7 +229,9 @@ def test_reward_clip_and_normalisation(generator):
     batch = DiscriminatorReward(disc, buffer, DiscriminatorRewardConfig(normalize="batch"))
     r = torch.tensor(reward_call(batch, FAKE[:8]))
     assert abs(r.mean().item()) < 1e-5 and abs(r.std().item() - 1) < 1e-3
-    running = DiscriminatorReward(disc, buffer, DiscriminatorRewardConfig(normalize="running", running_momentum=0.5))
+    running = DiscriminatorReward(
+        disc, buffer, DiscriminatorRewardConfig(normalize="running", running_momentum=0.5)
+    )
     reward_call(running, FAKE[:8])
     assert running.running.count == 8 and running.running.var > 0
 
@@ -388,7 +390,9 @@ def test_mark_end_lets_the_discriminator_see_a_response_cut_at_the_length_limit(
     assert marked._tokenize(pair)[0][-1] == tok.eos_token_id
     assert plain._tokenize(pair) == plain._tokenize(cut)  # off: the text alone
     # The reward learns from TRL's completion ids which generations ended (last id an end token).
-    reward = DiscriminatorReward(marked, SampleBuffer(), DiscriminatorRewardConfig(), end_token_ids={tok.eos_token_id})
+    reward = DiscriminatorReward(
+        marked, SampleBuffer(), DiscriminatorRewardConfig(), end_token_ids={tok.eos_token_id}
+    )
     generated, _ = reward.pairs(
         [p.prompt for p in FAKE[:2]],
         [p.response for p in FAKE[:2]],

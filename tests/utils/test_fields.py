@@ -62,7 +62,9 @@ def test_reward_config_refuses_a_bad_form_at_construction():
         ConfigError, match=r"^DiscriminatorRewardConfig\.form: 'bogus' is not a valid choice; valid: 'logit'"
     ):
         DiscriminatorRewardConfig(form="bogus")
-    with pytest.raises(ConfigError, match=r"^DiscriminatorRewardConfig\.clip\[1\]: expected a number, got 'a'"):
+    with pytest.raises(
+        ConfigError, match=r"^DiscriminatorRewardConfig\.clip\[1\]: expected a number, got 'a'"
+    ):
         DiscriminatorRewardConfig(clip=[-1.0, "a"])
     assert DiscriminatorRewardConfig(clip=(-1, 1)).clip == [-1.0, 1.0]
 
@@ -76,8 +78,14 @@ def test_reward_config_refuses_a_bad_form_at_construction():
         ({"kind": "critic"}, r"^DiscriminatorConfig\.kind: 'critic' is not a valid choice; valid: 'head'"),
         ({"weight_decay": -0.1}, r"^DiscriminatorConfig\.weight_decay: expected 0 or more, got -0\.1\.$"),
         ({"reward": {"form": "exp"}}, r"^DiscriminatorRewardConfig\.form: 'exp' is not a valid choice"),
-        ({"reward": {"forms": "prob"}}, r"^DiscriminatorConfig\.reward: DiscriminatorRewardConfig has no field 'forms'"),
-        ({"reward": 5}, r"^DiscriminatorConfig\.reward: expected a DiscriminatorRewardConfig or a mapping of its fields"),
+        (
+            {"reward": {"forms": "prob"}},
+            r"^DiscriminatorConfig\.reward: DiscriminatorRewardConfig has no field 'forms'",
+        ),
+        (
+            {"reward": 5},
+            r"^DiscriminatorConfig\.reward: expected a DiscriminatorRewardConfig or a mapping of its fields",
+        ),
         (
             {"kind": "classifier", "model": "m", "lora": {"r": 0}},
             r"^ClassifierLoraSettings\.r: expected a rank of at least 1, got 0\.$",

@@ -7,6 +7,7 @@ from typing import Any
 
 from gan_rl.discriminator.config import DiscriminatorConfig
 from gan_rl.types import Pair
+from gan_rl.utils.generation import chat_prompt
 
 
 class PairTokenizer:
@@ -31,7 +32,7 @@ class PairTokenizer:
         if self.generator_format:
             prompt = pair.prompt
             if isinstance(prompt, list):
-                prompt = tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+                prompt = chat_prompt(tok, prompt)
             return tok(prompt, add_special_tokens=False)["input_ids"]
         return tok(pair.prompt_text + "\n", add_special_tokens=True)["input_ids"]
 

@@ -16,6 +16,7 @@ from accelerate import PartialState
 
 from gan_rl.trainer.trl_internals import metric_logger, scales_loss_for_accumulation
 from gan_rl.types import Pair
+from gan_rl.utils.generation import chat_prompt
 from gan_rl.utils.padding import right_pad
 
 
@@ -54,9 +55,7 @@ class RealResponseLoss:
         least half of the budget), so every pair has response tokens to score."""
         tok = self.tokenizer
         if isinstance(pair.prompt, list):  # the chat template brings its own special tokens
-            prompt_text = tok.apply_chat_template(
-                pair.prompt, tokenize=False, add_generation_prompt=True, **self.chat_template_kwargs
-            )
+            prompt_text = chat_prompt(tok, pair.prompt, self.chat_template_kwargs)
             prompt_ids = tok(prompt_text, add_special_tokens=False)["input_ids"]
         else:  # as TRL tokenizes plain prompts: with the tokenizer's special tokens (BOS)
             prompt_ids = tok(pair.prompt)["input_ids"]

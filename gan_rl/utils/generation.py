@@ -16,19 +16,23 @@ def end_token_ids(tokenizer: Any) -> set[int]:
     return {t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None}
 
 
+def chat_prompt(
+    tokenizer: Any, messages: list[dict[str, str]], chat_template_kwargs: dict[str, Any] | None = None
+) -> str:
+    """Chat messages as the generator reads them: the tokenizer's chat template with the generation
+    prompt, as TRL renders a conversational prompt. The one place gan-rl applies a chat template (sampling,
+    the SFT term and the discriminator's pair tokenizer); the text carries the template's own special
+    tokens, so it is tokenized without adding more."""
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True, **(chat_template_kwargs or {})
+    )
+
+
 def tokenize_prompts(tokenizer: Any, prompts: list[Any], chat_template_kwargs: dict[str, Any] | None = None):
     """A left-padded batch of prompts for ``generate``, tokenized as TRL does: chat messages through the
     chat template (which brings its own special tokens), plain text with the tokenizer's special tokens."""
     chat = bool(prompts) and isinstance(prompts[0], list)
-    if chat:
-        texts = [
-            tokenizer.apply_chat_template(
-                p, tokenize=False, add_generation_prompt=True, **(chat_template_kwargs or {})
-            )
-            for p in prompts
-        ]
-    else:
-        texts = list(prompts)
+    texts = [chat_prompt(tokenizer, p, chat_template_kwargs) for p in prompts] if chat else list(prompts)
     return tokenizer(
         texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=not chat
     )

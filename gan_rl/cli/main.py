@@ -97,6 +97,14 @@ def _load(argument: str, sets: list[str]) -> tuple[Recipe, str]:
     return load_recipe(path, sets), path
 
 
+def _load_for_model(argument: str, sets: list[str]) -> tuple[Recipe, str]:
+    """:func:`_load`, then the libraries quieted and the hub's fallback applied (:func:`_with_bundled_fallback`):
+    what every command that loads the recipe's generator starts with."""
+    recipe, path = _load(argument, sets)
+    _quiet_libraries()
+    return _with_bundled_fallback(recipe), path
+
+
 def _with_bundled_fallback(recipe: Recipe) -> Recipe:
     """``recipe`` with its generator from a bundled GGUF copy where the hub cannot serve the model it names
     (:func:`gan_rl.cli.models.with_bundled_fallback`), and the one line that says so, from the main process
@@ -277,9 +285,7 @@ def _train(
     with _one_line_errors(
         resume, lambda: _resume_command(algorithm, recipe_path, list(overrides), output_dir, *extra)
     ):
-        recipe = _load(recipe_path, sets)[0]
-        _quiet_libraries()
-        recipe = _with_bundled_fallback(recipe)
+        recipe = _load_for_model(recipe_path, sets)[0]
         from gan_rl.cli.train import run
 
         summary = run(
@@ -348,9 +354,7 @@ def sft(recipe: str, overrides: tuple[str, ...], output_dir: str | None, resume,
 
     sets = list(overrides) + ([f"sft.output_dir={output_dir}"] if output_dir else [])
     with _one_line_errors(resume, lambda: _resume_command("sft", recipe, list(overrides), output_dir)):
-        parsed = _load(recipe, sets)[0]
-        _quiet_libraries()
-        parsed = _with_bundled_fallback(parsed)
+        parsed = _load_for_model(recipe, sets)[0]
         from gan_rl.cli.sft import run_sft
         from gan_rl.trainer.callback import PolicyGuard
 
@@ -390,9 +394,7 @@ def spin(recipe: str, overrides: tuple[str, ...], output_dir: str | None, resume
 
     sets = list(overrides) + ([f"spin.output_dir={output_dir}"] if output_dir else [])
     with _one_line_errors(resume, lambda: _resume_command("spin", recipe, list(overrides), output_dir)):
-        parsed = _load(recipe, sets)[0]
-        _quiet_libraries()
-        parsed = _with_bundled_fallback(parsed)
+        parsed = _load_for_model(recipe, sets)[0]
         from gan_rl.cli.spin import run_spin
         from gan_rl.trainer.callback import PolicyGuard
 
@@ -520,9 +522,9 @@ def check(recipe: str, overrides: tuple[str, ...], algorithm: str) -> None:
     """Validate RECIPE (sections, TRL config, checkpoint paths, data files and columns) without loading a
     model."""
     with _one_line_errors():
-        parsed, path = _load(recipe, list(overrides))
-        _quiet_libraries()
-        parsed = _with_bundled_fallback(parsed)  # the line that says so, and the copy's checks below
+        parsed, path = _load_for_model(
+            recipe, list(overrides)
+        )  # a fallback: its line, the copy's checks below
         from gan_rl.cli.data import load_raw_splits
         from gan_rl.cli.evaluate import load_contrast
         from gan_rl.cli.models import generator_checkpoint, preflight_checkpoints

@@ -33,6 +33,7 @@ from gan_rl.trainer.adversary import Adversary
 from gan_rl.trainer.dataset import real_pairs
 from gan_rl.trainer.sft_term import RealResponseLoss, RealResponseLossMixin
 from gan_rl.trainer.trl_internals import EpochSamplerMixin
+from gan_rl.utils.modeling import load_model_as_trl
 
 
 def load_policy(model_id: str, args: Any) -> tuple[Any, Any]:
@@ -41,13 +42,9 @@ def load_policy(model_id: str, args: Any) -> tuple[Any, Any]:
     padded on the left for generation. Loaded here because the adversary needs the model before TRL's
     constructor runs (its reward goes into ``reward_funcs``)."""
     from transformers import AutoTokenizer
-    from trl.trainer.utils import create_model_from_path
 
     kwargs = dict(getattr(args, "model_init_kwargs", None) or {})
-    if args.distributed_state.distributed_type in ("MULTI_GPU", "DEEPSPEED"):
-        kwargs["device_map"] = None  # as TRL: distributed training places the model itself
-    kwargs.setdefault("trust_remote_code", args.trust_remote_code)
-    model = create_model_from_path(model_id, **kwargs)
+    model = load_model_as_trl(model_id, args, kwargs)
     tokenizer = AutoTokenizer.from_pretrained(
         model_id,
         revision=kwargs.get("revision"),

@@ -41,3 +41,17 @@ def config_position_limit(config: dict[str, Any]) -> tuple[int, str] | None:
             return value, key
     text = config.get("text_config")
     return config_position_limit(text) if isinstance(text, dict) else None
+
+
+def load_model_as_trl(model_id: str, args: Any, kwargs: dict[str, Any]) -> Any:
+    """TRL's ``create_model_from_path`` with what TRL 1.16's trainers add to ``model_init_kwargs``:
+    ``trust_remote_code`` from ``args`` unless given, and no ``device_map`` when distributed training
+    places the model itself. For a model gan-rl loads where TRL would (the owning trainers' model id, SPIN's
+    iterates)."""
+    from trl.trainer.utils import create_model_from_path
+
+    kwargs = dict(kwargs)
+    kwargs.setdefault("trust_remote_code", args.trust_remote_code)
+    if args.distributed_state.distributed_type in ("MULTI_GPU", "DEEPSPEED"):
+        kwargs["device_map"] = None
+    return create_model_from_path(model_id, **kwargs)

@@ -67,6 +67,7 @@ from gan_rl.trainer.spin.pairs import (
 )
 from gan_rl.trainer.trl_internals import ReferenceLogpsHookMixin
 from gan_rl.utils.library_internals import attn_implementation
+from gan_rl.utils.modeling import load_model_as_trl
 
 logger = logging.getLogger(__name__)
 
@@ -387,8 +388,6 @@ class SpinTrainer:
         """A model as TRL's DPOTrainer loads one: from ``model_init_kwargs`` when the initial model was an
         id, else with the initial model's dtype and attention (as TRL builds a reference for a model passed
         as an instance). ``revision`` applies to the initial id only, not to the iterations' folders."""
-        from trl.trainer.utils import create_model_from_path
-
         if isinstance(self._initial, str):
             kwargs = dict(self.args.model_init_kwargs or {})
         else:
@@ -398,10 +397,7 @@ class SpinTrainer:
             }
         if not revision:
             kwargs.pop("revision", None)
-        kwargs.setdefault("trust_remote_code", self.args.trust_remote_code)
-        if self.args.distributed_state.distributed_type in ("MULTI_GPU", "DEEPSPEED"):
-            kwargs["device_map"] = None  # as TRL: distributed training places the model itself
-        return create_model_from_path(str(path), **kwargs)
+        return load_model_as_trl(str(path), self.args, kwargs)
 
     # -- results --------------------------------------------------------------------------------------
 

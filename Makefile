@@ -1,7 +1,7 @@
 # Two commands from a fresh clone (Python 3.10+ and git are all they need):
 #
 #   make demo   # a virtual environment in .venv, gan-rl and what it runs with, then the demo (about 2 min)
-#   make test   # the test extras, then lint and the whole suite: exactly what CI (.ci/run) runs
+#   make test   # the test extras, then ruff check . and python -m pytest -q: what CI (.ci/run) runs
 #
 # Later commands use the same environment: . .venv/bin/activate  (or .venv/bin/gan-rl ...)
 # On a machine with an NVIDIA GPU (nvidia-smi on PATH) torch comes from PyPI, a CUDA build; elsewhere the CPU

@@ -115,11 +115,7 @@ def run_sft(
     check_train_rows("sft", args, len(raw["train"]))  # fewer rows than one batch: no step would run
     checkpoint = generator_checkpoint(recipe.model, recipe.resolve_path, out)
     tokenizer, chat = prepare_run(recipe, out, raw, "sft")
-    train_ds = sft_dataset(raw["train"], recipe, chat)
-    test_ds = sft_dataset(raw["test"], recipe, chat) if "test" in raw else None
-    # Model selection (eval_strategy, early stopping) reads the validation split when there is one, never
-    # the test split that the final eval_loss and ``gan-rl evaluate`` report.
-    eval_ds = sft_dataset(raw["validation"], recipe, chat) if "validation" in raw else test_ds
+    train_ds, eval_ds, test_ds = sft_splits(raw, recipe, chat)
     early = sft_early_stopping(recipe)
     # Selection by samples on the validation split (None: off), built before the model loads.
     selection = selection_callback(recipe, raw, chat, resume_dir=resume_path)
@@ -157,27 +153,8 @@ def run_sft(
 
     merged = recipe.model.lora is not None and recipe.model.quantization is None
     save_trainer(trainer, out, merge_lora=merged)
-    # Logged losses (every logging_steps); a run shorter than that has only the final average.
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h] or [
-        h["train_loss"] for h in trainer.state.log_history if "train_loss" in h
-    ]
-    validation = validation_curve(trainer.state.log_history) if "validation" in raw else {}
-    best_step = trainer.state.best_global_step if early is not None else None
-    if validation and best_step is None:  # no early stopping: the best evaluation, for the record
-        best_step = min(validation, key=validation.get)
-    summary = SFTSummary(
-        output_dir=str(out),
-        steps=trainer.state.global_step,
-        seconds=round(seconds, 1),
-        train_loss_first=losses[0] if losses else None,
-        train_loss_last=losses[-1] if losses else None,
-        eval_loss=eval_loss,
-        validation_losses=validation,
-        best_validation_loss=validation.get(best_step) if best_step is not None else None,
-        best_step=best_step,
-        stopped_early=early is not None and trainer.state.global_step < trainer.state.max_steps,
-        merged_lora=merged,
-        **precision.as_dict(),
+    summary = sft_summary(
+        trainer, out, seconds, eval_loss, early is not None, "validation" in raw, merged, precision
     )
     log_history = trainer.state.log_history
     selected = selection.summary() if selection is not None else None
@@ -193,6 +170,53 @@ def run_sft(
         )
     write_summary(out, summary, log_history)
     return summary
+
+
+def sft_splits(raw: dict[str, Any], recipe: Recipe, chat: bool) -> tuple[Any, Any, Any]:
+    """The train, evaluation and test datasets of ``gan-rl sft``. Model selection (eval_strategy, early
+    stopping) reads the validation split when there is one, never the test split that the final
+    ``eval_loss`` and ``gan-rl evaluate`` report."""
+    train_ds = sft_dataset(raw["train"], recipe, chat)
+    test_ds = sft_dataset(raw["test"], recipe, chat) if "test" in raw else None
+    eval_ds = sft_dataset(raw["validation"], recipe, chat) if "validation" in raw else test_ds
+    return train_ds, eval_ds, test_ds
+
+
+def sft_summary(
+    trainer: Any,
+    out: Path,
+    seconds: float,
+    eval_loss: float | None,
+    early_stopping: bool,
+    has_validation: bool,
+    merged: bool,
+    precision: Any,
+) -> SFTSummary:
+    """What a finished ``gan-rl sft`` reports, from its trainer's state."""
+    state = trainer.state
+    # Logged losses (every logging_steps); a run shorter than that has only the final average.
+    losses = [h["loss"] for h in state.log_history if "loss" in h] or [
+        h["train_loss"] for h in state.log_history if "train_loss" in h
+    ]
+    # The validation NLL curve: only a validation split's (without one, evaluations read the test split).
+    validation = validation_curve(state.log_history) if has_validation else {}
+    best_step = state.best_global_step if early_stopping else None
+    if validation and best_step is None:  # no early stopping: the best evaluation, for the record
+        best_step = min(validation, key=validation.get)
+    return SFTSummary(
+        output_dir=str(out),
+        steps=state.global_step,
+        seconds=round(seconds, 1),
+        train_loss_first=losses[0] if losses else None,
+        train_loss_last=losses[-1] if losses else None,
+        eval_loss=eval_loss,
+        validation_losses=validation,
+        best_validation_loss=validation.get(best_step) if best_step is not None else None,
+        best_step=best_step,
+        stopped_early=early_stopping and state.global_step < state.max_steps,
+        merged_lora=merged,
+        **precision.as_dict(),
+    )
 
 
 def validation_curve(log_history: list[dict[str, Any]]) -> dict[int, float]:

@@ -136,21 +136,35 @@ def run_spin(
         selected = spin_selection(
             out, steps, recipe, lambda: load_generator(recipe.model, checkpoint), tokenizer
         )
+    summary = spin_summary(out, output, seconds, log_history, args.snapshot, recipe, selected, precision)
+    write_summary(out, summary, log_history)
+    return summary
+
+
+def spin_summary(
+    out: Path,
+    output: Any,
+    seconds: float,
+    log_history: list[dict[str, Any]],
+    snapshot: bool,
+    recipe: Recipe,
+    selected: dict[str, Any] | None,
+    precision: Any,
+) -> SpinSummary:
+    """What a finished ``gan-rl spin`` reports: its iterations, steps, DPO losses and selection."""
     losses = [h["loss"] for h in log_history if "loss" in h]
-    summary = SpinSummary(
+    return SpinSummary(
         output_dir=str(out),
         iterations=[s.__dict__ for s in output.iterations],
         steps=output.global_step,
         seconds=round(seconds, 1),
         loss_first=losses[0] if losses else None,
         loss_last=losses[-1] if losses else None,
-        snapshot=args.snapshot,
+        snapshot=snapshot,
         merged_lora=recipe.model.lora is not None,
         sample_selection=selected,
         **precision.as_dict(),
     )
-    write_summary(out, summary, log_history)
-    return summary
 
 
 def open_spin_run(

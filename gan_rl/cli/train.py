@@ -110,6 +110,68 @@ def run(
     algorithm = get_algorithm(algorithm).name  # grpo -> ppo, rloo -> reinforce
     # 1. Everything that can be checked without loading the generator.
     pre = preflight(algorithm, recipe, resume, overwrite, fresh_discriminator)
+    # 2-4. The generator, the adversary, and TRL's trainer with the adversary wired in.
+    parts = build_run(algorithm, pre, fresh_discriminator, progress, callbacks or [])
+    # 5. Samples before training, training, samples after it and the summary (written last: "finished").
+    held_out = real_pairs(parts.eval_ds.select(range(min(num_samples, len(parts.eval_ds)))))
+    # The data's declared property (None: it has none, or no samples were asked for), measured on more
+    # held-out prompts than the summary shows, so that its share is worth reading (PROPERTY_PROMPTS).
+    probe = PropertyProbe.of(pre.recipe, parts.eval_ds) if num_samples > 0 else None
+    before = sample_before_training(parts, held_out, probe)
+    start = time.time()
+    with parts.stop.signals():
+        parts.trainer.train(resume_from_checkpoint=pre.resume)
+    parts.stop.raise_if_stopped(parts.trainer)  # stopped by a signal: a checkpoint, no model, no summary
+    seconds = time.time() - start
+    save_trainer(parts.trainer, pre.out)
+    selected = None
+    if parts.selection is not None:  # under LoRA the selected adapter merged into the starting weights
+        selected = finish_selection(
+            pre.out, parts.selection.summary(), pre.recipe, parts.reload_generator, parts.tokenizer
+        )
+    summary = summarize(
+        algorithm,
+        pre.out,
+        parts.trainer,
+        parts.adversary,
+        parts.tokenizer,
+        held_out,
+        before,
+        seconds,
+        pre.precision,
+        selected,
+        probe,
+    )
+    if summary.data_property is not None and PartialState().is_main_process:
+        click.echo(describe_property(summary.data_property))
+    return summary
+
+
+@dataclass
+class RunParts:
+    """A run's parts, built and wired (:func:`build_run`), ready to train."""
+
+    tokenizer: Any
+    eval_ds: Dataset
+    adversary: Adversary
+    trainer: Any
+    stop: PreemptionCallback
+    # Selection by samples on the validation split (None: off).
+    selection: Any | None
+    # Loads the generator as the run loaded it (the head's frozen reference; selection's starting weights).
+    reload_generator: Any
+
+
+def build_run(
+    algorithm: str,
+    pre: Preflight,
+    fresh_discriminator: bool,
+    progress: bool,
+    callbacks: list[Any],
+) -> RunParts:
+    """The generator, the adversary (discriminator, sample buffer, discriminator trainer, reward and
+    callback) and TRL's trainer, rewarded by the discriminator, with the SFT term and the adversary wired
+    in; a stop signal ends training with a checkpoint (:mod:`gan_rl.cli.preemption`)."""
     recipe, args, out = pre.recipe, pre.args, pre.out
     tokenizer, chat = prepare_run(recipe, out, pre.raw, algorithm)
     train_ds = to_trl_dataset(pre.raw["train"], recipe.data, chat)
@@ -118,11 +180,11 @@ def run(
     # Selection by samples on the validation split (None: off), built before the generator loads.
     selection = selection_callback(recipe, pre.raw, chat, resume_dir=pre.resume)
 
-    # 2. The generator.
-    model = load_generator(recipe.model, pre.checkpoints.generator)
-    check_position_limit(model, tokenizer, train_ds, args.max_completion_length, args.chat_template_kwargs)
+    def reload_generator() -> Any:
+        return load_generator(recipe.model, pre.checkpoints.generator)
 
-    # 3. The adversary: discriminator, sample buffer, discriminator trainer, reward and callback.
+    model = reload_generator()
+    check_position_limit(model, tokenizer, train_ds, args.max_completion_length, args.chat_template_kwargs)
     adversary = Adversary.build(
         recipe.discriminator,
         model,
@@ -134,9 +196,6 @@ def run(
         resume_dir=pre.resume,
         fresh_discriminator=fresh_discriminator,
     )
-
-    # 4. TRL's trainer, rewarded by the discriminator, with the SFT term and the adversary wired in; a
-    # stop signal ends training with a checkpoint (gan_rl.cli.preemption).
     stop = PreemptionCallback()
     chat_kwargs = dict(getattr(args, "chat_template_kwargs", None) or {})
     trainer = build_trainer(
@@ -148,63 +207,33 @@ def run(
         eval_ds,
         recipe.model,
         reward=adversary.reward,
-        callbacks=[adversary.callback, stop, *([selection] if selection else []), *(callbacks or [])],
+        callbacks=[adversary.callback, stop, *([selection] if selection else []), *callbacks],
         real_response_loss=build_sft_term(recipe.sft_loss, tokenizer, real, args.seed, chat_kwargs),
         progress=progress,
     )
     check_backend(trainer, algorithm)  # DeepSpeed / FSDP asked for and not in use: an error, not a fallback
     # The head's frozen copy of the generator (no LoRA, beta 0) is loaded as the run loaded the generator.
-    adversary.attach(trainer, reference=lambda: load_generator(recipe.model, pre.checkpoints.generator))
+    adversary.attach(trainer, reference=reload_generator)
     if selection is not None:  # samples and saves through the trainer (every process, in step)
         selection.attach(trainer)
+    return RunParts(tokenizer, eval_ds, adversary, trainer, stop, selection, reload_generator)
 
-    # 5. Samples before training, training, samples after it and the summary (written last: "finished").
-    held_out = real_pairs(eval_ds.select(range(min(num_samples, len(eval_ds)))))
+
+def sample_before_training(parts: RunParts, held_out: list[Pair], probe: PropertyProbe | None) -> list[str]:
+    """The held-out samples of the starting policy (and the property probe's), filled in place: now, or
+    under FSDP when training starts, since FSDP shards (and may only then load) the weights."""
     before: list[str] = []
-    # The data's declared property (None: it has none, or no samples were asked for), measured on more
-    # held-out prompts than the summary shows, so that its share is worth reading (PROPERTY_PROMPTS).
-    probe = PropertyProbe.of(recipe, eval_ds) if num_samples > 0 else None
 
     def take_before() -> None:
-        before.extend(sample_held_out(adversary, tokenizer, held_out))
+        before.extend(sample_held_out(parts.adversary, parts.tokenizer, held_out))
         if probe is not None:
-            probe.before = sample_aside(adversary, tokenizer, probe.pairs)
+            probe.before = sample_aside(parts.adversary, parts.tokenizer, probe.pairs)
 
-    if trainer.is_fsdp_enabled:  # FSDP shards (and may only then load) the weights when training starts
-        adversary.callback.before_training = take_before
+    if parts.trainer.is_fsdp_enabled:
+        parts.adversary.callback.before_training = take_before
     else:
         take_before()
-    start = time.time()
-    with stop.signals():
-        trainer.train(resume_from_checkpoint=pre.resume)
-    stop.raise_if_stopped(trainer)  # stopped by a signal: a checkpoint, and neither model nor summary
-    seconds = time.time() - start
-    save_trainer(trainer, out)
-    selected = None
-    if selection is not None:  # under LoRA the selected adapter merged into the starting weights
-        selected = finish_selection(
-            out,
-            selection.summary(),
-            recipe,
-            lambda: load_generator(recipe.model, pre.checkpoints.generator),
-            tokenizer,
-        )
-    summary = summarize(
-        algorithm,
-        out,
-        trainer,
-        adversary,
-        tokenizer,
-        held_out,
-        before,
-        seconds,
-        pre.precision,
-        selected,
-        probe,
-    )
-    if summary.data_property is not None and PartialState().is_main_process:
-        click.echo(describe_property(summary.data_property))
-    return summary
+    return before
 
 
 # --------------------------------------------------------------------------------------------------

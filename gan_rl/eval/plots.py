@@ -86,115 +86,11 @@ def plot_training_curves(log_history: list[dict], out_dir: str | Path) -> list[P
 
     Returns the files written: an empty list (and no file) when the history holds nothing to plot.
     """
-    cache: dict[str, dict[float, float]] = {}
-
-    def get(key: str) -> dict[float, float]:
-        if key not in cache:
-            cache[key] = _series(log_history, key)
-        return cache[key]
-
-    dpo = bool(get("rewards/margins"))
-    reward_key = "reward" if get("reward") else "rewards/discriminator/mean"
-    std_key = "reward_std" if reward_key == "reward" else "rewards/discriminator/std"
-    acc_keys = [("disc/acc_real", "real"), ("disc/acc_generated", "generated"), ("disc/accuracy", "mean")]
-
-    def reward(ax: Axes) -> None:
-        r, std = get(reward_key), get(std_key)
-        _plot(ax, r, color="C0")
-        _band(
-            ax, r, {k: r[k] - std[k] for k in std if k in r}, {k: r[k] + std[k] for k in std if k in r}, "C0"
-        )
-        ax.set_title("reward (± std)" if std else "reward")
-
-    def disc_acc(ax: Axes) -> None:
-        for i, (key, label) in enumerate(acc_keys):
-            if get(key):
-                _plot(ax, get(key), label=label, color=f"C{i}")
-        ax.axhline(0.5, ls="--", color="grey", lw=1)
-        skipped = [step for step, v in get("disc/skipped").items() if v >= 0.5]
-        for i, step in enumerate(skipped):
-            ax.axvline(step, color="red", alpha=0.3, lw=1, label="round skipped" if i == 0 else None)
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title("discriminator accuracy")
-        ax.legend(fontsize=8)
-
-    def length(ax: Axes) -> None:
-        mean = get("completions/mean_length")
-        _plot(ax, mean, color="C0")
-        _band(ax, mean, get("completions/min_length"), get("completions/max_length"), "C0")
-        ax.set_title(
-            "completion length (mean, min-max)" if get("completions/min_length") else "completion length"
-        )
-
-    def nll(ax: Axes) -> None:  # gan-rl sft: training loss, validation loss and its best step
-        if get("loss"):
-            _plot(ax, get("loss"), label="train", color="C0")
-        validation = get("eval_loss")
-        if validation:
-            _plot(ax, validation, label="validation", color="C1")
-            best = min(validation, key=validation.get)
-            ax.axvline(best, ls="--", color="C1", lw=1, label=f"best (step {best:g})")
-        # gan-rl spin: the DPO loss of (real response, own sample) pairs, not an NLL.
-        ax.set_title("DPO loss (real vs own sample)" if dpo else "loss (NLL of real responses)")
-        ax.legend(fontsize=8)
-
-    def dpo_rewards(ax: Axes) -> None:  # gan-rl spin: the implicit discriminator, beta x the log-ratio
-        for i, (key, label) in enumerate((("rewards/chosen", "real"), ("rewards/rejected", "own sample"))):
-            if get(key):
-                _plot(ax, get(key), label=label, color=f"C{i}")
-        ax.axhline(0.0, ls="--", color="grey", lw=1)
-        accuracy = get("rewards/accuracies")
-        if accuracy:
-            twin = ax.twinx()
-            _plot(twin, accuracy, label="real ranked first", color="C2", alpha=0.6)
-            twin.set_ylim(-0.02, 1.02)
-            twin.legend(fontsize=8, loc="lower right")
-        ax.set_title("DPO rewards (log-ratio to the iteration's start)")
-        ax.legend(fontsize=8, loc="upper left")
-
-    def by_samples(ax: Axes) -> None:  # selection by samples (gan_rl/eval/sample_selection.py)
-        curve = get(SAMPLE_SELECTION_KEY)
-        _plot(ax, curve, label="two-sample acc., n-gram", color="C0")
-        ax.axhline(0.5, ls="--", color="grey", lw=1, label="chance (indistinguishable)")
-        best = min(curve, key=curve.get)  # the first of equal scores, as the callback selects
-        ax.axvline(best, ls="--", color="C3", lw=1, label=f"selected (step {best:g}: {curve[best]:.3f})")
-        ax.set_title("samples vs real responses (lower = closer)")
-        ax.legend(fontsize=8)
-
-    def simple(key: str, title: str):
-        def draw(ax: Axes) -> None:
-            _plot(ax, get(key), color="C0")
-            ax.set_title(title)
-
-        return draw
-
-    panels = [
-        (bool(get("eval_loss")) or (not get(reward_key) and bool(get("loss"))), nll),
-        (bool(get(reward_key)), reward),
-        (dpo, dpo_rewards),
-        (bool(get("disc/loss")), simple("disc/loss", "discriminator loss")),
-        (any(get(k) for k, _ in acc_keys), disc_acc),
-        (
-            bool(get("disc/prob_generated_real")),
-            simple("disc/prob_generated_real", "disc. P(real) on generated"),
-        ),
-        (bool(get("kl")), simple("kl", "KL to reference")),
-        (bool(get("completions/mean_length")), length),
-        (bool(get("entropy")), simple("entropy", "policy entropy")),
-        (bool(get("sft/loss")), simple("sft/loss", "SFT loss")),
-        (bool(get(SAMPLE_SELECTION_KEY)), by_samples),
-    ]
-    panels = [draw for present, draw in panels if present]
+    panels = TrainingPanels(log_history).present()
     if not panels:
         return []
     fig, axes = _grid(len(panels), 4.5, 3.2)
-    # gan-rl spin: where each iteration ended (its steps restart; the curves count the run's steps).
-    ends: dict[int, float] = {}
-    for entry in log_history:
-        iteration, step = entry.get("iteration"), _num(entry.get("step"))
-        if isinstance(iteration, int) and step is not None:
-            ends[iteration] = max(ends.get(iteration, step), step)
-    boundaries = sorted(ends.values())[:-1]
+    boundaries = _iteration_ends(log_history)
     for ax, draw in zip(axes, panels, strict=True):
         draw(ax)
         for boundary in boundaries:
@@ -205,6 +101,124 @@ def plot_training_curves(log_history: list[dict], out_dir: str | Path) -> list[P
     out.mkdir(parents=True, exist_ok=True)
     fig.savefig(out / TRAINING_FILE, dpi=100)
     return [out / TRAINING_FILE]
+
+
+def _iteration_ends(log_history: list[dict]) -> list[float]:
+    """gan-rl spin: the step where each iteration but the last ended (its steps restart; the curves count
+    the run's steps)."""
+    ends: dict[int, float] = {}
+    for entry in log_history:
+        iteration, step = entry.get("iteration"), _num(entry.get("step"))
+        if isinstance(iteration, int) and step is not None:
+            ends[iteration] = max(ends.get(iteration, step), step)
+    return sorted(ends.values())[:-1]
+
+
+class TrainingPanels:
+    """The panels of ``training_curves.png``, one method each; :meth:`present` lists those whose metrics
+    the log holds, in panel order (one figure layout for ppo / reinforce / gumbel, sft and spin)."""
+
+    ACC_KEYS = (("disc/acc_real", "real"), ("disc/acc_generated", "generated"), ("disc/accuracy", "mean"))
+
+    def __init__(self, log_history: list[dict]) -> None:
+        self.log_history = log_history
+        self.cache: dict[str, dict[float, float]] = {}
+        self.dpo = bool(self.get("rewards/margins"))
+        self.reward_key = "reward" if self.get("reward") else "rewards/discriminator/mean"
+        self.std_key = "reward_std" if self.reward_key == "reward" else "rewards/discriminator/std"
+
+    def get(self, key: str) -> dict[float, float]:
+        if key not in self.cache:
+            self.cache[key] = _series(self.log_history, key)
+        return self.cache[key]
+
+    def present(self) -> list[Any]:
+        get = self.get
+        panels = [
+            (bool(get("eval_loss")) or (not get(self.reward_key) and bool(get("loss"))), self.nll),
+            (bool(get(self.reward_key)), self.reward),
+            (self.dpo, self.dpo_rewards),
+            (bool(get("disc/loss")), self.simple("disc/loss", "discriminator loss")),
+            (any(get(k) for k, _ in self.ACC_KEYS), self.disc_acc),
+            (
+                bool(get("disc/prob_generated_real")),
+                self.simple("disc/prob_generated_real", "disc. P(real) on generated"),
+            ),
+            (bool(get("kl")), self.simple("kl", "KL to reference")),
+            (bool(get("completions/mean_length")), self.length),
+            (bool(get("entropy")), self.simple("entropy", "policy entropy")),
+            (bool(get("sft/loss")), self.simple("sft/loss", "SFT loss")),
+            (bool(get(SAMPLE_SELECTION_KEY)), self.by_samples),
+        ]
+        return [draw for shown, draw in panels if shown]
+
+    def reward(self, ax: Axes) -> None:
+        r, std = self.get(self.reward_key), self.get(self.std_key)
+        _plot(ax, r, color="C0")
+        _band(
+            ax, r, {k: r[k] - std[k] for k in std if k in r}, {k: r[k] + std[k] for k in std if k in r}, "C0"
+        )
+        ax.set_title("reward (± std)" if std else "reward")
+
+    def disc_acc(self, ax: Axes) -> None:
+        for i, (key, label) in enumerate(self.ACC_KEYS):
+            if self.get(key):
+                _plot(ax, self.get(key), label=label, color=f"C{i}")
+        ax.axhline(0.5, ls="--", color="grey", lw=1)
+        skipped = [step for step, v in self.get("disc/skipped").items() if v >= 0.5]
+        for i, step in enumerate(skipped):
+            ax.axvline(step, color="red", alpha=0.3, lw=1, label="round skipped" if i == 0 else None)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title("discriminator accuracy")
+        ax.legend(fontsize=8)
+
+    def length(self, ax: Axes) -> None:
+        mean, low = self.get("completions/mean_length"), self.get("completions/min_length")
+        _plot(ax, mean, color="C0")
+        _band(ax, mean, low, self.get("completions/max_length"), "C0")
+        ax.set_title("completion length (mean, min-max)" if low else "completion length")
+
+    def nll(self, ax: Axes) -> None:  # gan-rl sft: training loss, validation loss and its best step
+        if self.get("loss"):
+            _plot(ax, self.get("loss"), label="train", color="C0")
+        validation = self.get("eval_loss")
+        if validation:
+            _plot(ax, validation, label="validation", color="C1")
+            best = min(validation, key=validation.get)
+            ax.axvline(best, ls="--", color="C1", lw=1, label=f"best (step {best:g})")
+        # gan-rl spin: the DPO loss of (real response, own sample) pairs, not an NLL.
+        ax.set_title("DPO loss (real vs own sample)" if self.dpo else "loss (NLL of real responses)")
+        ax.legend(fontsize=8)
+
+    def dpo_rewards(self, ax: Axes) -> None:  # gan-rl spin: the implicit discriminator, beta x log-ratio
+        for i, (key, label) in enumerate((("rewards/chosen", "real"), ("rewards/rejected", "own sample"))):
+            if self.get(key):
+                _plot(ax, self.get(key), label=label, color=f"C{i}")
+        ax.axhline(0.0, ls="--", color="grey", lw=1)
+        accuracy = self.get("rewards/accuracies")
+        if accuracy:
+            twin = ax.twinx()
+            _plot(twin, accuracy, label="real ranked first", color="C2", alpha=0.6)
+            twin.set_ylim(-0.02, 1.02)
+            twin.legend(fontsize=8, loc="lower right")
+        ax.set_title("DPO rewards (log-ratio to the iteration's start)")
+        ax.legend(fontsize=8, loc="upper left")
+
+    def by_samples(self, ax: Axes) -> None:  # selection by samples (gan_rl/eval/sample_selection.py)
+        curve = self.get(SAMPLE_SELECTION_KEY)
+        _plot(ax, curve, label="two-sample acc., n-gram", color="C0")
+        ax.axhline(0.5, ls="--", color="grey", lw=1, label="chance (indistinguishable)")
+        best = min(curve, key=curve.get)  # the first of equal scores, as the callback selects
+        ax.axvline(best, ls="--", color="C3", lw=1, label=f"selected (step {best:g}: {curve[best]:.3f})")
+        ax.set_title("samples vs real responses (lower = closer)")
+        ax.legend(fontsize=8)
+
+    def simple(self, key: str, title: str) -> Any:
+        def draw(ax: Axes) -> None:
+            _plot(ax, self.get(key), color="C0")
+            ax.set_title(title)
+
+        return draw
 
 
 def plot_evaluation(results: dict[str, dict], out_dir: str | Path) -> list[Path]:

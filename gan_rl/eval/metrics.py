@@ -44,12 +44,15 @@ def _ngrams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:
 
 
 class TextEncoder:
-    """Sentence embeddings: mean-pooled last hidden states of an encoder checkpoint (as all-MiniLM-L6-v2 /
-    sentence-transformers do), L2-normalised.
+    """Sentence embeddings of an encoder checkpoint, pooled as that encoder was trained, L2-normalised.
 
     A frozen encoder that none of the compared generators was trained against gives a neutral space in
     which to measure how far generated responses sit from real ones (Fréchet distance, two-sample test).
-    Loaded with plain ``transformers`` so sentence-transformers is not a dependency.
+    Loaded with ``sentence_transformers.SentenceTransformer``, which reads the checkpoint's own pooling
+    (``modules.json``, ``1_Pooling/``: mean for all-MiniLM-L6-v2, CLS for the BGE family), so a
+    CLS-pooled encoder is no longer mean-pooled. A plain ``transformers`` checkpoint without that
+    configuration gets sentence-transformers' fallback: mean pooling for an encoder, last-token pooling
+    for a causal LM. Embeddings are normalised here whatever the checkpoint's own modules do.
     """
 
     def __init__(
@@ -60,7 +63,7 @@ class TextEncoder:
         max_length: int = 128,
         trust_remote_code: bool = False,
     ) -> None:
-        from transformers import AutoModel, AutoTokenizer
+        from sentence_transformers import SentenceTransformer
 
         if batch_size < 1 or max_length < 1:
             raise ValueError(
@@ -70,58 +73,54 @@ class TextEncoder:
         self.device = torch.device(device)
         self.batch_size = batch_size
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(
-                self.name_or_path, trust_remote_code=trust_remote_code
-            )
-            self.model = AutoModel.from_pretrained(
-                self.name_or_path, trust_remote_code=trust_remote_code, dtype=torch.float32
+            self.model = SentenceTransformer(
+                self.name_or_path,
+                device=str(self.device),
+                trust_remote_code=trust_remote_code,
+                model_kwargs={"dtype": torch.float32},
             )
         except (OSError, ValueError) as exc:
             raise ValueError(
                 f"TextEncoder: cannot load encoder checkpoint {self.name_or_path!r}: {exc}"
             ) from None
+        self.tokenizer = self.model.tokenizer
         # Right padding: absolute position embeddings then see the same positions batched or alone.
         self.tokenizer.padding_side = "right"
         if ensure_pad_token(self.tokenizer) is None:
             raise ValueError(
                 f"TextEncoder: the tokenizer of {self.name_or_path!r} has no pad, eos or unk token"
             )
-        positions = getattr(self.model.config, "max_position_embeddings", None)
+        config = getattr(getattr(self.model[0], "auto_model", None), "config", None)
+        positions = getattr(config, "max_position_embeddings", None)
         self.max_length = min(max_length, positions) if positions else max_length
-        self.model.to(self.device).eval()
+        self.model.max_seq_length = self.max_length
+        self.model.eval()
 
     @property
     def dim(self) -> int:
-        """Embedding width (the encoder's hidden size)."""
-        return int(self.model.config.hidden_size)
+        """Embedding width (the pooled output's size: the encoder's hidden size for mean / CLS pooling)."""
+        return int(self.model.get_sentence_embedding_dimension())
 
     @torch.inference_mode()
     def encode(self, texts: list[str]) -> np.ndarray:
         """Embed ``texts`` as rows of a float32 array of shape ``(len(texts), dim)``, each of unit norm.
 
-        Texts are batched by token length (less padding, faster) and returned in the input order. Empty
-        strings are allowed; a text that yields no tokens at all (a tokenizer without special tokens)
-        gets the zero vector.
+        sentence-transformers batches by length and returns the input order. Empty strings are allowed; a
+        text that yields no tokens at all (a tokenizer without special tokens) gets the zero vector, as a
+        model cannot run on an empty sequence.
         """
         texts = [str(t) for t in texts]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
-        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length)
-        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-        lengths = np.array([len(ids) for ids in enc["input_ids"]])
-        order = np.argsort(-lengths, kind="stable")
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            if lengths[idx[0]] == 0:  # sorted longest first: the rest of the batches are empty too
-                break
-            batch = self.tokenizer.pad({k: [enc[k][i] for i in idx] for k in keys}, return_tensors="pt")
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            hidden = self.model(**batch).last_hidden_state.float()
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-            pooled = torch.nn.functional.normalize(pooled, p=2, dim=-1)
-            out[idx] = pooled.cpu().numpy()
+        ids = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"] if texts else []
+        keep = [i for i, row in enumerate(ids) if len(row) > 0]
+        if keep:
+            out[keep] = self.model.encode(
+                [texts[i] for i in keep],
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            ).astype(np.float32, copy=False)
         return out
 
 
@@ -159,68 +158,59 @@ def word_distance(generated: list[str], real: list[str]) -> float:
 
 
 def self_bleu(texts: list[str], max_n: int = 4, max_texts: int = 300, seed: int = 0) -> float:
-    """Mean sentence BLEU of each text against all the others as references; higher = less diverse.
+    """Mean sentence BLEU of each text against all the others as references, on the 0-1 scale (sacreBLEU's
+    score / 100); higher = less diverse.
 
-    BLEU here: clipped n-gram precisions (a hypothesis n-gram counts up to its largest count in any one
-    reference), add-one smoothing for orders n > 1, geometric mean over the orders the hypothesis is long
-    enough for (effective order, so short texts are not scored by empty orders), and the brevity penalty
-    against the closest reference length (ties to the shorter). Texts are subsampled to ``max_texts``
-    with ``seed``. Runs in time linear in the total n-gram count: for each n-gram only the largest count
-    and the runner-up count over texts are kept, which answers "max over all references but me".
-    Returns nan for fewer than two texts (no references).
+    The BLEU is sacreBLEU's ``sentence_bleu`` with its defaults (13a tokenization, case-sensitive, ``exp``
+    smoothing, effective order; signature ``nrefs:N-1|case:mixed|eff:yes|tok:13a|smooth:exp``), so the
+    number is the one any sacreBLEU user gets, not a hand-written variant. Calling ``sentence_bleu`` once per
+    text would extract every other text's n-grams again (quadratic); instead each text is tokenized once
+    and, for each n-gram, only its largest and runner-up count over the texts are kept, which answers
+    sacreBLEU's "largest count in any reference but me". The counts then go through sacreBLEU's
+    ``BLEU.compute_bleu`` (smoothing, brevity penalty against the closest reference length). The tests check
+    the result against ``sacrebleu.sentence_bleu`` text by text. Texts are subsampled to ``max_texts`` with
+    ``seed``; nan for fewer than two texts (no references).
     """
+    from sacrebleu.metrics.bleu import BLEU
+    from sacrebleu.metrics.helpers import extract_all_word_ngrams
+
     if max_n < 1:
         raise ValueError(f"self_bleu: max_n must be >= 1, got {max_n}")
+    if max_texts < 2:
+        raise ValueError(f"self_bleu: max_texts must be >= 2, got {max_texts}")
     if len(texts) > max_texts:
         keep = np.random.default_rng(seed).choice(len(texts), size=max_texts, replace=False)
         texts = [texts[i] for i in np.sort(keep)]
     if len(texts) < 2:
         return float("nan")
-    tokens = [word_tokens(t) for t in texts]
-    counters = [[Counter(_ngrams(toks, n)) for n in range(1, max_n + 1)] for toks in tokens]
-    # Per order: n-gram -> [best count, text holding it, best count among the other texts].
-    tops: list[dict[tuple[str, ...], list[int]]] = [{} for _ in range(max_n)]
-    for i, per_order in enumerate(counters):
-        for top, counter in zip(tops, per_order, strict=True):
-            for gram, c in counter.items():
-                entry = top.get(gram)
-                if entry is None:
-                    top[gram] = [c, i, 0]
-                elif c > entry[0]:
-                    entry[2], entry[0], entry[1] = entry[0], c, i
-                elif c > entry[2]:
-                    entry[2] = c
-    lengths = np.array([len(t) for t in tokens], dtype=float)
+    bleu = BLEU(effective_order=True, max_ngram_order=max_n)  # sentence_bleu's settings
+    counted = [extract_all_word_ngrams(bleu.tokenizer(str(t).rstrip()), 1, max_n) for t in texts]
+    # n-gram -> [best count, text holding it, best count among the other texts].
+    tops: dict[tuple[str, ...], list[int]] = {}
+    for i, (counter, _) in enumerate(counted):
+        for gram, c in counter.items():
+            entry = tops.get(gram)
+            if entry is None:
+                tops[gram] = [c, i, 0]
+            elif c > entry[0]:
+                entry[2], entry[0], entry[1] = entry[0], c, i
+            elif c > entry[2]:
+                entry[2] = c
+    lengths = np.array([length for _, length in counted])
     scores = []
-    for i, toks in enumerate(tokens):
-        hyp_len = len(toks)
-        if hyp_len == 0:
-            scores.append(0.0)
-            continue
-        log_p = 0.0
-        orders = min(max_n, hyp_len)
-        for n in range(1, orders + 1):
-            top = tops[n - 1]
-            clipped = 0
-            for gram, c in counters[i][n - 1].items():
-                best, owner, second = top[gram]
-                clipped += min(c, second if owner == i else best)
-            total = hyp_len - n + 1
-            if n == 1:
-                if clipped == 0:
-                    log_p = -math.inf
-                    break
-                log_p += math.log(clipped / total)
-            else:
-                log_p += math.log((clipped + 1) / (total + 1))
-        if log_p == -math.inf:
-            scores.append(0.0)
-            continue
+    for i, (counter, hyp_len) in enumerate(counted):
+        correct, total = [0] * max_n, [0] * max_n
+        for gram, c in counter.items():
+            best, owner, second = tops[gram]
+            total[len(gram) - 1] += c
+            correct[len(gram) - 1] += min(c, second if owner == i else best)
         others = np.delete(lengths, i)
         diff = np.abs(others - hyp_len)
-        ref_len = others[diff == diff.min()].min()
-        bp = 1.0 if hyp_len > ref_len else math.exp(1.0 - ref_len / hyp_len)
-        scores.append(bp * math.exp(log_p / orders))
+        ref_len = int(others[diff == diff.min()].min())  # the closest reference length, ties to the shorter
+        score = BLEU.compute_bleu(
+            correct, total, hyp_len, ref_len, bleu.smooth_method, bleu.smooth_value, True, max_n
+        )
+        scores.append(score.score / 100.0)
     return float(np.mean(scores))
 
 

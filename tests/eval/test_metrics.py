@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections import Counter
 
 import numpy as np
 import pytest
@@ -65,34 +64,18 @@ def test_distinct_n_no_ngrams_and_bad_n():
         distinct_n(["a b"], 0)
 
 
-def _naive_self_bleu(texts: list[str], max_n: int = 4) -> float:
-    """Straightforward O(n^2) reference: the same BLEU definition, computed reference by reference."""
-    toks = [word_tokens(t) for t in texts]
+def _sacrebleu_self_bleu(texts: list[str], max_n: int = 4) -> float:
+    """The definition, straight from sacreBLEU: ``sentence_bleu`` of each text against all the others (its
+    defaults; ``BLEU(effective_order=True)`` is the same metric with another maximum order), on 0-1."""
+    import sacrebleu
+    from sacrebleu.metrics.bleu import BLEU
+
+    bleu = BLEU(effective_order=True, max_ngram_order=max_n)
     scores = []
-    for i, hyp in enumerate(toks):
-        refs = [t for j, t in enumerate(toks) if j != i]
-        if not hyp:
-            scores.append(0.0)
-            continue
-        orders = min(max_n, len(hyp))
-        logs = []
-        for n in range(1, orders + 1):
-            hyp_counts = Counter(tuple(hyp[k : k + n]) for k in range(len(hyp) - n + 1))
-            max_ref: Counter = Counter()
-            for ref in refs:
-                for gram, c in Counter(tuple(ref[k : k + n]) for k in range(len(ref) - n + 1)).items():
-                    max_ref[gram] = max(max_ref[gram], c)
-            clipped = sum(min(c, max_ref[g]) for g, c in hyp_counts.items())
-            total = len(hyp) - n + 1
-            logs.append(math.log(clipped / total) if n == 1 else math.log((clipped + 1) / (total + 1)))
-            if n == 1 and clipped == 0:
-                break
-        if any(math.isinf(v) for v in logs) or not logs:
-            scores.append(0.0)
-            continue
-        ref_len = min((abs(len(r) - len(hyp)), len(r)) for r in refs)[1]
-        bp = 1.0 if len(hyp) > ref_len else math.exp(1 - ref_len / len(hyp))
-        scores.append(bp * math.exp(sum(logs) / orders))
+    for i, hyp in enumerate(texts):
+        refs = texts[:i] + texts[i + 1 :]
+        score = sacrebleu.sentence_bleu(hyp, refs) if max_n == 4 else bleu.sentence_score(hyp, refs)
+        scores.append(score.score / 100)
     return sum(scores) / len(scores)
 
 
@@ -112,13 +95,27 @@ def test_self_bleu_collapsed_scores_higher_than_varied():
     assert 0.0 <= varied_score < 0.3 < 0.7 < collapsed_score <= 1.0
 
 
-def test_self_bleu_matches_naive_reference():
+def test_self_bleu_matches_sacrebleu_sentence_bleu():
     rng = np.random.default_rng(0)
-    vocab = ["a", "b", "c", "d", "e", "f", "."]
+    vocab = ["a", "b", "c", "d", "e", "f", ".", "A", "Hello,", "world!"]
     texts = [" ".join(rng.choice(vocab, size=rng.integers(0, 12))) for _ in range(25)]
-    texts += ["a a a a", "a", "b c"]  # clipping, a one-token text, and a text shorter than max_n
-    assert self_bleu(texts) == pytest.approx(_naive_self_bleu(texts), abs=1e-12)
-    assert self_bleu(texts, max_n=2) == pytest.approx(_naive_self_bleu(texts, max_n=2), abs=1e-12)
+    # clipping, a one-token text, a text shorter than max_n, blank and trailing space, case
+    texts += ["a a a a", "a", "b c", "  ", "x y z w  ", "A a"]
+    assert self_bleu(texts) == pytest.approx(_sacrebleu_self_bleu(texts), abs=1e-12)
+    assert self_bleu(texts, max_n=2) == pytest.approx(_sacrebleu_self_bleu(texts, max_n=2), abs=1e-12)
+
+
+def test_self_bleu_hand_example():
+    # "a b c d" against {"a b c e", "x y"}: 13a keeps the tokens; matches 3/4 unigrams, 2/3 bigrams, 1/2
+    # trigrams, 0/1 4-grams (exp smoothing: 100 / (2 * 1)); closest reference length 4 -> no brevity penalty.
+    texts = ["a b c d", "a b c e", "x y"]
+    first = (0.75 * (2 / 3) * 0.5 * 0.5) ** 0.25
+    # "x y" matches nothing in either reference: sacreBLEU scores no match at all as 0.
+    expected = (first + first + 0.0) / 3
+    assert self_bleu(texts) == pytest.approx(expected, abs=1e-12)
+    assert self_bleu(texts) == pytest.approx(_sacrebleu_self_bleu(texts), abs=1e-12)
+    with pytest.raises(ValueError, match="max_n"):
+        self_bleu(texts, max_n=0)
 
 
 def test_self_bleu_subsamples_deterministically():
@@ -128,7 +125,7 @@ def test_self_bleu_subsamples_deterministically():
     a = self_bleu(texts, max_texts=20, seed=3)
     assert a == self_bleu(texts, max_texts=20, seed=3)
     assert a != self_bleu(texts, max_texts=20, seed=4)
-    assert self_bleu(texts, max_texts=60) == pytest.approx(_naive_self_bleu(texts))
+    assert self_bleu(texts, max_texts=60) == pytest.approx(_sacrebleu_self_bleu(texts), abs=1e-12)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """Recipes: one YAML file describes a run, validated strictly before any model is loaded.
 
-Our own sections (``model``, ``data``, ``discriminator``) are dataclasses checked field by field: an
-unknown key, a wrong type or a bad choice is one :class:`RecipeError` naming the field. The type check is
-:func:`gan_rl.utils.fields.check_value`, the same one the sections (:class:`CheckedConfig`) and the Python
-configs run when they are built, so a section built in Python is refused as its recipe would be. The ``trainer``
+Our own sections (``model``, ``data``, ``discriminator``) are dataclasses that pydantic validates: an
+unknown key, a wrong type or a bad choice is one :class:`RecipeError` naming the field. The rules are
+:mod:`gan_rl.utils.fields`', the same ones the sections (:class:`CheckedConfig`) and the Python configs run
+when they are built, so a section built in Python is refused as its recipe would be. The ``trainer``
 section is TRL's own ``GRPOConfig`` (``ppo``) or ``RLOOConfig`` (``reinforce``) fields, handed over as is
 so TRL's validation applies; ``ppo:``, ``reinforce:`` and ``gumbel:`` hold fields for one algorithm only
 (``gumbel`` builds gan_rl's own :class:`gan_rl.gumbel.config.GumbelConfig`, a ``TrainingArguments`` subclass).
@@ -15,7 +15,6 @@ checked here like our own sections.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +24,9 @@ import yaml
 
 from gan_rl.cli.downloads import is_url
 from gan_rl.discriminator.config import DiscriminatorConfig
-from gan_rl.errors import ConfigError, RecipeError
+from gan_rl.errors import RecipeError
 from gan_rl.eval.selection_config import SampleSelectionConfig
-from gan_rl.utils.fields import CheckedConfig, FieldError, check_value, field_types
+from gan_rl.utils.fields import CheckedConfig, FieldError, check_value, unknown_key_message
 from gan_rl.utils.lora import LoraSettings
 
 # --------------------------------------------------------------------------------------------------
@@ -99,6 +98,11 @@ class DataSource(CheckedConfig):
     synthetic: Literal["quickstart", "polarity-positive", "polarity-negative", "polarity-mixed"] | None = None
     rows: int = 512
     seed: int = 0
+
+    @classmethod
+    def from_file_value(cls, value: Any) -> Any:
+        """A recipe may name a file source by its path alone (``train: data.csv``)."""
+        return {"path": value} if isinstance(value, str) else value
 
     def validate(self) -> None:
         super().validate()
@@ -296,56 +300,25 @@ class Recipe:
 
 def unknown_key_error(key: str, valid: list[str], where: str) -> RecipeError:
     """The error for a key that is not a field, with the closest valid spelling."""
-    close = difflib.get_close_matches(key, valid, n=1)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
-    shown = ", ".join(sorted(valid)) if len(valid) <= 40 else f"{len(valid)} fields, see the docs"
-    return RecipeError(f"{where}: unknown key '{key}'.{hint} Valid keys: {shown}.")
+    return RecipeError(unknown_key_message(key, valid, where))
 
 
 def coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` (converting where YAML is ambiguous: ``1e-4`` is read
-    as a string), or raise a :class:`RecipeError` naming ``where``; nested sections are parsed with
-    :func:`parse_section` (unknown keys with a suggestion, a data source given as a path)."""
+    """``value`` validated against the annotation ``tp`` as a value read from the recipe file (pydantic,
+    with :mod:`gan_rl.utils.fields`' rules: ``1e-4``, which YAML reads as a string, is a number), or a
+    :class:`RecipeError` naming ``where``. A section (a config dataclass) is built with its fields checked
+    and its own rules run, an error in it named by its place (``discriminator.reward.form``)."""
     try:
-        return check_value(value, tp, where, numeric_strings=True, section=_section)
+        return check_value(value, tp, where, from_file=True)
     except FieldError as exc:
         raise RecipeError(str(exc)) from None
 
 
-def _section(cls: type, value: Any, where: str) -> Any:
-    if isinstance(value, cls):
-        return value
-    return parse_section(cls, value, where)
-
-
 def parse_section(cls: type, raw: Any, where: str) -> Any:
-    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types; the class checks
-    its own values when it is built (:class:`CheckedConfig`), which ends here as a RecipeError under
-    ``where``."""
-    if raw is None:
-        raw = {}
-    if cls is DataSource and isinstance(raw, str):
-        raw = {"path": raw}
-    if not isinstance(raw, dict):
-        raise RecipeError(f"{where}: expected a mapping, got {raw!r}.")
-    hints = field_types(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
-    kwargs = {}
-    for key, value in raw.items():
-        if key not in fields:
-            raise unknown_key_error(str(key), list(fields), where)
-        kwargs[key] = coerce(value, hints[key], f"{where}.{key}")
-    try:
-        return cls(**kwargs)
-    except ConfigError as exc:  # a bad value, found by the class itself
-        raise RecipeError(f"{where}.{exc.detail}") from None
-    except TypeError as exc:  # a required field is missing
-        missing = [n for n, f in fields.items() if n not in kwargs and _is_required(f)]
-        raise RecipeError(f"{where}: missing required key(s): {', '.join(missing)}.") from exc
-
-
-def _is_required(f: dataclasses.Field) -> bool:
-    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    """Build the section ``cls`` from the recipe's mapping (empty: its defaults), rejecting unknown keys (with
+    the closest spelling), wrong types and the values the class itself refuses, as a RecipeError naming the
+    field under ``where``."""
+    return coerce(raw, cls, where)
 
 
 def _check_model(model: ModelSettings) -> None:

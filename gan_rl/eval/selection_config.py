@@ -14,11 +14,15 @@ from typing import Any
 import numpy as np
 
 from gan_rl.errors import ConfigError
+from gan_rl.utils.fields import StrictSchema
 
 
 @dataclass
-class SampleSelectionConfig:
+class SampleSelectionConfig(StrictSchema):
     """When and how a run scores its own samples against real responses to select a checkpoint.
+
+    Its types are checked by its own :meth:`validate` (which takes numpy's numbers too); as the recipe's
+    ``sample_selection:`` section it is also read with :mod:`gan_rl.utils.fields`' rules (:class:`StrictSchema`).
 
     The defaults cost, per evaluation, 64 sampled responses of at most 32 new tokens (4 ``generate`` calls
     of 16) plus a logistic regression on their n-grams (about 1 s of CPU): for SmolLM2-135M on 2 CPU cores

@@ -52,7 +52,33 @@ def test_values_that_do_not_fit_name_the_field(value, tp, message):
 
 
 def test_yaml_numbers_written_as_strings_are_read_by_the_recipe_only():
-    assert check_value("1e-4", float, "f", numeric_strings=True) == pytest.approx(1e-4)
+    assert check_value("1e-4", float, "f", from_file=True) == pytest.approx(1e-4)
+
+
+def test_pydantic_validates_a_section_read_from_a_file_naming_each_place():
+    """The recipe's path: pydantic builds the config (YAML's ``1e-4`` string a number, an empty section its
+    defaults), and an error inside a union or a nested config names its own place."""
+    from pydantic import TypeAdapter
+
+    from gan_rl import DiscriminatorConfig, DiscriminatorRewardConfig
+    from gan_rl.utils.fields import FROM_FILE
+
+    raw = {"learning_rate": "1e-4", "reward": None}
+    config = TypeAdapter(DiscriminatorConfig).validate_python(raw, context=FROM_FILE)
+    assert config.learning_rate == pytest.approx(1e-4) and config.reward == DiscriminatorRewardConfig()
+    for value, message in [
+        ({"reward": {"clip": [0, "a"]}}, r"^d\.reward\.clip\[1\]: expected a number, got 'a'\.$"),
+        ({"reward": {"clip": [1, 0]}}, r"^d\.reward\.clip: expected \[low, high\] with low < high"),
+        (
+            {"reward": {"forms": 1}},
+            r"^d\.reward: unknown key 'forms'\. Did you mean 'form'\? Valid keys: clip,",
+        ),
+        ({"lstm": "true"}, r"^d\.lstm: expected true or false, got 'true'\.$"),
+    ]:
+        with pytest.raises(FieldError, match=message):
+            check_value(value, DiscriminatorConfig, "d", from_file=True)
+    with pytest.raises(FieldError, match=r"^f\[1\]: expected a string, got 3\.$"):
+        check_value(["q", 3], list[str] | str, "f")
 
 
 def test_reward_config_refuses_a_bad_form_at_construction():

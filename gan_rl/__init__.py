@@ -39,6 +39,9 @@ _EXPORTS: dict[str, str] = {
     "SpinTrainer": "gan_rl.trainer.spin.trainer",
     "SampleSelectionConfig": "gan_rl.eval.selection_config",
     "SampleSelectionCallback": "gan_rl.eval.sample_selection",
+    "EvaluationConfig": "gan_rl.eval.evaluation",
+    "evaluate_texts": "gan_rl.eval.evaluation",
+    "save_evaluation": "gan_rl.eval.report",
     "Pair": "gan_rl.types",
     "TrainingError": "gan_rl.errors",
     "InputError": "gan_rl.errors",
@@ -49,6 +52,7 @@ __all__ = [
     "AdversarialRLOOTrainer",
     "Adversary",
     "DiscriminatorConfig",
+    "EvaluationConfig",
     "GumbelConfig",
     "GumbelTrainer",
     "InputError",
@@ -62,11 +66,15 @@ __all__ = [
     "TrainingError",
     "__version__",
     "adversarial_dataset",
+    "evaluate_texts",
+    "save_evaluation",
 ]
 
 if TYPE_CHECKING:
     from gan_rl.discriminator.config import DiscriminatorConfig, DiscriminatorRewardConfig
     from gan_rl.errors import InputError, TrainingError
+    from gan_rl.eval.evaluation import EvaluationConfig, evaluate_texts
+    from gan_rl.eval.report import save_evaluation
     from gan_rl.eval.sample_selection import SampleSelectionCallback
     from gan_rl.eval.selection_config import SampleSelectionConfig
     from gan_rl.gumbel.config import GumbelConfig

@@ -1,16 +1,10 @@
 """Held-out evaluation: ``gan-rl generate`` and ``gan-rl evaluate``.
 
 Every generator (base, SFT, GAN-trained) answers the same held-out prompts with the same sampling
-settings; its responses are compared with the real ones by metrics that no part of training sees
-(:mod:`gan_rl.eval.metrics`). A reference row does the same for real responses of the training split, so each
-number comes with the value that "as real as the data itself" would get (two-sample accuracy ~0.5, the
-Fréchet distance of two real samples, the real data's own diversity).
-
-With several sampling temperatures (``evaluate.temperatures``, ``--temperature 0.7,0.85,1.0``) every model
-is sampled at each, and the report draws its quality-diversity curve: distance to the real responses
-against diversity, one point per temperature. A model is then compared with another at its best
-temperature, as "Language GANs falling short" (Caccia et al., ICLR 2020) showed a fair comparison needs:
-a tuned temperature alone moved plain MLE past every text GAN of its time.
+settings (``evaluate.temperatures``: once per temperature). What is recipe-specific lives here: the held-out
+split and the domain judge's sources from the recipe, sampling a model, the JSONL files of ``gan-rl
+generate``, the ``--model`` specs. The metrics and the report are :func:`gan_rl.eval.evaluation.evaluate_texts`
+and :func:`gan_rl.eval.report.save_evaluation`, which work on plain lists of texts from Python too.
 """
 
 from __future__ import annotations
@@ -18,13 +12,11 @@ from __future__ import annotations
 import gc
 import importlib.util
 import json
-import math
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from gan_rl.cli.data import format_prompt, load_raw_splits, load_source, uses_chat_format
@@ -32,27 +24,18 @@ from gan_rl.cli.models import check_weights_readable, load_for_generation, resol
 from gan_rl.cli.outputs import check_writable_dir, check_writable_file
 from gan_rl.cli.recipe import EvaluateSettings, Recipe
 from gan_rl.errors import RecipeError
-from gan_rl.eval.judge import SideJudge
-from gan_rl.eval.metrics import (
-    MAUVE_SETTINGS,
-    TextEncoder,
-    distinct_n,
-    frechet_distance,
-    judge_shift,
-    length_stats,
-    mauve_available,
-    mauve_score,
-    ngram_features,
-    self_bleu,
-    two_sample_accuracy,
-    word_tokens,
-)
+from gan_rl.eval.evaluation import REAL_LABEL, EvaluationConfig, compare, evaluate_texts
+from gan_rl.eval.metrics import TextEncoder, mauve_available
+from gan_rl.eval.report import COLUMNS, METRICS_FILE, REPORT_FILE, format_value, save_evaluation
 from gan_rl.utils.generation import sample_completions
+
+# Importable from here as before this module moved its metrics and report into gan_rl.eval (benchmarks/
+# twon_alignment.py reads COLUMNS and _fmt; tests/trainer reads compare).
+__all__ = ["COLUMNS", "METRICS_FILE", "REAL_LABEL", "REPORT_FILE", "compare", "evaluate", "generate"]
+_fmt = format_value
 
 # What ``gan-rl evaluate`` imports beyond the training path (module -> package): the ``eval`` extra.
 EVAL_PACKAGES = {"sklearn": "scikit-learn", "scipy": "scipy", "matplotlib": "matplotlib"}
-REAL_LABEL = "real"  # the reference row: real responses of the training split
-METRICS_FILE, REPORT_FILE = "metrics.json", "report.md"
 # A JSON value that is not text, as the message calls it.
 JSON_KINDS = {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}
 # What to do about a generator directory whose weights cannot be read.
@@ -239,52 +222,6 @@ def parse_models(specs: list[str]) -> dict[str, str]:
     return models
 
 
-def result_key(label: str, temperature: float, temperatures: list[float]) -> str:
-    """A results row's name: the model's label, with ``@T`` when several temperatures are compared."""
-    return label if len(temperatures) == 1 else f"{label}@{temperature:g}"
-
-
-def best_temperatures(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Each model's best temperature: the lowest embedding two-sample accuracy (the closest to real in
-    the encoder's space), ties to the higher MAUVE. ``{model: {"temperature": T, "row": key}}``."""
-    best: dict[str, tuple[tuple[float, float], float, str]] = {}
-    for key, row in results.items():
-        model = row.get("model")
-        if model is None:
-            continue
-        mauve = row.get("mauve")
-        score = (row["two_sample_acc"], -(mauve if mauve is not None else 0.0))
-        if model not in best or score < best[model][0]:
-            best[model] = (score, row["temperature"], key)
-    return {model: {"temperature": t, "row": key} for model, (_, t, key) in best.items()}
-
-
-def text_metrics(texts: list[str], seed: int) -> dict[str, Any]:
-    """Diversity and length of one set of texts (generated or real)."""
-    return {
-        "distinct_1": distinct_n(texts, 1),
-        "distinct_2": distinct_n(texts, 2),
-        "self_bleu": self_bleu(texts, seed=seed),
-        "mean_length": float(np.mean([len(word_tokens(t)) for t in texts])) if texts else 0.0,
-        "lengths": [len(word_tokens(t)) for t in texts],
-    }
-
-
-def compare(real: list[str], real_emb: np.ndarray, texts: list[str], emb: np.ndarray, settings) -> dict:
-    """How far ``texts`` sit from the real responses: two-sample tests, Fréchet distance, lengths."""
-    real_ng, gen_ng = ngram_features(real, texts)
-    lengths = length_stats(texts, real)
-    return {
-        "two_sample_acc": two_sample_accuracy(real_emb, emb, folds=settings.folds, seed=settings.seed),
-        "two_sample_acc_ngram": two_sample_accuracy(
-            real_ng, gen_ng, folds=settings.folds, seed=settings.seed
-        ),
-        "frechet": frechet_distance(real_emb, emb),
-        "length_wasserstein": lengths["wasserstein"],
-        "length_ks": lengths["ks"],
-    }
-
-
 def load_contrast(recipe: Recipe, name: str, source: Any) -> Any:
     """One contrast split, checked for the recipe's response column."""
     ds = load_source(source, recipe, f"evaluate.contrast.{name}")
@@ -297,14 +234,15 @@ def load_contrast(recipe: Recipe, name: str, source: Any) -> Any:
     return ds
 
 
-def domain_judge(
-    recipe: Recipe, target_train: list[str], target_test: list[str], exclude: list[str]
-) -> tuple[SideJudge, dict[str, float]] | None:
-    """The :class:`SideJudge` of ``evaluate.contrast``, and its check on real held-out data of both sides
-    (accuracy, mean P(target) of each side) when a contrast test split is given.
+def judge_sources(
+    recipe: Recipe, target_train: list[str], exclude: list[str]
+) -> dict[str, list[str] | None] | None:
+    """The domain judge's real texts from ``evaluate.contrast``, as :func:`evaluate_texts` takes them:
+    ``judge_target`` (the recipe's side), ``contrast`` and ``contrast_test`` (None without a test split).
 
-    It trains on the whole target training source (not capped by ``data.max_train_samples``) less the
-    ``exclude`` texts (the reference row the report scores), up to ``evaluate.judge_samples`` per side.
+    The target side is the whole target training source (not capped by ``data.max_train_samples``) less
+    the ``exclude`` texts (the reference row the report scores); each side at most ``evaluate.judge_samples``
+    rows, the contrast test split at most ``evaluate.max_samples``.
     """
     contrast = recipe.evaluate.contrast
     if contrast is None:
@@ -313,7 +251,7 @@ def domain_judge(
     full = load_source(data.train, recipe, "data.train")[data.response_column]
     skip = set(exclude)
     target_train = [t for t in full if isinstance(t, str) and t.strip() and t not in skip] or target_train
-    sides = {}
+    sides: dict[str, list[str]] = {}
     for name, source in (("train", contrast.train), ("test", contrast.test)):
         if source is None:
             continue
@@ -327,15 +265,33 @@ def domain_judge(
     if len(sides["train"]) < 2 or ("test" in sides and not sides["test"]):
         raise RecipeError("evaluate.contrast: the contrast side needs at least 2 training responses (and a "
                           "non-empty test split when one is given).")  # fmt: skip
-    judge = SideJudge(target_train[: settings.judge_samples], sides["train"], settings.seed)
-    facts: dict[str, float] = {"judge_rows_per_side": float(judge.rows_per_side)}
-    if "test" in sides:
-        facts.update(
-            judge_accuracy=judge.accuracy(target_test, sides["test"]),
-            p_target_real=judge.prob_target(target_test),
-            p_contrast_real=judge.prob_target(sides["test"]),
-        )
-    return judge, facts
+    return {
+        "judge_target": target_train[: settings.judge_samples],
+        "contrast": sides["train"],
+        "contrast_test": sides.get("test"),
+    }
+
+
+def evaluation_config(settings: EvaluateSettings) -> EvaluationConfig:
+    """The metrics' part of the recipe's ``evaluate:`` section."""
+    return EvaluationConfig(
+        encoder=settings.encoder,
+        folds=settings.folds,
+        seed=settings.seed,
+        mauve=settings.mauve,
+        judge_samples=settings.judge_samples,
+        trust_remote_code=settings.trust_remote_code,
+    )
+
+
+def _check_models(models: dict[str, str]) -> None:
+    """Every --model before anything loads: a JSONL file's rows must hold text, a generator directory's
+    weights must be readable (either would otherwise fail after the encoder has loaded)."""
+    for path in models.values():
+        if Path(path).suffix == ".jsonl":
+            jsonl_rows(Path(path))
+        elif Path(path).is_dir():
+            check_weights_readable(Path(path), "--model", MODEL_TODO)
 
 
 def evaluate(recipe: Recipe, model_specs: list[str], out_dir: str | Path) -> dict[str, Any]:
@@ -346,8 +302,6 @@ def evaluate(recipe: Recipe, model_specs: list[str], out_dir: str | Path) -> dic
             f"gan-rl evaluate needs the eval extra ({', '.join(missing)} not installed): "
             "pip install 'gan-rl[eval]'."
         )
-    from gan_rl.eval.plots import plot_evaluation, plot_frontier
-
     settings = recipe.evaluate
     out = Path(out_dir)
     check_writable_dir(out, "--output-dir")  # first: before any model is sampled for a report it cannot write
@@ -357,17 +311,10 @@ def evaluate(recipe: Recipe, model_specs: list[str], out_dir: str | Path) -> dic
             "evaluate.mauve: MAUVE needs the mauve-text package, which is not installed; "
             "pip install 'gan-rl[eval]', or set evaluate.mauve: false."
         )
-    temperatures = settings.sampling_temperatures
     start = time.time()
     prompts, reals, train_all = held_out(recipe)
     train_reals = train_all[: len(reals)]
-    # Every --model is checked before anything loads: a JSONL file's rows must hold text, a generator
-    # directory's weights must be readable (either would otherwise fail after the encoder has loaded).
-    for path in models.values():
-        if Path(path).suffix == ".jsonl":
-            jsonl_rows(Path(path))
-        elif Path(path).is_dir():
-            check_weights_readable(Path(path), "--model", MODEL_TODO)
+    _check_models(models)
     encoder_name = resolve_checkpoint(settings.encoder, recipe.resolve_path, "evaluate.encoder")
     try:
         encoder = TextEncoder(encoder_name, device=_device(), trust_remote_code=settings.trust_remote_code)
@@ -376,163 +323,14 @@ def evaluate(recipe: Recipe, model_specs: list[str], out_dir: str | Path) -> dic
     generated = {label: generations_for(recipe, path, prompts) for label, path in models.items()}
     for label, by_temperature in generated.items():
         write_jsonl(out / "generations" / f"{label}.jsonl", prompts, reals, by_temperature)
-
-    real_emb = encoder.encode(reals)
-    judged = domain_judge(recipe, train_all[len(reals) :] or train_all, reals, exclude=train_reals)
-
-    rows: dict[str, tuple[str | None, float | None, list[str]]] = {REAL_LABEL: (None, None, train_reals)}
-    for label, by_temperature in generated.items():
-        for t, texts in by_temperature.items():
-            rows[result_key(label, t, temperatures)] = (label, t, texts)
-    results: dict[str, dict[str, Any]] = {}
-    for key, (label, temperature, texts) in rows.items():
-        emb = encoder.encode(texts)
-        row = {**text_metrics(texts, settings.seed), **compare(reals, real_emb, texts, emb, settings)}
-        if settings.mauve:
-            row["mauve"] = mauve_score(real_emb, emb, seed=settings.seed)
-        if label is not None:
-            row.update(model=label, temperature=temperature)
-        if judged is not None:
-            judge, facts = judged
-            row["judge_prob_target"] = judge.prob_target(texts)
-            if facts:
-                row["judge_shift"] = judge_shift(
-                    row["judge_prob_target"], facts["p_target_real"], facts["p_contrast_real"]
-                )
-        results[key] = row
+    judge = judge_sources(recipe, train_all[len(reals) :] or train_all, exclude=train_reals) or {}
+    metrics = evaluate_texts(
+        reals, generated, evaluation_config(settings), reference=train_reals, encoder=encoder, **judge
+    )
     report = {
         "models": models,
         "settings": asdict(settings),
-        "temperatures": temperatures,
-        "best_temperature": best_temperatures(results) if len(temperatures) > 1 else None,
-        "mauve": (
-            {
-                "features": settings.encoder,
-                "texts_per_side": len(prompts),
-                "seed": settings.seed,
-                **MAUVE_SETTINGS,
-            }
-            if settings.mauve
-            else None
-        ),
-        "held_out_prompts": len(prompts),
-        "test_real": text_metrics(reals, settings.seed),
-        "judge": judged[1] if judged is not None else None,
-        "results": results,
+        **{key: value for key, value in metrics.items() if key != "settings"},
         "seconds": round(time.time() - start, 1),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / METRICS_FILE).write_text(json.dumps(report, indent=2, default=_json_default))
-    report["plots"] = [str(p) for p in plot_evaluation(results, out)]
-    if len(temperatures) > 1:
-        report["plots"] += [str(p) for p in plot_frontier(results, out)]
-    (out / REPORT_FILE).write_text(markdown_report(report, prompts, reals, generated))
-    (out / METRICS_FILE).write_text(json.dumps(report, indent=2, default=_json_default))
-    return report
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-COLUMNS = [
-    ("two_sample_acc", "two-sample acc (emb.)", "0.5 = indistinguishable"),
-    ("two_sample_acc_ngram", "two-sample acc (n-gram)", "0.5 = indistinguishable"),
-    ("mauve", "MAUVE", "1 = same distribution"),
-    ("frechet", "Fréchet dist.", "lower = closer"),
-    ("distinct_1", "distinct-1", "real's value"),
-    ("distinct_2", "distinct-2", "real's value"),
-    ("self_bleu", "self-BLEU", "real's value; higher = less diverse"),
-    ("mean_length", "mean length", "words"),
-    ("length_wasserstein", "length W1", "lower = closer"),
-    ("judge_prob_target", "judge P(target)", "real target's value"),
-    ("judge_shift", "judge shift", "0 = contrast side, 1 = target side"),
-]
-
-
-def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
-
-
-def markdown_report(report: dict[str, Any], prompts: list[str], reals: list[str], generated: dict) -> str:
-    results = report["results"]
-    columns = [c for c in COLUMNS if any(c[0] in r for r in results.values())]
-    temperatures = report.get("temperatures") or [report["settings"]["temperature"]]
-    sampled_at = (
-        f"temperature {temperatures[0]:g}"
-        if len(temperatures) == 1
-        else f"at each of the temperatures {', '.join(f'{t:g}' for t in temperatures)} (row MODEL@T)"
-    )
-    lines = [
-        "# gan-rl evaluation",
-        "",
-        f"{report['held_out_prompts']} held-out prompts, one sampled response each "
-        f"({sampled_at}, top-p {report['settings']['top_p']}, "
-        f"at most {report['settings']['max_new_tokens']} new tokens); sentence encoder "
-        f"`{report['settings']['encoder']}`. Every metric compares with the real held-out responses. "
-        f"Row `{REAL_LABEL}`: real responses of the training split, the value a generator as real as the "
-        "data would get.",
-        "",
-        "| model | " + " | ".join(c[1] for c in columns) + " |",
-        "| --- | " + " | ".join("---:" for _ in columns) + " |",
-    ]
-    for label, row in results.items():
-        lines.append(f"| {label} | " + " | ".join(_fmt(row.get(c[0])) for c in columns) + " |")
-    lines += ["", "Reading: " + "; ".join(f"{c[1]}: {c[2]}" for c in columns) + "."]
-    if report.get("best_temperature"):
-        lines += [
-            "",
-            "## At each model's best temperature",
-            "",
-            "Best: the lowest embedding two-sample accuracy of the model's temperatures (ties: the higher "
-            "MAUVE). The quality-diversity plot draws every temperature.",
-            "",
-            "| model | temperature | " + " | ".join(c[1] for c in columns) + " |",
-            "| --- | ---: | " + " | ".join("---:" for _ in columns) + " |",
-        ]
-        for model, best in report["best_temperature"].items():
-            row = results[best["row"]]
-            lines.append(
-                f"| {model} | {best['temperature']:g} | "
-                + " | ".join(_fmt(row.get(c[0])) for c in columns)
-                + " |"
-            )
-    if report.get("mauve"):
-        m = report["mauve"]
-        lines += [
-            "",
-            f"MAUVE: mauve-text on the `{m['features']}` embeddings, {m['texts_per_side']} texts per side, "
-            f"k-means buckets {m['num_buckets']} (n/10), scaling factor {m['mauve_scaling_factor']}, "
-            f"seed {m['seed']}. The score depends on the number of texts and these settings: compare it "
-            "only with scores of equal sample size and settings.",
-        ]
-    if report["judge"]:
-        j = report["judge"]
-        held_out = (
-            f": held-out accuracy {j['judge_accuracy']:.3f}; mean P(target) of real target posts "
-            f"{j['p_target_real']:.3f}, of real contrast posts {j['p_contrast_real']:.3f}"
-            if "judge_accuracy" in j
-            else " (no contrast test split: its accuracy is unknown)"
-        )
-        rows = int(j.get("judge_rows_per_side", 0))
-        lines += [
-            "",
-            f"Domain judge (logistic regression on word 1-2-grams, trained on {rows} real training responses "
-            f"per side){held_out}.",
-        ]
-    for plot in report.get("plots", []):
-        lines += ["", f"![{Path(plot).stem}]({Path(plot).name})"]
-    lines += ["", "## Samples", ""]
-    for i in range(min(5, len(prompts))):
-        lines += [f"**prompt** {prompts[i]}", "", f"- real: {reals[i]}"]
-        lines += [
-            f"- {result_key(label, t, temperatures)}: {texts[i]}"
-            for label, by_temperature in generated.items()
-            for t, texts in by_temperature.items()
-        ]
-        lines.append("")
-    return "\n".join(lines) + "\n"
+    return save_evaluation(report, out, reals, generated, prompts)

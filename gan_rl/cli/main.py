@@ -479,8 +479,8 @@ def evaluate(
     with _one_line_errors():
         parsed = _load(recipe, [*overrides, *_temperature_override(temperature)])[0]
         _quiet_libraries()
-        from gan_rl.cli.evaluate import REPORT_FILE
         from gan_rl.cli.evaluate import evaluate as run_evaluate
+        from gan_rl.eval.report import REPORT_FILE
 
         out = output_dir or str(parsed.trainer.get("output_dir", "outputs/gan-rl")).rstrip("/") + "-eval"
         report = run_evaluate(parsed, list(models), out)
@@ -492,7 +492,8 @@ def _print_evaluation(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from gan_rl.cli.evaluate import COLUMNS, REAL_LABEL, _fmt
+    from gan_rl.eval.evaluation import REAL_LABEL
+    from gan_rl.eval.report import COLUMNS, format_value
 
     results = report["results"]
     if report.get("best_temperature"):  # several temperatures: each model at its best (all in report.md)
@@ -505,7 +506,7 @@ def _print_evaluation(report: dict) -> None:
     for label in results:
         table.add_column(label, justify="right")
     for key, title, _ in columns:
-        table.add_row(title, *(_fmt(row.get(key)) for row in results.values()))
+        table.add_row(title, *(format_value(row.get(key)) for row in results.values()))
     Console().print(table)
 
 

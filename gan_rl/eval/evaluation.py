@@ -36,6 +36,7 @@ from gan_rl.eval.metrics import (
     two_sample_accuracy,
     word_tokens,
 )
+from gan_rl.utils.fields import CheckedConfig
 
 if TYPE_CHECKING:
     from gan_rl.eval.metrics import TextEncoder
@@ -47,8 +48,12 @@ Generations = dict[float | None, list[str]]
 
 
 @dataclass
-class EvaluationConfig:
-    """The settings of :func:`evaluate_texts` (the metrics' part of a recipe's ``evaluate:`` section)."""
+class EvaluationConfig(CheckedConfig):
+    """The settings of :func:`evaluate_texts` (the metrics' part of a recipe's ``evaluate:`` section).
+
+    Checked when built: a bad field is one :class:`gan_rl.errors.ConfigError` (a ``ValueError``) naming it,
+    ``EvaluationConfig.folds: expected an integer >= 2, got 1.``
+    """
 
     encoder: str = field(
         default="sentence-transformers/all-MiniLM-L6-v2",
@@ -78,21 +83,16 @@ class EvaluationConfig:
         default=None, metadata={"help": "Device of the encoder; default: cuda when available, else cpu."}
     )
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
+        super().validate()  # each field against its type hint
         checks = [
-            ("encoder", isinstance(self.encoder, str) and bool(self.encoder.strip()), "a checkpoint name"),
-            ("folds", isinstance(self.folds, int) and self.folds >= 2, "an integer >= 2"),
-            (
-                "judge_samples",
-                isinstance(self.judge_samples, int) and self.judge_samples >= 2,
-                "an integer >= 2",
-            ),
+            ("encoder", bool(self.encoder.strip()), "a checkpoint name"),
+            ("folds", self.folds >= 2, "an integer >= 2"),
+            ("judge_samples", self.judge_samples >= 2, "an integer >= 2"),
         ]
         for name, ok, expected in checks:
             if not ok:
-                raise ValueError(
-                    f"EvaluationConfig.{name}: expected {expected}, got {getattr(self, name)!r}."
-                )
+                raise ValueError(f"{name}: expected {expected}, got {getattr(self, name)!r}.")
 
 
 class _FoldsAndSeed(Protocol):

@@ -295,6 +295,32 @@ def test_text_encoder_tiny_bert(tiny_bert_dir):
     assert TextEncoder(str(tiny_bert_dir), max_length=1000).max_length == 64  # capped at the position table
 
 
+def test_text_encoder_pools_as_the_checkpoint_says(tiny_bert_dir, tmp_path):
+    """A sentence-transformers checkpoint's own pooling is used: CLS pooling gives the first token's
+    hidden state (normalised), not the mean that a hand-written mean pooling would give."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from transformers import AutoModel, AutoTokenizer
+
+    body = Transformer(str(tiny_bert_dir))
+    cls_dir = tmp_path / "cls-pooled"
+    SentenceTransformer(modules=[body, Pooling(body.get_embedding_dimension(), pooling_mode="cls")]).save(
+        str(cls_dir)
+    )
+    texts = ["the cat sat on the mat .", "rain is expected over the mountains tonight"]
+    cls_pooled = TextEncoder(str(cls_dir), batch_size=4).encode(texts)
+    mean_pooled = TextEncoder(str(tiny_bert_dir), batch_size=4).encode(texts)  # no pooling config: mean
+
+    tok, model = AutoTokenizer.from_pretrained(tiny_bert_dir), AutoModel.from_pretrained(tiny_bert_dir)
+    with torch.no_grad():
+        hidden = [model(**tok([t], return_tensors="pt")).last_hidden_state[0].numpy() for t in texts]
+    unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
+    np.testing.assert_allclose(cls_pooled, np.stack([unit(h[0]) for h in hidden]), atol=1e-5)
+    np.testing.assert_allclose(mean_pooled, np.stack([unit(h.mean(axis=0)) for h in hidden]), atol=1e-5)
+    assert np.abs(cls_pooled - mean_pooled).max() > 0.1
+
+
 def test_text_encoder_missing_checkpoint(tmp_path):
     missing = tmp_path / "no-such-encoder"
     with pytest.raises(ValueError, match="no-such-encoder"):

@@ -1,10 +1,11 @@
 """Held-out evaluation: ``gan-rl generate`` and ``gan-rl evaluate``.
 
 Every generator (base, SFT, GAN-trained) answers the same held-out prompts with the same sampling
-settings (``evaluate.temperatures``: once per temperature). What is recipe-specific lives here: the held-out
-split and the domain judge's sources from the recipe, sampling a model, the JSONL files of ``gan-rl
-generate``, the ``--model`` specs. The metrics and the report are :func:`gan_rl.eval.evaluation.evaluate_texts`
-and :func:`gan_rl.eval.report.save_evaluation`, which work on plain lists of texts from Python too.
+settings (``evaluate.temperatures``: once per temperature). What is recipe-specific lives here: the
+held-out split and the domain judge's sources from the recipe, sampling a model, the JSONL files of
+``gan-rl generate``, the ``--model`` specs. The metrics and the report are
+:func:`gan_rl.eval.evaluation.evaluate_texts` and :func:`gan_rl.eval.report.save_evaluation`, which work on
+plain lists of texts from Python too.
 """
 
 from __future__ import annotations

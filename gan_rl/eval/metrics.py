@@ -51,8 +51,9 @@ class TextEncoder:
     Loaded with ``sentence_transformers.SentenceTransformer``, which reads the checkpoint's own pooling
     (``modules.json``, ``1_Pooling/``: mean for all-MiniLM-L6-v2, CLS for the BGE family), so a
     CLS-pooled encoder is no longer mean-pooled. A plain ``transformers`` checkpoint without that
-    configuration gets sentence-transformers' fallback: mean pooling for an encoder, last-token pooling
-    for a causal LM. Embeddings are normalised here whatever the checkpoint's own modules do.
+    configuration gets sentence-transformers' fallback: mean pooling for an encoder (and, since
+    sentence-transformers 6, last-token pooling for a causal LM). Embeddings are normalised here whatever
+    the checkpoint's own modules do.
     """
 
     def __init__(
@@ -99,7 +100,9 @@ class TextEncoder:
     @property
     def dim(self) -> int:
         """Embedding width (the pooled output's size: the encoder's hidden size for mean / CLS pooling)."""
-        return int(self.model.get_sentence_embedding_dimension())
+        # sentence-transformers 6 renamed the method (the old name warns there; 3-5 have only the old one).
+        dimension = getattr(self.model, "get_embedding_dimension", None)
+        return int(dimension() if dimension else self.model.get_sentence_embedding_dimension())
 
     @torch.inference_mode()
     def encode(self, texts: list[str]) -> np.ndarray:

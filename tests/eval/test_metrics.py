@@ -300,14 +300,16 @@ def test_text_encoder_pools_as_the_checkpoint_says(tiny_bert_dir, tmp_path):
     hidden state (normalised), not the mean that a hand-written mean pooling would give."""
     import torch
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
     from transformers import AutoModel, AutoTokenizer
 
-    body = Transformer(str(tiny_bert_dir))
+    try:
+        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.models import Pooling, Transformer
+
     cls_dir = tmp_path / "cls-pooled"
-    SentenceTransformer(modules=[body, Pooling(body.get_embedding_dimension(), pooling_mode="cls")]).save(
-        str(cls_dir)
-    )
+    modules = [Transformer(str(tiny_bert_dir)), Pooling(16, pooling_mode="cls")]  # 16: the hidden size
+    SentenceTransformer(modules=modules).save(str(cls_dir))
     texts = ["the cat sat on the mat .", "rain is expected over the mountains tonight"]
     cls_pooled = TextEncoder(str(cls_dir), batch_size=4).encode(texts)
     mean_pooled = TextEncoder(str(tiny_bert_dir), batch_size=4).encode(texts)  # no pooling config: mean

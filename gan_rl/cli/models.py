@@ -349,7 +349,7 @@ def quantization_config(settings: ModelSettings) -> Any | None:
 
 def load_generator(settings: ModelSettings, path: str, device_map: Any = None) -> torch.nn.Module:
     """Load the generator checkpoint (quantized and prepared for k-bit training if asked)."""
-    # ``auto`` normally arrives resolved (gan_rl.cli.recipe.with_resolved_dtype); resolved here too, so that
+    # ``auto`` normally arrives resolved (gan_rl.cli.trl_config.with_resolved_dtype); resolved here too, so that
     # no caller loads "as saved" by accident (a bfloat16 checkpoint on a CPU that emulates bfloat16).
     if settings.dtype == "auto":
         full = settings.lora is None and settings.quantization is None

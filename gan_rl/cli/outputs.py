@@ -6,33 +6,30 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import re
 import shutil
 import zipfile
 from pathlib import Path
 
 from accelerate import PartialState
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import get_last_checkpoint
 
 from gan_rl.errors import RecipeError
+from gan_rl.utils.checkpoints import (
+    BUFFER_GLOB,
+    DISCRIMINATOR_DIR,
+    DISCRIMINATOR_FILES,
+    GENERATOR_WEIGHTS,
+    OPTIMIZER,
+    RNG_STATE_GLOB,
+    TRAINER_STATE,
+    TRAINER_STATE_FILES,
+    checkpoint_step,
+)
 from gan_rl.utils.files import unreadable, weight_files
 
 SUMMARY_FILE = "run_summary.json"  # written last: marks a run as finished
 RECIPE_FILE = "recipe.yaml"
 INITIAL_MODEL_DIR = "initial-model"
-DISCRIMINATOR_DIR = "discriminator"
-DISCRIMINATOR_FILES = ("state.json", "model.safetensors", "optimizer.pt")
-GENERATOR_WEIGHTS = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "adapter_model.safetensors",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
-# What a resume reads from a checkpoint besides the generator's weights (transformers' Trainer: the optimizer,
-# scheduler, AMP scaler and each process's RNG state; checked when present).
-TRAINER_STATE_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "scaler.pt")
-RNG_STATE_GLOB = "rng_state*.pth"
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 logger = logging.getLogger(__name__)
@@ -117,13 +114,13 @@ def checkpoint_problems(path: Path, discriminator: bool = True) -> list[str]:
     transformers), the generator's weights and the optimizer; ours: ``discriminator/`` whole (it is
     written aside and renamed into place, see :meth:`DiscriminatorCallback.on_save`)."""
     problems = []
-    if not (path / "trainer_state.json").is_file():
-        problems.append("trainer_state.json")
+    if not (path / TRAINER_STATE).is_file():
+        problems.append(TRAINER_STATE)
     if not any((path / name).is_file() for name in GENERATOR_WEIGHTS):
         problems.append("generator weights")
     deepspeed = any(path.glob("global_step*"))  # DeepSpeed keeps its optimizer state there
-    if not (path / "optimizer.pt").is_file() and not deepspeed:
-        problems.append("optimizer.pt")
+    if not (path / OPTIMIZER).is_file() and not deepspeed:
+        problems.append(OPTIMIZER)
     if discriminator:
         folder = path / DISCRIMINATOR_DIR
         if not all((folder / name).is_file() for name in DISCRIMINATOR_FILES):
@@ -141,7 +138,7 @@ def checkpoint_files(path: Path, discriminator: bool = True) -> list[Path]:
     folder = path / DISCRIMINATOR_DIR
     if discriminator and folder.is_dir():
         files += [folder / name for name in DISCRIMINATOR_FILES if (folder / name).is_file()]
-        files += sorted(folder.glob("buffer.rank*.json"))
+        files += sorted(folder.glob(BUFFER_GLOB))
     return files
 
 
@@ -206,21 +203,18 @@ def _file_in_traceback(exc: BaseException) -> str | None:
 
 def _earlier_checkpoint(path: Path) -> Path | None:
     """The newest complete ``checkpoint-N`` beside ``path`` with a smaller N (None: there is none)."""
-    match = re.match(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$", path.name)
-    if match is None or not path.parent.is_dir():
+    step = checkpoint_step(path)
+    if step is None or not path.parent.is_dir():
         return None
-    step = int(match.group(1))
     for candidate in _checkpoints(path.parent):
-        number = int(candidate.name.rsplit("-", 1)[1])
-        if number < step and not checkpoint_problems(candidate, discriminator=False):
+        if checkpoint_step(candidate) < step and not checkpoint_problems(candidate, discriminator=False):
             return candidate
     return None
 
 
 def _checkpoints(out: Path) -> list[Path]:
     """``checkpoint-N`` folders, newest first."""
-    pattern = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
-    found = [(int(m.group(1)), p) for p in out.iterdir() if p.is_dir() and (m := pattern.match(p.name))]
+    found = [(step, p) for p in out.iterdir() if p.is_dir() and (step := checkpoint_step(p)) is not None]
     return [p for _, p in sorted(found, reverse=True)]
 
 

@@ -38,9 +38,9 @@ from typing import Any
 import torch
 from accelerate import PartialState
 from transformers import TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from gan_rl.trainer.trl_internals import at_generation_boundary
+from gan_rl.utils.checkpoints import checkpoint_dir
 from gan_rl.utils.distributed import all_reduce_, world_size
 
 logger = logging.getLogger(__name__)
@@ -224,7 +224,7 @@ class PreemptionCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         if self.signum:
-            self.checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            self.checkpoint = checkpoint_dir(args.output_dir, state.global_step)
         return control
 
     def raise_if_stopped(self, trainer: Any) -> None:

@@ -25,6 +25,7 @@ from gan_rl.cli.models import prepare_tokenizer
 from gan_rl.cli.outputs import RECIPE_FILE, SUMMARY_FILE, check_output_dir, is_finished, resolve_resume
 from gan_rl.cli.recipe import Recipe
 from gan_rl.cli.trl_config import sft_output_dir
+from gan_rl.utils.checkpoints import has_checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def warm_start_pending(recipe: Recipe, out: Path) -> bool:
     """Whether ``model.warm_start: sft`` still has to (finish to) run, the run in ``out`` not begun."""
     if recipe.model.warm_start != "sft" or is_finished(sft_output_dir(recipe)):
         return False
-    return not (out.is_dir() and any(out.glob("checkpoint-*")))
+    return not has_checkpoints(out)
 
 
 def prepare_run(recipe: Recipe, out: Path, raw: dict[str, Dataset], algorithm: str) -> tuple[Any, bool]:

@@ -39,6 +39,7 @@ from gan_rl.cli.selection import selection_callback, selection_config, spin_sele
 from gan_rl.cli.sft import sft_dataset, warm_start
 from gan_rl.cli.trl_config import build_spin_config, check_spin_model, check_train_rows, with_resolved_dtype
 from gan_rl.errors import RecipeError, TrainingError
+from gan_rl.utils.checkpoints import has_checkpoints
 from gan_rl.utils.distributed import all_reduce_, world_size
 from gan_rl.utils.lora import lora_config
 
@@ -193,7 +194,7 @@ def open_spin_run(
     done = layout.last_done()
     if resume is True or resume == "latest":
         folder = layout.iteration_dir(done + 1)
-        started = folder.is_dir() and any(folder.glob("checkpoint-*"))
+        started = has_checkpoints(folder)
         resume_from: bool | str = resolve_resume(folder, "latest", discriminator=False) if started else True
         if not started:
             logger.info("--resume: iteration %d has no checkpoint; it starts over (%d done).", done + 1, done)

@@ -36,12 +36,13 @@ from gan_rl.cli.trl_config import build_trainer_config, check_train_rows, with_r
 from gan_rl.discriminator.base import Discriminator
 from gan_rl.eval.metrics import word_distance
 from gan_rl.trainer.adversary import Adversary
-from gan_rl.trainer.callback import DISCRIMINATOR_DIR, save_discriminator
+from gan_rl.trainer.callback import save_discriminator
 from gan_rl.trainer.dataset import real_pairs
 from gan_rl.trainer.reward import DiscriminatorReward
 from gan_rl.trainer.sft_term import RealResponseLoss
 from gan_rl.types import Pair
 from gan_rl.utils.backends import describe_backend
+from gan_rl.utils.checkpoints import DISCRIMINATOR_DIR
 from gan_rl.utils.hardware import Precision
 from gan_rl.utils.lora import lora_config
 

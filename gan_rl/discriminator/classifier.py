@@ -60,6 +60,22 @@ class ClassifierDiscriminator(Discriminator):
         )
         return [torch.tensor(ids, dtype=torch.long) for ids in enc["input_ids"]]
 
+    def response_frame(self, pair: Pair) -> tuple[list[int], list[int]]:
+        """The token ids this discriminator's input holds before and after the response of ``pair``: the
+        tokenizer's special tokens and, when conditional, the prompt, as :meth:`_featurize` lays them out
+        (found by encoding a one-word probe response and reading which tokens belong to it). For a reader
+        that brings the response as embeddings: ``gan-rl gumbel``'s relaxed tokens."""
+        probe = "x"
+        if self.config.conditional:
+            enc, part = self.tokenizer(pair.prompt_text, probe), 1
+        else:
+            enc, part = self.tokenizer(probe), 0
+        ids = list(enc["input_ids"])
+        inside = [i for i, s in enumerate(enc.sequence_ids()) if s == part]
+        if not inside:  # the probe made no token: all of it is the frame's start
+            return ids, []
+        return ids[: inside[0]], ids[inside[-1] + 1 :]
+
     def collate(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         input_ids, attention = right_pad(features, self.tokenizer.pad_token_id)
         device = self.device

@@ -48,11 +48,11 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from gan_rl.errors import ConfigError, InputError
 from gan_rl.eval.selection_config import SampleSelectionConfig
 from gan_rl.utils.backends import sampling_model
+from gan_rl.utils.checkpoints import PARTIAL_SUFFIX, checkpoint_dir
 from gan_rl.utils.distributed import all_gather_objects, rank, world_size
 from gan_rl.utils.generation import sample_completions
 from gan_rl.utils.library_internals import has_callback, log_to_backends
@@ -62,8 +62,8 @@ logger = logging.getLogger(__name__)
 SELECTION_DIR = "best-by-samples"  # output_dir/best-by-samples/: the selected model and SELECTION_FILE
 SELECTION_FILE = "selection.json"
 STATE_FILE = "sample_selection.json"  # in every checkpoint-N/: the callback's state at that step
-# Written first, renamed to SELECTION_DIR when whole: a kill part-way never leaves half a model there.
-PARTIAL_SUFFIX = ".partial"
+# SELECTION_DIR is written under its PARTIAL_SUFFIX name first and renamed when whole: a kill part-way
+# never leaves half a model there.
 # The best model a checkpoint records, kept aside when a newer best replaces it before the next
 # checkpoint: a run resumed from that checkpoint then still finds the weights it selected.
 CHECKPOINTED_SUFFIX = ".checkpointed"
@@ -498,7 +498,7 @@ class SampleSelectionCallback(TrainerCallback):
             )
         self.output_dir = Path(args.output_dir)
         if state.global_step > 0:
-            checkpoint = self.resume_dir or self.output_dir / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            checkpoint = self.resume_dir or checkpoint_dir(self.output_dir, state.global_step)
             problem = self._restore(Path(checkpoint), state.global_step)
             problem = all_gather_objects(problem)[0]  # the main process's verdict, on every rank
             if problem is not None:
@@ -519,7 +519,7 @@ class SampleSelectionCallback(TrainerCallback):
         """After the trainer's own files: this step's selection state into the checkpoint. The best model
         it records is in ``best-by-samples/`` now, so an older one kept aside is no longer needed."""
         if rank() == 0:
-            checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            checkpoint = checkpoint_dir(args.output_dir, state.global_step)
             if checkpoint.is_dir():
                 _write_json(checkpoint / STATE_FILE, self._state())
             if self.output_dir is not None:

@@ -38,7 +38,7 @@ from gan_rl.discriminator.classifier import ClassifierDiscriminator
 from gan_rl.discriminator.head import HeadDiscriminator
 from gan_rl.errors import InputError, TrainingError
 from gan_rl.gumbel.config import GumbelConfig
-from gan_rl.trainer.reward import DiscriminatorReward, reward_from_logits
+from gan_rl.trainer.reward import DiscriminatorReward
 from gan_rl.trainer.sft_term import RealResponseLoss, RealResponseLossMixin
 from gan_rl.trainer.trl_internals import TRLMetricsMixin, metric_logger, set_prompts_per_batch
 from gan_rl.types import PROMPT_TEXT, REAL_RESPONSE, Pair
@@ -235,12 +235,13 @@ class RelaxedDiscriminator:
                 vocab=vocab_size,
             )
 
-    def _prompt_ids(self, pair: Pair) -> list[int]:
+    def _frame(self, pair: Pair) -> tuple[list[int], list[int]]:
+        """The token ids the discriminator reads before and after the response, from its own tokenization:
+        the head's pair tokenizer (the prompt as the generator saw it), the classifier's text-pair frame."""
         disc = self.discriminator
         if isinstance(disc, HeadDiscriminator):
-            return disc.tokens.prompt_ids(pair)  # the head's own pair tokenizer: the same prompt tokens
-        tok = disc.tokenizer
-        return tok(pair.prompt_text if disc.config.conditional else "", add_special_tokens=True)["input_ids"]
+            return disc.tokens.prompt_ids(pair), []
+        return disc.response_frame(pair)
 
     def _embedding(self) -> nn.Module:
         disc = self.discriminator
@@ -256,17 +257,19 @@ class RelaxedDiscriminator:
         max_len = disc.config.max_length
         rows, response_starts = [], []
         for i, pair in enumerate(pairs):
-            prompt_ids = self._prompt_ids(pair)
+            prompt_ids, after = self._frame(pair)
             prompt_ids = prompt_ids[-(max_len // 2) :] if len(prompt_ids) > max_len // 2 else prompt_ids
             n = int(samples.valid[i].sum())
             if not (disc.config.mark_end and bool(samples.ended[i])):
                 n -= int(bool(samples.ended[i]))  # the end token, unless the discriminator reads it
-            n = max(min(n, max_len - len(prompt_ids)), 0)
+            n = max(min(n, max_len - len(prompt_ids) - len(after)), 0)
             parts = []
             if prompt_ids:
                 parts.append(embedding(torch.tensor(prompt_ids, device=device)))
             if n:
                 parts.append(soft_embed(embedding, samples.soft[i, :n].to(device)))
+            if after:
+                parts.append(embedding(torch.tensor(after, device=device)))
             if not parts:  # nothing to read: one end token, as the hard path does
                 parts.append(embedding(torch.tensor([pair_start_token(disc)], device=device)))
             rows.append(torch.cat(parts))
@@ -412,10 +415,7 @@ class RelaxedTokensTrainer(TRLMetricsMixin, Trainer):
         if args.loss == "non_saturating":
             adversarial = F.softplus(-logits).mean()  # -log D(G(x))
         else:
-            rewards = reward_from_logits(logits, self.reward.config.form)
-            if self.reward.config.clip is not None:
-                rewards = rewards.clamp(*self.reward.config.clip)
-            adversarial = -rewards.mean()
+            adversarial = -self.reward.shape(logits).mean()
         valid = samples.valid.float()
         n_valid = valid.sum().clamp(min=1.0)
         probs = samples.log_probs.exp()

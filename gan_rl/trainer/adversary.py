@@ -96,37 +96,9 @@ class Adversary:
         config.validate()  # also in __post_init__; a config edited after construction is checked here
         if device is None:
             device = next(model.parameters()).device
-        if encoder_checkpoint is None and config.kind == "head" and config.encoder != "generator":
-            encoder_checkpoint = config.encoder
-        if classifier_checkpoint is None and config.kind == "classifier":
-            classifier_checkpoint = config.model
-            if classifier_checkpoint in (None, "generator"):
-                classifier_checkpoint = getattr(model, "name_or_path", None) or model.config.name_or_path
-        encoder = None
-        try:
-            hidden = model.config.get_text_config().hidden_size
-            if config.kind == "head" and encoder_checkpoint is None:
-                check_encoder_layer(config.encoder_layer, model)
-                encoder = FrozenEncoder(tokenizer, hidden, config.encoder_layer, generator_format=True)
-            elif config.kind == "head":
-                encoder = load_checkpoint_encoder(config, encoder_checkpoint, device)
-            disc = build_discriminator(
-                config,
-                encoder=encoder,
-                checkpoint=classifier_checkpoint,
-                tokenizer=tokenizer,
-                hidden_size=hidden,
-                device=device,
-            )
-        except InputError:
-            raise
-        except (OSError, ValueError) as exc:
-            field_, name = (
-                ("encoder", encoder_checkpoint) if config.kind == "head" else ("model", classifier_checkpoint)
-            )
-            raise InputError(
-                "{discriminator}.{field}: cannot load {name!r}: {reason}", field=field_, name=name, reason=exc
-            ) from None
+        disc, encoder = discriminator_for(
+            config, model, tokenizer, encoder_checkpoint, classifier_checkpoint, device
+        )
         warmup_prompts = real_pairs(real) if isinstance(real, Dataset) else list(real or [])
         buffer = SampleBuffer(config.replay_size, seed=config.seed, real_pool_size=config.real_pool_size)
         disc_trainer = DiscriminatorTrainer(disc, config)
@@ -246,3 +218,48 @@ def bind_generator_adapter(discriminator: AdapterDiscriminator, trainer: Any) ->
             "use kind 'head' (it reads sharded weights) or a DDP / ZeRO-2 launch."
         )
     discriminator.bind(model)
+
+
+def discriminator_for(
+    config: DiscriminatorConfig,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    encoder_checkpoint: str | None,
+    classifier_checkpoint: str | None,
+    device: torch.device | str,
+) -> tuple[Discriminator, FrozenEncoder | None]:
+    """The discriminator ``config`` describes for the generator ``model`` and its frozen encoder (kind
+    ``head``; None otherwise), with :meth:`Adversary.build`'s checkpoint defaults. A checkpoint that does
+    not load is one :class:`gan_rl.errors.InputError` naming the field."""
+    if encoder_checkpoint is None and config.kind == "head" and config.encoder != "generator":
+        encoder_checkpoint = config.encoder
+    if classifier_checkpoint is None and config.kind == "classifier":
+        classifier_checkpoint = config.model
+        if classifier_checkpoint in (None, "generator"):
+            classifier_checkpoint = getattr(model, "name_or_path", None) or model.config.name_or_path
+    encoder = None
+    try:
+        hidden = model.config.get_text_config().hidden_size
+        if config.kind == "head" and encoder_checkpoint is None:
+            check_encoder_layer(config.encoder_layer, model)
+            encoder = FrozenEncoder(tokenizer, hidden, config.encoder_layer, generator_format=True)
+        elif config.kind == "head":
+            encoder = load_checkpoint_encoder(config, encoder_checkpoint, device)
+        disc = build_discriminator(
+            config,
+            encoder=encoder,
+            checkpoint=classifier_checkpoint,
+            tokenizer=tokenizer,
+            hidden_size=hidden,
+            device=device,
+        )
+    except InputError:
+        raise
+    except (OSError, ValueError) as exc:
+        field_, name = (
+            ("encoder", encoder_checkpoint) if config.kind == "head" else ("model", classifier_checkpoint)
+        )
+        raise InputError(
+            "{discriminator}.{field}: cannot load {name!r}: {reason}", field=field_, name=name, reason=exc
+        ) from None
+    return disc, encoder

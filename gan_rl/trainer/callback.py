@@ -24,7 +24,6 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from transformers import TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from gan_rl.discriminator.buffer import SampleBuffer
 from gan_rl.discriminator.trainer import DiscriminatorTrainer
@@ -33,19 +32,25 @@ from gan_rl.trainer.reward import DiscriminatorReward
 from gan_rl.trainer.trl_internals import metric_logger
 from gan_rl.types import Pair
 from gan_rl.utils.backends import sampling_model, sampling_settings
+from gan_rl.utils.checkpoints import (
+    BUFFER_GLOB,
+    DISCRIMINATOR_DIR,
+    DISCRIMINATOR_FILES,
+    DISCRIMINATOR_OPTIMIZER,
+    DISCRIMINATOR_STATE,
+    DISCRIMINATOR_WEIGHTS,
+    PARTIAL_SUFFIX,
+    buffer_file_name,
+    checkpoint_dir,
+)
 from gan_rl.utils.distributed import all_gather_objects, all_reduce_, gather_to_main, rank, world_size
 from gan_rl.utils.files import unreadable
 from gan_rl.utils.generation import sample_completions
 
 logger = logging.getLogger(__name__)
 
-DISCRIMINATOR_DIR = "discriminator"
-# Written first, renamed to DISCRIMINATOR_DIR when complete: a checkpoint's discriminator/ is whole or absent.
-PARTIAL_SUFFIX = ".partial"
 # Logged values that must stay finite; anything else (e.g. TRL's clip ratios) may legitimately be NaN.
 WATCHED_LOGS = ("loss", "reward")
-# What a checkpoint's discriminator/ holds that a resume reads (besides the per-process sample buffers).
-DISCRIMINATOR_FILES = ("state.json", "model.safetensors", "optimizer.pt")
 # What reading a truncated or corrupt file raises: safetensors' header errors, torch's zip reader
 # ("PytorchStreamReader failed reading zip archive"), a pickle cut short, a JSON file cut short.
 UNREADABLE_ERRORS = (
@@ -64,8 +69,8 @@ def save_discriminator(
     """Weights (safetensors), optimizer state and counters of the discriminator, into ``directory``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    save_model(trainer.discriminator, str(directory / "model.safetensors"))
-    torch.save(trainer.optimizer.state_dict(), directory / "optimizer.pt")
+    save_model(trainer.discriminator, str(directory / DISCRIMINATOR_WEIGHTS))
+    torch.save(trainer.optimizer.state_dict(), directory / DISCRIMINATOR_OPTIMIZER)
     state = {
         "kind": trainer.config.kind,
         "config": asdict(trainer.config),
@@ -73,13 +78,13 @@ def save_discriminator(
         "reward": reward.state(),
         "fingerprint": trainer.fingerprint(),
     }
-    (directory / "state.json").write_text(json.dumps(state, indent=2))
+    (directory / DISCRIMINATOR_STATE).write_text(json.dumps(state, indent=2))
     return directory
 
 
 def buffer_file(directory: str | Path, process: int | None = None) -> Path:
     """Every process keeps (and checkpoints) its own buffer of its own generations."""
-    return Path(directory) / f"buffer.rank{rank() if process is None else process}.json"
+    return Path(directory) / buffer_file_name(rank() if process is None else process)
 
 
 def save_buffers(
@@ -101,7 +106,7 @@ def save_buffers(
 def discriminator_files(directory: str | Path) -> list[Path]:
     """The files :func:`load_discriminator` reads from ``directory`` (each sample buffer present)."""
     directory = Path(directory)
-    return [directory / name for name in DISCRIMINATOR_FILES] + sorted(directory.glob("buffer.rank*.json"))
+    return [directory / name for name in DISCRIMINATOR_FILES] + sorted(directory.glob(BUFFER_GLOB))
 
 
 def _unreadable_error(path: Path, exc: BaseException) -> InputError:
@@ -125,7 +130,7 @@ def load_discriminator(
     """Restore what :func:`save_discriminator` wrote (tensor files are read with weights_only=True). A file
     that cannot be read (truncated, corrupt) is an :class:`InputError` naming it."""
     directory = Path(directory)
-    state_file = directory / "state.json"
+    state_file = directory / DISCRIMINATOR_STATE
     try:
         state = json.loads(state_file.read_text())
     except (OSError, ValueError) as exc:
@@ -137,7 +142,7 @@ def load_discriminator(
             held=state["kind"],
             kind=trainer.config.kind,
         )
-    weights = directory / "model.safetensors"
+    weights = directory / DISCRIMINATOR_WEIGHTS
     try:
         missing, unexpected = load_model(trainer.discriminator, str(weights), strict=False)
     except (SafetensorError, OSError) as exc:
@@ -157,7 +162,7 @@ def load_discriminator(
             missing=missing,
             unexpected=unexpected,
         )
-    optimizer_file = directory / "optimizer.pt"
+    optimizer_file = directory / DISCRIMINATOR_OPTIMIZER
     try:
         optim_state = torch.load(optimizer_file, weights_only=True, map_location=trainer.discriminator.device)
     except (OSError, *UNREADABLE_ERRORS) as exc:
@@ -437,12 +442,12 @@ class DiscriminatorCallback(TrainerCallback):
             self.before_training()
         resume = self.resume_dir
         if resume is None and state.global_step > 0:
-            resume = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            resume = checkpoint_dir(args.output_dir, state.global_step)
         if resume is not None and state.global_step > 0:
             directory = Path(resume) / DISCRIMINATOR_DIR
             # fresh_discriminator: one that cannot be read (a truncated file) is left, as a missing one is.
             broken = unreadable(discriminator_files(directory)) if self.fresh_discriminator else []
-            if (directory / "state.json").is_file() and not broken:
+            if (directory / DISCRIMINATOR_STATE).is_file() and not broken:
                 load_discriminator(directory, self.disc_trainer, self.reward, self.buffer)
                 self.restored = {"path": str(directory), "fingerprint": self.disc_trainer.fingerprint()}
                 logger.info(
@@ -501,7 +506,7 @@ class DiscriminatorCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         """After TRL's own files: the discriminator, written aside and renamed into place when whole, so
         a kill part-way leaves a checkpoint without ``discriminator/`` (incomplete), never a partial one."""
-        checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        checkpoint = checkpoint_dir(args.output_dir, state.global_step)
         staging = checkpoint / f"{DISCRIMINATOR_DIR}{PARTIAL_SUFFIX}"
         save_buffers(staging, self.buffer, self.disc_trainer)
         if state.is_world_process_zero:

@@ -111,11 +111,17 @@ class DiscriminatorReward:
         # Token ids that end a completion (TRL's test: the end-of-sequence and padding tokens).
         self.end_token_ids: set[int] = set(end_token_ids or ())
 
-    def transform(self, logits: torch.Tensor, update_stats: bool = True) -> torch.Tensor:
-        """Reward form, then clipping, then normalisation."""
+    def shape(self, logits: torch.Tensor) -> torch.Tensor:
+        """The reward's form, then its clipping: differentiable in ``logits`` (``gan-rl gumbel``'s loss is
+        its negative, before any normalisation)."""
         rewards = reward_from_logits(logits.float(), self.config.form)
         if self.config.clip is not None:
             rewards = rewards.clamp(*self.config.clip)
+        return rewards
+
+    def transform(self, logits: torch.Tensor, update_stats: bool = True) -> torch.Tensor:
+        """Reward form, then clipping (:meth:`shape`), then normalisation."""
+        rewards = self.shape(logits)
         if self.config.normalize == "batch" and rewards.numel() > 1:
             std = rewards.std()
             # All equal (a saturated discriminator): no preference among the completions, so 0 for each.

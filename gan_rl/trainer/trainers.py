@@ -75,23 +75,9 @@ class AdversaryOwnerMixin:
         callbacks: list[Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        if discriminator is not None and adversary is not None:
-            raise ValueError(
-                "pass discriminator= (the trainer builds the adversary) or adversary=, not both."
-            )
-        if sft_loss_coef and real_response_loss is not None:
-            raise ValueError(
-                "pass sft_loss_coef= (built from train_dataset) or real_response_loss=, not both."
-            )
-        if discriminator is not None or sft_loss_coef:
-            if args is None:
-                raise ValueError(
-                    "args: the trainer's config is needed to build the adversary (TRL's GRPOConfig)."
-                )
-            if train_dataset is None:
-                raise ValueError(
-                    "train_dataset: the adversary's real pairs come from it (adversarial_dataset)."
-                )
+        _check_owner_arguments(
+            discriminator, adversary, sft_loss_coef, real_response_loss, args, train_dataset
+        )
         if isinstance(model, str) and (discriminator is not None or sft_loss_coef):
             model, loaded_tokenizer = load_policy(model, args)
             processing_class = processing_class if processing_class is not None else loaded_tokenizer
@@ -109,16 +95,7 @@ class AdversaryOwnerMixin:
             )
         callbacks = list(callbacks or [])
         if adversary is not None:
-            funcs = (
-                []
-                if reward_funcs is None
-                else list(reward_funcs)
-                if isinstance(reward_funcs, list)
-                else [reward_funcs]
-            )
-            reward_funcs = funcs if any(f is adversary.reward for f in funcs) else [adversary.reward, *funcs]
-            if not any(c is adversary.callback for c in callbacks):
-                callbacks.append(adversary.callback)
+            reward_funcs, callbacks = _with_adversary(adversary, reward_funcs, callbacks)
         super().__init__(
             model=model,
             reward_funcs=reward_funcs,
@@ -140,3 +117,42 @@ class AdversarialGRPOTrainer(AdversaryOwnerMixin, EpochSamplerMixin, RealRespons
 
 class AdversarialRLOOTrainer(AdversaryOwnerMixin, EpochSamplerMixin, RealResponseLossMixin, RLOOTrainer):
     """``gan-rl reinforce`` (and ``rloo``): RLOOTrainer that owns its adversary, plus the SFT term."""
+
+
+def _check_owner_arguments(
+    discriminator: DiscriminatorConfig | None,
+    adversary: Adversary | None,
+    sft_loss_coef: float,
+    real_response_loss: RealResponseLoss | None,
+    args: Any,
+    train_dataset: Any,
+) -> None:
+    """The owning trainer's own arguments, refused before anything loads: one way each to give the
+    adversary and the SFT term, and what building them needs."""
+    if discriminator is not None and adversary is not None:
+        raise ValueError("pass discriminator= (the trainer builds the adversary) or adversary=, not both.")
+    if sft_loss_coef and real_response_loss is not None:
+        raise ValueError("pass sft_loss_coef= (built from train_dataset) or real_response_loss=, not both.")
+    if discriminator is not None or sft_loss_coef:
+        if args is None:
+            raise ValueError(
+                "args: the trainer's config is needed to build the adversary (TRL's GRPOConfig)."
+            )
+        if train_dataset is None:
+            raise ValueError("train_dataset: the adversary's real pairs come from it (adversarial_dataset).")
+
+
+def _with_adversary(
+    adversary: Adversary, reward_funcs: Any, callbacks: list[Any]
+) -> tuple[list[Any], list[Any]]:
+    """TRL's reward functions and callbacks with the adversary's reward first and its callback added, each
+    once (a user may have passed them already)."""
+    if reward_funcs is None:
+        funcs = []
+    else:
+        funcs = list(reward_funcs) if isinstance(reward_funcs, list) else [reward_funcs]
+    if not any(f is adversary.reward for f in funcs):
+        funcs = [adversary.reward, *funcs]
+    if not any(c is adversary.callback for c in callbacks):
+        callbacks = [*callbacks, adversary.callback]
+    return funcs, callbacks

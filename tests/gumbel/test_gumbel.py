@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from tokenizers.processors import TemplateProcessing
 
 from gan_rl.cli.main import main
 from gan_rl.cli.recipe import load_recipe
 from gan_rl.cli.trl_config import build_trainer_config
+from gan_rl.discriminator.config import DiscriminatorConfig
 from gan_rl.discriminator.encoder import FrozenEncoder
 from gan_rl.discriminator.factory import build_discriminator
 from gan_rl.gumbel.config import GumbelConfig
@@ -134,6 +136,46 @@ def test_head_on_one_hot_tokens_scores_as_on_the_decoded_text(generator, layer):
     assert sum(p.grad.abs().sum() for p in model.parameters() if p.grad is not None) > 0
     assert all(p.grad is None for p in disc.parameters()) and all(p.requires_grad for p in disc.parameters())
     model.zero_grad()
+
+
+@pytest.mark.parametrize(("conditional", "mark_end"), [(True, True), (True, False), (False, True)])
+def test_classifier_on_one_hot_tokens_scores_as_on_the_decoded_text(
+    generator, tiny_classifier_dir, conditional, mark_end
+):
+    """Kind ``classifier`` reads the relaxed response inside the same token frame as its hard path (the
+    tokenizer's special tokens around the prompt and the response: here a template that puts them on both
+    sides), so one-hot vectors score as the decoded text does."""
+    model, tok = generator
+    model.eval()
+    config = DiscriminatorConfig(
+        kind="classifier",
+        model=str(tiny_classifier_dir),
+        conditional=conditional,
+        mark_end=mark_end,
+        max_length=40,
+    )
+    disc = build_discriminator(config, checkpoint=str(tiny_classifier_dir)).eval()
+    # Special tokens around both texts of a pair, as BERT-style and Llama-style tokenizers add them.
+    end = disc.tokenizer.eos_token
+    disc.tokenizer.backend_tokenizer.post_processor = TemplateProcessing(
+        single=f"{end} $A {end}",
+        pair=f"{end} $A {end} $B:1 {end}:1",
+        special_tokens=[(end, disc.tokenizer.eos_token_id)],
+    )
+    relaxed = RelaxedDiscriminator(disc, tok, model.config.vocab_size)
+    pairs = REAL[:3]
+    ids, mask = _prompts(tok, [p.prompt_text for p in pairs])
+    torch.manual_seed(0)
+    samples = relaxed_generate(model, ids, mask, 5, 1.0, 1.0, True, {tok.eos_token_id})
+    logits = relaxed([Pair(p.prompt, p.prompt_text, "") for p in pairs], samples)
+    texts = [
+        tok.decode([t for t, v in zip(row, valid, strict=True) if v], skip_special_tokens=True)
+        for row, valid in zip(samples.hard.tolist(), samples.valid.tolist(), strict=True)
+    ]
+    ended = samples.ended.tolist()
+    hard_pairs = [Pair(p.prompt, p.prompt_text, t, e) for p, t, e in zip(pairs, texts, ended, strict=True)]
+    expected = disc.score(disc.featurize(hard_pairs))
+    assert torch.allclose(logits.detach(), expected, atol=1e-4)
 
 
 def test_soft_embedding_of_a_one_hot_is_the_tokens_embedding(generator):

@@ -245,19 +245,10 @@ class SpinTrainer:
                 break
 
             policy = self._save_iteration(k, trainer)
-            summary = IterationSummary(
-                iteration=k,
-                rows=rows,
-                pairs=len(pairs),
-                steps=trainer.state.global_step,
-                reused_samples=reused,
-                train_loss=_last(trainer.state.log_history, "train_loss"),
-                metrics=_last_metrics(trainer.state.log_history),
-                sampling_seconds=round(sampled - start, 3),
-                training_seconds=round(trained - sampled, 3),
-                saving_seconds=round(time.time() - trained, 3),
-                resumed_from=checkpoint if k == first else None,
-            )
+            summary = _iteration_summary(
+                k, trainer, rows, len(pairs), reused, (start, sampled, trained, time.time()),
+                checkpoint if k == first else None,
+            )  # fmt: skip
             if args.should_save:
                 layout.write_summary(summary)
             PartialState().wait_for_everyone()
@@ -423,6 +414,33 @@ class SpinTrainer:
                 history.append({**entry, "iteration": k, "iteration_step": step, "step": offset + step})
             offset += self.layout.read_summary(k).steps
         return history
+
+
+def _iteration_summary(
+    k: int,
+    trainer: Any,
+    rows: int,
+    pairs: int,
+    reused: bool,
+    times: tuple[float, float, float, float],
+    resumed_from: Any,
+) -> IterationSummary:
+    """What iteration ``k`` did, from its DPO trainer's state; ``times``: when it started, finished
+    sampling, finished training and finished saving."""
+    start, sampled, trained, saved = times
+    return IterationSummary(
+        iteration=k,
+        rows=rows,
+        pairs=pairs,
+        steps=trainer.state.global_step,
+        reused_samples=reused,
+        train_loss=_last(trainer.state.log_history, "train_loss"),
+        metrics=_last_metrics(trainer.state.log_history),
+        sampling_seconds=round(sampled - start, 3),
+        training_seconds=round(trained - sampled, 3),
+        saving_seconds=round(saved - trained, 3),
+        resumed_from=resumed_from,
+    )
 
 
 def _last(log_history: list[dict[str, Any]], key: str) -> float | None:

@@ -14,8 +14,9 @@ The protocol:
    recipe) for the wall clock spin's first seed took (or ``--budget-minutes``); the later seeds of a
    time-budgeted arm train the steps its first seed reached.
 3. Every selected model answers all ``--test-prompts`` right.test prompts at each of ``--temperatures``
-   (``gan-rl generate``, the sampling seed of its seed); the JSONL files are committed under
-   ``benchmarks/results/smollm2-twon-frontier/generations/``.
+   (``gan-rl generate``, the sampling seed of its seed), an arm as soon as it is trained; the JSONL files
+   are committed under ``benchmarks/results/smollm2-twon-frontier/generations/``, and an arm whose file is
+   there is done (skipped by later sessions).
 4. One ``gan-rl evaluate`` scores them all; ``summary.md`` gives the two-sample accuracies (embedding and
    n-gram) at matched distinct-2 (:func:`gan_rl.eval.frontier.matched_diversity`), mean ± sd over seeds,
    beside the best-temperature table; ``runs.json`` holds each run's wall time, steps, selection and
@@ -24,6 +25,11 @@ The protocol:
 Resumable: a finished run (``run_summary.json``) or an existing generations file is skipped; an unfinished
 sft-star resumes from its latest checkpoint (a step budget); an unfinished arm starts again (its budget is
 wall-clock time, which a resume could not split fairly).
+
+Across machines and sessions: sft-star's selected LoRA adapter is exported in float16 (about 10 MB) to
+``RESULTS/sft-star-adapter/`` and committed; every arm starts from the GGUF base merged with that export
+(``WORK/sft-star-export-merged/``, rebuilt when missing), so a later session or another machine starts the
+arms from the same weights without training sft-star again.
 
     python benchmarks/smollm2_twon_frontier.py --stages sft-star           # the start of every arm
     python benchmarks/smollm2_twon_frontier.py                             # everything, seeds 0 1 2
@@ -96,6 +102,9 @@ def data_overrides(args: argparse.Namespace) -> list[str]:
         f"data.max_test_samples={args.test_prompts}",
         f"evaluate.max_samples={args.test_prompts}",
         "trainer.seed=0",
+        # One precision on every machine the stages run on across sessions (dtype auto would train in
+        # bfloat16 on a CPU with AVX512-BF16 and in float32 elsewhere).
+        "model.dtype=float32",
         *args.extra,
     ]
 
@@ -280,22 +289,39 @@ def main(argv: list[str] | None = None) -> None:
         runs_file.write_text(json.dumps(runs, indent=2))
         print(json.dumps({k: v for k, v in runs["sft-star"].items() if k != "selection"}, indent=2))
 
-    star_model = work / "sft-star" / "best-by-samples-merged"
+    if "sft-star" in args.stages:
+        export_star_adapter(work / "sft-star", runs["sft-star"]["selection"], results / "sft-star-adapter")
+    star_model = work / "sft-star-export-merged"
     # Every arm selected by samples while it trains, as sft-star was after it: the same prompts and score.
     selecting = [
         f"sample_selection.eval_steps={args.select_steps // 2}",
         f"sample_selection.prompts={args.select_prompts}",
         f"sample_selection.max_new_tokens={args.select_tokens}",
     ]
-    models: dict[str, Path] = {"sft-star": star_model}
+    generations = results / "generations"
+
+    def sample(name: str, model: Path, seed: int) -> None:
+        """All test prompts at every temperature, into the committed ``generations/NAME.jsonl``."""
+        target = generations / f"{name}.jsonl"
+        if target.is_file() or not (model / "config.json").is_file():
+            return
+        generations.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "gan_rl", "generate", str(RECIPE), "--model", str(model)]
+        cmd += ["--output", str(target), "--temperature", args.temperatures]
+        cmd += sets([*common, f"evaluate.sampling_seed={seed}"])
+        runs[f"generate {name}"] = {"seconds": round(call(cmd, work / "logs" / f"generate-{name}.log"), 1)}
+        runs_file.write_text(json.dumps(runs, indent=2))
+
     if "arms" in args.stages:
         if not (star_model / "config.json").is_file():
-            sys.exit(f"the arms start from sft-star's selected model, not there yet: {star_model}")
+            merge_star_adapter(results / "sft-star-adapter", model_dir, gguf, work, star_model)
         for seed in args.seeds:  # seed by seed, so that every finished seed is a complete comparison
             for arm in args.arms:
                 command, extra = ARMS[arm]
                 label = f"{arm}-s{seed}"
                 out = work / label
+                if (generations / f"{label}.jsonl").is_file():
+                    continue  # trained and sampled in an earlier session (its generations are committed)
                 start = [f"model.name_or_path={star_model}", "model.warm_start=none", "model.gguf_file=null"]
                 section = {"sft": "sft", "spin": "spin"}.get(command, "trainer")
                 first = runs.get(f"{arm}-s{args.seeds[0]}") if seed != args.seeds[0] else None
@@ -320,28 +346,68 @@ def main(argv: list[str] | None = None) -> None:
                     summary = json.loads((out / "run_summary.json").read_text())
                     runs[label]["selection"] = summary.get("sample_selection")
                     runs_file.write_text(json.dumps(runs, indent=2))
-                models[label] = Path(runs[label]["selection"]["model"])
+                # Sampled as soon as it is trained: the generations outlive the session, the model need not.
+                if "generate" in args.stages:
+                    sample(label, Path(runs[label]["selection"]["model"]), seed)
 
-    generations = results / "generations"
-    if "generate" in args.stages:
-        generations.mkdir(parents=True, exist_ok=True)
-        for label, model in models.items():
-            seeds = args.seeds if label == "sft-star" else [int(label.rsplit("-s", 1)[1])]
-            for seed in seeds:  # sft-star, one model, with each sampling seed: its spread over draws
-                name = f"{label}-s{seed}" if label == "sft-star" else label
-                target = generations / f"{name}.jsonl"
-                if target.is_file() or not (model / "config.json").is_file():
-                    continue
-                cmd = [sys.executable, "-m", "gan_rl", "generate", str(RECIPE), "--model", str(model)]
-                cmd += ["--output", str(target), "--temperature", args.temperatures]
-                cmd += sets([*common, f"evaluate.sampling_seed={seed}"])
-                runs[f"generate {name}"] = {
-                    "seconds": round(call(cmd, work / "logs" / f"generate-{name}.log"), 1)
-                }
-                runs_file.write_text(json.dumps(runs, indent=2))
+    if "generate" in args.stages:  # sft-star, one model, with each sampling seed: its spread over draws
+        for seed in args.seeds:
+            if not (star_model / "config.json").is_file():
+                merge_star_adapter(results / "sft-star-adapter", model_dir, gguf, work, star_model)
+            sample(f"sft-star-s{seed}", star_model, seed)
 
     if "evaluate" in args.stages:
         evaluate(args, work, generations, common)
+
+
+def export_star_adapter(out: Path, selection: dict, target: Path) -> None:
+    """sft-star's selected LoRA adapter, in float16, into ``target`` (committed): the start of every arm on
+    any machine. Step 0 selected (the base model itself): no adapter, and ``selection.json`` says so."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    held = target / "selection.json"
+    if held.is_file() and json.loads(held.read_text()).get("best_step") == selection["best_step"]:
+        return
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    step = selection["best_step"]
+    if step > 0:
+        source = out / f"checkpoint-{step}"
+        tensors = load_file(str(source / "adapter_model.safetensors"))
+        save_file(
+            {k: v.half().contiguous() for k, v in tensors.items()}, str(target / "adapter_model.safetensors")
+        )
+        shutil.copy(source / "adapter_config.json", target / "adapter_config.json")
+    note = f"float16 copy of checkpoint-{step}'s adapter; the arms start from the GGUF base merged with it"
+    record = {**selection, "note": note}
+    held.write_text(json.dumps(record, indent=2))
+
+
+def merge_star_adapter(adapter: Path, model_dir: str, gguf: str, work: Path, target: Path) -> None:
+    """The start of every arm: the bundled GGUF model, dequantized as ``gan-rl`` does, merged with the
+    committed float16 adapter of sft-star (:func:`export_star_adapter`), saved as an ordinary checkpoint."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from gan_rl.cli.models import materialize_gguf
+    from gan_rl.cli.recipe import ModelSettings
+
+    if not (adapter / "selection.json").is_file():
+        sys.exit(
+            f"the arms start from sft-star's exported adapter, not there yet: {adapter} (run --stages sft-star)"
+        )
+    base_dir = Path(
+        materialize_gguf(ModelSettings(name_or_path=model_dir, gguf_file=gguf), Path, work / "sft-star-base")
+    )
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    if (adapter / "adapter_model.safetensors").is_file():
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    model.save_pretrained(str(target))
+    AutoTokenizer.from_pretrained(str(base_dir)).save_pretrained(str(target))
 
 
 def budget_seconds(args: argparse.Namespace, runs: dict) -> float:
@@ -353,6 +419,14 @@ def budget_seconds(args: argparse.Namespace, runs: dict) -> float:
     if spin is None or not spin.get("training_seconds"):
         sys.exit(
             "the time-budgeted arms take spin's wall clock: run the spin arm first, or pass --budget-minutes"
+        )
+    from gan_rl.utils.hardware import describe_machine
+
+    if spin.get("machine") != describe_machine():  # a wall clock means nothing on another CPU
+        sys.exit(
+            f"spin-s{args.seeds[0]} ran on {spin.get('machine')}, this is {describe_machine()}: its wall clock "
+            "is no budget here; run the first seed's arms on one machine (delete its spin entry from runs.json "
+            "and its generations to run it again here), or pass --budget-minutes"
         )
     return float(spin["training_seconds"])
 

@@ -307,14 +307,14 @@ def main(argv: list[str] | None = None) -> int:
         log=logs / "evaluate.log",
     )
     metrics = json.loads((eval_dir / "metrics.json").read_text())
-    from gan_rl.cli.evaluate import COLUMNS, _fmt
+    from gan_rl.eval.report import COLUMNS, format_value
 
     results = metrics["results"]
     columns = [c for c in COLUMNS if any(c[0] in r for r in results.values())]
     print("\n| model | " + " | ".join(title for _, title, _ in columns) + " |")
     print("| --- " * (len(columns) + 1) + "|")
     for label, row in results.items():
-        print(f"| {label} | " + " | ".join(_fmt(row.get(key)) for key, _, _ in columns) + " |")
+        print(f"| {label} | " + " | ".join(format_value(row.get(key)) for key, _, _ in columns) + " |")
     print("\nwall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))
     print(f"total: {time.perf_counter() - total:.0f} s")
     print(f"report: {eval_dir / 'report.md'}")

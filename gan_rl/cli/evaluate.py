@@ -25,15 +25,10 @@ from gan_rl.cli.models import check_weights_readable, load_for_generation, resol
 from gan_rl.cli.outputs import check_writable_dir, check_writable_file
 from gan_rl.cli.recipe import EvaluateSettings, Recipe
 from gan_rl.errors import RecipeError
-from gan_rl.eval.evaluation import REAL_LABEL, EvaluationConfig, compare, evaluate_texts
+from gan_rl.eval.evaluation import REAL_LABEL, EvaluationConfig, evaluate_texts
 from gan_rl.eval.metrics import TextEncoder, mauve_available
-from gan_rl.eval.report import COLUMNS, METRICS_FILE, REPORT_FILE, format_value, save_evaluation
+from gan_rl.eval.report import save_evaluation
 from gan_rl.utils.generation import sample_completions
-
-# Importable from here as before this module moved its metrics and report into gan_rl.eval (benchmarks/
-# twon_alignment.py reads COLUMNS and _fmt; tests/trainer reads compare).
-__all__ = ["COLUMNS", "METRICS_FILE", "REAL_LABEL", "REPORT_FILE", "compare", "evaluate", "generate"]
-_fmt = format_value
 
 # What ``gan-rl evaluate`` imports beyond the training path (module -> package): the ``eval`` extra.
 EVAL_PACKAGES = {"sklearn": "scikit-learn", "scipy": "scipy", "matplotlib": "matplotlib"}

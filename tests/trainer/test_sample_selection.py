@@ -201,8 +201,8 @@ def test_too_few_validation_rows_or_mismatched_references_are_refused():
 def test_the_score_is_the_statistic_gan_rl_evaluate_reports():
     """``two_sample_ngram`` is ``two_sample_acc_ngram`` of ``gan-rl evaluate`` for the same texts and
     settings: a selection score and an evaluation score are one number."""
-    from gan_rl.cli.evaluate import compare
     from gan_rl.cli.recipe import EvaluateSettings
+    from gan_rl.eval.evaluation import compare
 
     real = [r["post"] for r in ROWS[:20]]
     generated = [" ".join(reversed(r["post"].split())) for r in ROWS[20:40]]

@@ -16,14 +16,12 @@ live here, the third in :mod:`gan_rl.trainer.sft_term`:
 from __future__ import annotations
 
 import dataclasses
-import gc
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from datasets import Dataset
 from transformers import EarlyStoppingCallback
@@ -45,6 +43,7 @@ from gan_rl.cli.trl_config import (
 )
 from gan_rl.errors import RecipeError
 from gan_rl.utils.lora import lora_config
+from gan_rl.utils.modeling import free_memory
 
 logger = logging.getLogger(__name__)
 
@@ -125,11 +124,7 @@ def run_sft(
     recipe, precision = with_resolved_dtype(recipe, args.use_cpu)
     model = load_generator(recipe.model, checkpoint)
     stop = PreemptionCallback()  # SIGTERM / Ctrl-C: a checkpoint after the current step, then Preempted
-    own: list[Any] = [stop]
-    if early is not None:
-        own.append(EarlyStoppingCallback(early.patience, early.threshold))
-    if selection is not None:
-        own.append(selection)
+    own = [stop, *([EarlyStoppingCallback(early.patience, early.threshold)] if early else [])]
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -137,7 +132,7 @@ def run_sft(
         eval_dataset=eval_ds if args.eval_strategy != "no" else None,
         processing_class=tokenizer,
         peft_config=lora_config(recipe.model.lora, "CAUSAL_LM"),
-        callbacks=[*own, *(callbacks or [])],
+        callbacks=[*own, *([selection] if selection else []), *(callbacks or [])],
     )
     check_backend(trainer, "sft")
     if selection is not None:  # samples and saves through the trainer (every process, in step)
@@ -161,9 +156,7 @@ def run_sft(
     # A warm start trains the adversarial run next in this process: give the SFT model's memory back (and
     # make room for the selected model's merge; the callback holds the trainer too).
     del trainer, model, selection
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    free_memory()
     if selected is not None:
         summary.sample_selection = finish_selection(
             out, selected, recipe, lambda: load_generator(recipe.model, checkpoint), tokenizer

@@ -42,6 +42,7 @@ from gan_rl.errors import RecipeError, TrainingError
 from gan_rl.utils.checkpoints import has_checkpoints
 from gan_rl.utils.distributed import all_reduce_, world_size
 from gan_rl.utils.lora import lora_config
+from gan_rl.utils.modeling import free_memory
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ def run_spin(
     # The last iteration's memory back (its trainer, its callbacks and the policy) before a selected model
     # is merged from a fresh copy of the starting weights.
     del spin, model
-    _free_memory()
+    free_memory()
     selected = None
     if recipe.sample_selection is not None:
         selected = spin_selection(
@@ -253,11 +254,3 @@ def stopped_error(stop: PreemptionCallback, spin: Any, done: int) -> Exception:
         f"spin: a callback ended iteration {done + 1}{where} before its last step; the iteration is not done "
         "and the run has no final model (--resume continues it from its latest checkpoint)."
     )
-
-
-def _free_memory() -> None:
-    import gc
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

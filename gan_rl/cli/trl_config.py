@@ -45,44 +45,8 @@ def build_trainer_config(recipe: Recipe, algorithm: str, **forced: Any) -> Any:
             "count of words has no gradient; set it to 0, or train with ppo or reinforce."
         )
     cls = spec.config_class()
-    own_fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    others = {name: a.config_class() for name, a in ALGORITHMS.items() if name != algorithm}
-    other_fields = {
-        name: {f.name for f in dataclasses.fields(other) if f.init} for name, other in others.items()
-    }
     hints = typing.get_type_hints(cls)
-    ignored: list[str] = []
-    for section in ("trainer", algorithm):
-        for key in getattr(recipe, section):
-            if key in own_fields:
-                continue
-            owners = [name for name, fields in other_fields.items() if key in fields]
-            if section == "trainer" and len(owners) == len(other_fields) > 1:
-                ignored.append(key)
-                continue
-            if section == "trainer" and owners:
-                classes = " and ".join(f"{others[o].__name__} ({o})" for o in owners)
-                targets = " and ".join(f"'{o}:'" for o in owners)
-                raise RecipeError(
-                    f"trainer.{key}: only {classes} {'has' if len(owners) == 1 else 'have'} this field; "
-                    f"move it into the {targets} section{'s' if len(owners) > 1 else ''} so that "
-                    f"'{algorithm}' can use the same recipe."
-                )
-            err = unknown_key_error(key, list(own_fields), section)
-            raise RecipeError(f"{err} ({section} holds {cls.__name__} fields.)")
-    for section, other_cls in others.items():
-        other_hints = typing.get_type_hints(other_cls)
-        for key, value in getattr(recipe, section).items():
-            if key not in other_fields[section]:
-                raise unknown_key_error(key, sorted(other_fields[section]), section)
-            coerce(value, other_hints.get(key, Any), f"{section}.{key}")
-    if ignored:
-        logging.getLogger(__name__).info(
-            "%s does not use trainer.%s (fields of %s only).",
-            algorithm,
-            ", trainer.".join(ignored),
-            " and ".join(others),
-        )
+    ignored = _route_trainer_fields(recipe, algorithm, cls)
     kwargs = {}
     for key, value in recipe.trainer_args(algorithm).items():
         if key in ignored:
@@ -118,6 +82,51 @@ def build_trainer_config(recipe: Recipe, algorithm: str, **forced: Any) -> Any:
     )
     _check_rows_bound(recipe, algorithm, config)
     return config
+
+
+def _route_trainer_fields(recipe: Recipe, algorithm: str, cls: type) -> list[str]:
+    """Check which config each ``trainer`` / per-algorithm field belongs to, for ``algorithm``'s config
+    ``cls``: a field of another algorithm's config only is an error saying where to move it; one that every
+    other algorithm's config has is that family's setting, left out here (the names returned, and logged);
+    the other algorithms' own sections are type-checked against their configs."""
+    own_fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    others = {name: a.config_class() for name, a in ALGORITHMS.items() if name != algorithm}
+    other_fields = {
+        name: {f.name for f in dataclasses.fields(other) if f.init} for name, other in others.items()
+    }
+    ignored: list[str] = []
+    for section in ("trainer", algorithm):
+        for key in getattr(recipe, section):
+            if key in own_fields:
+                continue
+            owners = [name for name, fields in other_fields.items() if key in fields]
+            if section == "trainer" and len(owners) == len(other_fields) > 1:
+                ignored.append(key)
+                continue
+            if section == "trainer" and owners:
+                classes = " and ".join(f"{others[o].__name__} ({o})" for o in owners)
+                targets = " and ".join(f"'{o}:'" for o in owners)
+                raise RecipeError(
+                    f"trainer.{key}: only {classes} {'has' if len(owners) == 1 else 'have'} this field; "
+                    f"move it into the {targets} section{'s' if len(owners) > 1 else ''} so that "
+                    f"'{algorithm}' can use the same recipe."
+                )
+            err = unknown_key_error(key, list(own_fields), section)
+            raise RecipeError(f"{err} ({section} holds {cls.__name__} fields.)")
+    for section, other_cls in others.items():
+        other_hints = typing.get_type_hints(other_cls)
+        for key, value in getattr(recipe, section).items():
+            if key not in other_fields[section]:
+                raise unknown_key_error(key, sorted(other_fields[section]), section)
+            coerce(value, other_hints.get(key, Any), f"{section}.{key}")
+    if ignored:
+        logging.getLogger(__name__).info(
+            "%s does not use trainer.%s (fields of %s only).",
+            algorithm,
+            ", trainer.".join(ignored),
+            " and ".join(others),
+        )
+    return ignored
 
 
 def _config_values(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -55,3 +55,13 @@ def load_model_as_trl(model_id: str, args: Any, kwargs: dict[str, Any]) -> Any:
     if args.distributed_state.distributed_type in ("MULTI_GPU", "DEEPSPEED"):
         kwargs["device_map"] = None
     return create_model_from_path(model_id, **kwargs)
+
+
+def free_memory() -> None:
+    """Collect what a finished trainer or model held (and CUDA's cache) before the next model loads: a warm
+    start, a SPIN iteration and a selected model's merge each load weights after another model is done."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -38,7 +38,6 @@ stopped. The layout on disk is :mod:`gan_rl.trainer.spin.layout`'s.
 from __future__ import annotations
 
 import copy
-import gc
 import logging
 import time
 from collections.abc import Callable
@@ -67,7 +66,7 @@ from gan_rl.trainer.spin.pairs import (
 )
 from gan_rl.trainer.trl_internals import ReferenceLogpsHookMixin
 from gan_rl.utils.library_internals import attn_implementation
-from gan_rl.utils.modeling import load_model_as_trl
+from gan_rl.utils.modeling import free_memory, load_model_as_trl
 
 logger = logging.getLogger(__name__)
 
@@ -263,7 +262,7 @@ class SpinTrainer:
             if k < args.iterations:
                 del trainer
                 self.trainer, self.model, policy = None, None, None
-                _free_memory()
+                free_memory()
         output.global_step = sum(s.steps for s in output.iterations)
         if policy is None and not output.stopped and layout.is_done(args.iterations):
             policy = self._policy_after(args.iterations)  # every iteration was already done
@@ -303,7 +302,7 @@ class SpinTrainer:
         previous, self._previous_peft = self._previous_peft, None
         if isinstance(self._initial, str):
             del previous
-            _free_memory()
+            free_memory()
             return self._load(self._initial, revision=True)
         base = previous.unload() if previous is not None else self._initial
         vars(base).pop("forward", None)
@@ -468,9 +467,3 @@ def _merged(policy: PreTrainedModel) -> PreTrainedModel:
     """The policy as an ordinary model: LoRA's trained adapter merged into the base (TRL's ``ref`` copy
     dropped), or the model itself."""
     return policy.merge_and_unload(adapter_names=[ADAPTER]) if _is_peft(policy) else policy
-
-
-def _free_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

@@ -251,6 +251,9 @@ class DiscriminatorConfig(CheckedConfig):
         Types first (:class:`CheckedConfig`): nested sections given as mappings (from Python, or a config
         saved as JSON) become their classes there, and a ``batch_size="32"`` or ``True`` is refused by
         name before any rule compares it.
+
+        Long on purpose: one flat list of rules in field order, which reads as the config's contract; split
+        up, each rule would be looked for in several places.
         """
         super().validate()
         try:

@@ -214,8 +214,16 @@ class StrictSchema:
     def __get_pydantic_core_schema__(
         cls, source: Any, handler: Callable[[Any], Any]
     ) -> core_schema.CoreSchema:
-        schema = strict_rules(handler(source))
-        return core_schema.with_info_wrap_validator_function(functools.partial(_build, cls), schema)
+        schema = dict(strict_rules(handler(source)))
+        # The class's reference goes on the wrapper: pydantic points every later use of the class (a second
+        # field of that type, ``X | None``) at the schema holding the reference, which must be the one that
+        # builds the class (a data source given as its path included), not the bare dataclass inside it.
+        ref = schema.pop("ref", None)
+        return core_schema.with_info_wrap_validator_function(
+            functools.partial(_build, cls),
+            schema,  # type: ignore[arg-type]
+            ref=ref,
+        )
 
 
 def _build(

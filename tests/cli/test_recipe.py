@@ -38,6 +38,21 @@ def test_minimal_recipe_gets_defaults(tmp_path):
     assert recipe.model.trust_remote_code is False
 
 
+def test_every_data_source_may_be_given_as_its_path():
+    """``train: a.csv`` and the optional sources alike (``test``, ``validation``, the contrast's), which
+    pydantic reaches through ``DataSource | None``."""
+    raw = minimal(data={"test": "test.parquet", "validation": "val.csv"})
+    raw["evaluate"] = {"contrast": {"train": "left.parquet", "test": "left-test.parquet"}}
+    raw["model"]["warm_start"] = "sft"
+    raw["model"]["warm_start_data"] = "mixed.jsonl"
+    recipe = parse_recipe(raw)
+    assert recipe.data.test.path == "test.parquet" and recipe.data.validation.path == "val.csv"
+    assert recipe.evaluate.contrast.train.path == "left.parquet"
+    assert recipe.evaluate.contrast.test.path == "left-test.parquet"
+    assert recipe.model.warm_start_data.path == "mixed.jsonl"
+    assert "data.test: expected a mapping, got 5." in error_of(minimal(data={"test": 5}))
+
+
 def test_unknown_key_names_field_and_suggests():
     msg = error_of(minimal(discriminator={"lerning_rate": 1e-3}))
     assert "discriminator: unknown key 'lerning_rate'" in msg

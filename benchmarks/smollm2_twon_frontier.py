@@ -26,10 +26,10 @@ Resumable: a finished run (``run_summary.json``) or an existing generations file
 sft-star resumes from its latest checkpoint (a step budget); an unfinished arm starts again (its budget is
 wall-clock time, which a resume could not split fairly).
 
-Across machines and sessions: sft-star's selected LoRA adapter is exported in float16 (about 10 MB) to
-``RESULTS/sft-star-adapter/`` and committed; every arm starts from the GGUF base merged with that export
-(``WORK/sft-star-export-merged/``, rebuilt when missing), so a later session or another machine starts the
-arms from the same weights without training sft-star again.
+Across sessions: no weights are committed, so a session's work folder is the only copy of sft-star's model;
+a later session runs ``--stages sft-star`` again before the arms (``model.dtype: float32`` for every stage,
+so that a CPU with AVX512-BF16 and one without train the same precision). An arm whose generations are
+committed is done and skipped.
 
     python benchmarks/smollm2_twon_frontier.py --stages sft-star           # the start of every arm
     python benchmarks/smollm2_twon_frontier.py                             # everything, seeds 0 1 2
@@ -289,9 +289,11 @@ def main(argv: list[str] | None = None) -> None:
         runs_file.write_text(json.dumps(runs, indent=2))
         print(json.dumps({k: v for k, v in runs["sft-star"].items() if k != "selection"}, indent=2))
 
-    if "sft-star" in args.stages:
-        export_star_adapter(work / "sft-star", runs["sft-star"]["selection"], results / "sft-star-adapter")
-    star_model = work / "sft-star-export-merged"
+    star_model = work / "sft-star" / "best-by-samples-merged"
+    missing_star = (
+        f"the arms start from sft-star's selected model, not in {star_model}: run --stages sft-star first "
+        "(models are not committed; a new session trains it again)"
+    )
     # Every arm selected by samples while it trains, as sft-star was after it: the same prompts and score.
     selecting = [
         f"sample_selection.eval_steps={args.select_steps // 2}",
@@ -314,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if "arms" in args.stages:
         if not (star_model / "config.json").is_file():
-            merge_star_adapter(results / "sft-star-adapter", model_dir, gguf, work, star_model)
+            sys.exit(missing_star)
         for seed in args.seeds:  # seed by seed, so that every finished seed is a complete comparison
             for arm in args.arms:
                 command, extra = ARMS[arm]
@@ -352,62 +354,10 @@ def main(argv: list[str] | None = None) -> None:
 
     if "generate" in args.stages:  # sft-star, one model, with each sampling seed: its spread over draws
         for seed in args.seeds:
-            if not (star_model / "config.json").is_file():
-                merge_star_adapter(results / "sft-star-adapter", model_dir, gguf, work, star_model)
             sample(f"sft-star-s{seed}", star_model, seed)
 
     if "evaluate" in args.stages:
         evaluate(args, work, generations, common)
-
-
-def export_star_adapter(out: Path, selection: dict, target: Path) -> None:
-    """sft-star's selected LoRA adapter, in float16, into ``target`` (committed): the start of every arm on
-    any machine. Step 0 selected (the base model itself): no adapter, and ``selection.json`` says so."""
-    import shutil
-
-    from safetensors.torch import load_file, save_file
-
-    held = target / "selection.json"
-    if held.is_file() and json.loads(held.read_text()).get("best_step") == selection["best_step"]:
-        return
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
-    step = selection["best_step"]
-    if step > 0:
-        source = out / f"checkpoint-{step}"
-        tensors = load_file(str(source / "adapter_model.safetensors"))
-        save_file(
-            {k: v.half().contiguous() for k, v in tensors.items()}, str(target / "adapter_model.safetensors")
-        )
-        shutil.copy(source / "adapter_config.json", target / "adapter_config.json")
-    note = f"float16 copy of checkpoint-{step}'s adapter; the arms start from the GGUF base merged with it"
-    record = {**selection, "note": note}
-    held.write_text(json.dumps(record, indent=2))
-
-
-def merge_star_adapter(adapter: Path, model_dir: str, gguf: str, work: Path, target: Path) -> None:
-    """The start of every arm: the bundled GGUF model, dequantized as ``gan-rl`` does, merged with the
-    committed float16 adapter of sft-star (:func:`export_star_adapter`), saved as an ordinary checkpoint."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from gan_rl.cli.models import materialize_gguf
-    from gan_rl.cli.recipe import ModelSettings
-
-    if not (adapter / "selection.json").is_file():
-        sys.exit(
-            f"the arms start from sft-star's exported adapter, not there yet: {adapter} (run --stages sft-star)"
-        )
-    base_dir = Path(
-        materialize_gguf(ModelSettings(name_or_path=model_dir, gguf_file=gguf), Path, work / "sft-star-base")
-    )
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
-    if (adapter / "adapter_model.safetensors").is_file():
-        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    model.save_pretrained(str(target))
-    AutoTokenizer.from_pretrained(str(base_dir)).save_pretrained(str(target))
 
 
 def budget_seconds(args: argparse.Namespace, runs: dict) -> float:

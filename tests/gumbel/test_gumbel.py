@@ -108,6 +108,24 @@ def test_relaxed_generation_is_differentiable_in_the_generator(generator):
 # --------------------------------------------------------------------------------------------------
 
 
+def relaxed_and_hard_logits(disc, model, tok) -> tuple[torch.Tensor, torch.Tensor]:
+    """The discriminator's logits for relaxed one-hot generations of the first real prompts (with gradients
+    to the generator) and for the same generations decoded to text and scored as hard samples."""
+    relaxed = RelaxedDiscriminator(disc, tok, model.config.vocab_size)
+    pairs = REAL[:3]
+    ids, mask = _prompts(tok, [p.prompt_text for p in pairs])
+    torch.manual_seed(0)
+    samples = relaxed_generate(model, ids, mask, 5, 1.0, 1.0, True, {tok.eos_token_id})
+    logits = relaxed([Pair(p.prompt, p.prompt_text, "") for p in pairs], samples)
+    texts = [
+        tok.decode([t for t, v in zip(row, valid, strict=True) if v], skip_special_tokens=True)
+        for row, valid in zip(samples.hard.tolist(), samples.valid.tolist(), strict=True)
+    ]
+    ended = samples.ended.tolist()
+    hard_pairs = [Pair(p.prompt, p.prompt_text, t, e) for p, t, e in zip(pairs, texts, ended, strict=True)]
+    return logits, disc.score(disc.featurize(hard_pairs))
+
+
 @pytest.mark.parametrize("layer", [0, 1, -1])
 def test_head_on_one_hot_tokens_scores_as_on_the_decoded_text(generator, layer):
     """The relaxed path with one-hot vectors is the hard path: the same logit as featurize + score of the
@@ -117,20 +135,8 @@ def test_head_on_one_hot_tokens_scores_as_on_the_decoded_text(generator, layer):
     model.eval()
     encoder = FrozenEncoder(tok, model.config.hidden_size, layer, generator_format=True, model=model)
     disc = build_discriminator(head_config(encoder_layer=layer), encoder=encoder)
-    relaxed = RelaxedDiscriminator(disc, tok, model.config.vocab_size)
-    pairs = REAL[:3]
-    ids, mask = _prompts(tok, [p.prompt_text for p in pairs])
-    torch.manual_seed(0)
-    samples = relaxed_generate(model, ids, mask, 5, 1.0, 1.0, True, {tok.eos_token_id})
     model.zero_grad()
-    logits = relaxed([Pair(p.prompt, p.prompt_text, "") for p in pairs], samples)
-    texts = [
-        tok.decode([t for t, v in zip(row, valid, strict=True) if v], skip_special_tokens=True)
-        for row, valid in zip(samples.hard.tolist(), samples.valid.tolist(), strict=True)
-    ]
-    ended = samples.ended.tolist()
-    hard_pairs = [Pair(p.prompt, p.prompt_text, t, e) for p, t, e in zip(pairs, texts, ended, strict=True)]
-    expected = disc.score(disc.featurize(hard_pairs))
+    logits, expected = relaxed_and_hard_logits(disc, model, tok)
     assert torch.allclose(logits.detach(), expected, atol=1e-4)
     logits.sum().backward()
     assert sum(p.grad.abs().sum() for p in model.parameters() if p.grad is not None) > 0
@@ -162,19 +168,7 @@ def test_classifier_on_one_hot_tokens_scores_as_on_the_decoded_text(
         pair=f"{end} $A {end} $B:1 {end}:1",
         special_tokens=[(end, disc.tokenizer.eos_token_id)],
     )
-    relaxed = RelaxedDiscriminator(disc, tok, model.config.vocab_size)
-    pairs = REAL[:3]
-    ids, mask = _prompts(tok, [p.prompt_text for p in pairs])
-    torch.manual_seed(0)
-    samples = relaxed_generate(model, ids, mask, 5, 1.0, 1.0, True, {tok.eos_token_id})
-    logits = relaxed([Pair(p.prompt, p.prompt_text, "") for p in pairs], samples)
-    texts = [
-        tok.decode([t for t, v in zip(row, valid, strict=True) if v], skip_special_tokens=True)
-        for row, valid in zip(samples.hard.tolist(), samples.valid.tolist(), strict=True)
-    ]
-    ended = samples.ended.tolist()
-    hard_pairs = [Pair(p.prompt, p.prompt_text, t, e) for p, t, e in zip(pairs, texts, ended, strict=True)]
-    expected = disc.score(disc.featurize(hard_pairs))
+    logits, expected = relaxed_and_hard_logits(disc, model, tok)
     assert torch.allclose(logits.detach(), expected, atol=1e-4)
 
 

@@ -409,7 +409,8 @@ class Checkpoints:
     """The checkpoints a run reads, resolved (local paths absolute, hub ids as given) before anything loads."""
 
     # The generator's starting weights: a checkpoint, OUTPUT_DIR/initial-model (init_config, gguf_file), or
-    # with ``model.warm_start: sft`` the SFT output directory (which that run fills first).
+    # with ``model.warm_start: sft`` the SFT output directory (which that run fills first; the run itself then
+    # starts from the model it selected by samples, when it selected one: gan_rl.cli.sft.sft_result).
     generator: str
     # ``discriminator.kind: head`` with its own encoder checkpoint (None: the generator's weights).
     encoder: str | None = None

@@ -16,6 +16,7 @@ live here, the third in :mod:`gan_rl.trainer.sft_term`:
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from transformers import EarlyStoppingCallback
 from gan_rl.cli.backends import check_backend, setup_distributed
 from gan_rl.cli.data import check_columns, format_prompt, load_source
 from gan_rl.cli.models import generator_checkpoint, load_generator, preflight_checkpoints
-from gan_rl.cli.outputs import RECIPE_FILE, is_finished
+from gan_rl.cli.outputs import RECIPE_FILE, SUMMARY_FILE, is_finished
 from gan_rl.cli.preemption import Preempted, PreemptionCallback
 from gan_rl.cli.recipe import Recipe
 from gan_rl.cli.runs import open_run, prepare_run, save_trainer, write_summary
@@ -221,7 +222,9 @@ def warm_start(recipe: Recipe) -> Recipe:
     """The recipe with its generator replaced by the SFT result (``model.warm_start: sft``).
 
     Runs ``gan-rl sft`` first when its output directory holds no finished run (resuming its checkpoints
-    when there are some); a finished one is reused, so SFT runs once for several adversarial runs.
+    when there are some); a finished one is reused, so SFT runs once for several adversarial runs. The
+    result is the model the SFT run selected by its samples when it ran with ``sample_selection:``
+    (:func:`sft_result`), else its final model.
     """
     if recipe.model.warm_start != "sft":
         return recipe
@@ -250,7 +253,7 @@ def warm_start(recipe: Recipe) -> Recipe:
             raise
     model = dataclasses.replace(
         adversarial.model,
-        name_or_path=str(out.resolve()),
+        name_or_path=str(sft_result(out).resolve()),
         gguf_file=None,
         init_config=None,
         tokenizer=None,
@@ -259,6 +262,33 @@ def warm_start(recipe: Recipe) -> Recipe:
         warm_start_data=None,
     )
     return dataclasses.replace(adversarial, model=model)
+
+
+def sft_result(out: Path) -> Path:
+    """The model a finished SFT run in ``out`` hands on: the one it selected by samples (its run summary's
+    ``sample_selection.model``, an ordinary checkpoint: under LoRA the merged one) when it selected one,
+    else its final model in ``out`` itself. A recipe that asks for selection by samples asks for the
+    checkpoint whose samples were closest to the data; the last one can be far past it (docs/benchmarks.md)."""
+    try:
+        summary = json.loads((out / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return out
+    selection = summary.get("sample_selection") if isinstance(summary, dict) else None
+    if not isinstance(selection, dict) or not isinstance(selection.get("model"), str):
+        return out
+    selected = out / Path(selection["model"]).name  # written relative to where the run was started
+    if not (selected / "config.json").is_file():
+        logger.warning(
+            "model.warm_start: %s names the model selected by samples in %s, which is not there; starting "
+            "from the SFT run's final model.", SUMMARY_FILE, selected,
+        )  # fmt: skip
+        return out
+    logger.info(
+        "model.warm_start: the SFT run's model selected by samples (step %s): %s.",
+        selection.get("best_step"),
+        selected,
+    )
+    return selected
 
 
 def warm_start_recipe(recipe: Recipe) -> Recipe:

@@ -88,6 +88,33 @@ def test_sft_with_lora_selects_and_merges_the_selected_adapter(tmp_path, recipe_
 
 
 @pytest.mark.slow
+def test_warm_start_starts_from_the_sft_model_selected_by_samples(tmp_path, recipe_factory):
+    """``model.warm_start: sft`` with ``sample_selection:``: the adversarial run's generator is the model
+    the SFT run selected (merged under LoRA), not its last one; an SFT run that selected nothing hands on
+    its final model, and so does one whose selected folder is gone (with a warning)."""
+    from gan_rl.cli.recipe import load_recipe
+    from gan_rl.cli.sft import warm_start
+
+    recipe = recipe_factory(
+        model={**LORA, "warm_start": "sft"}, data=VALIDATION, sft=SFT, sample_selection=SELECTION
+    )
+    result = invoke("sft", recipe)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out-sft"
+    selected = out / "best-by-samples-merged"
+    assert (selected / "config.json").is_file()
+    assert warm_start(load_recipe(recipe)).model.name_or_path == str(selected.resolve())
+
+    summary_file = out / "run_summary.json"
+    summary = json.loads(summary_file.read_text())
+    summary_file.write_text(json.dumps({**summary, "sample_selection": None}))
+    assert warm_start(load_recipe(recipe)).model.name_or_path == str(out.resolve())
+    summary_file.write_text(json.dumps(summary))
+    selected.rename(tmp_path / "moved")
+    assert warm_start(load_recipe(recipe)).model.name_or_path == str(out.resolve())
+
+
+@pytest.mark.slow
 def test_ppo_selects_and_its_selected_model_loads(tmp_path, recipe_factory):
     """``ppo`` (full fine-tuning): the selection is in the run summary, ``best-by-samples/`` is the model
     itself (nothing to merge), and ``gan-rl generate`` loads it."""

@@ -335,6 +335,10 @@ def main(argv: list[str] | None = None) -> None:
         f"sample_selection.eval_steps={args.arm_select_steps}",
         f"sample_selection.prompts={args.select_prompts}",
         f"sample_selection.max_new_tokens={args.select_tokens}",
+        # Not the start again: it is sft-star's selected model, scored by the sft-star stage with these
+        # prompts, seed and settings. Each arm keeps the best of its own checkpoints, so an arm that only
+        # made sft-star worse shows as worse rather than as sft-star.
+        "sample_selection.at_start=false",
     ]
     generations = results / "generations"
 

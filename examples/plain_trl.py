@@ -20,7 +20,7 @@ from trl import GRPOConfig
 
 from gan_rl import AdversarialGRPOTrainer, DiscriminatorConfig, adversarial_dataset
 
-TWON = "https://raw.githubusercontent.com/simon-muenker/LLM-Reinforcement-GAN/main/experiments/twon/data"
+TWON = "https://raw.githubusercontent.com/simon-muenker/LLM-Reinforcement-GAN/6d9467c2199094b8a2c6b5b0c65ee70d133e6b73/experiments/twon/data"
 
 
 def main(argv: list[str] | None = None) -> None:

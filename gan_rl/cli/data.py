@@ -21,7 +21,7 @@ from typing import Any
 
 from datasets import Dataset, load_dataset
 
-from gan_rl.cli.downloads import DownloadError, cached_path, fetch, is_url, url_file_name
+from gan_rl.cli.downloads import ChecksumError, DownloadError, cached_path, fetch, is_url, url_file_name
 from gan_rl.cli.recipe import DataSettings, DataSource, Recipe
 from gan_rl.cli.synthetic import SYNTHETIC
 from gan_rl.errors import RecipeError
@@ -107,7 +107,12 @@ def source_file(source: DataSource, recipe: Recipe, where: str) -> SourceFile:
     field = "url" if source.url is not None else "path"
     check_file_type(Path(url_file_name(url)).suffix, f"{where}.{field}", url)
     try:
-        path, downloaded = fetch(url)
+        path, downloaded = fetch(url, sha256=source.sha256)
+    except ChecksumError as exc:
+        raise RecipeError(
+            f"{where}.sha256: the file downloaded from {url} has SHA-256 {exc.got}, not {exc.expected}: the "
+            f"published file changed or {where}.sha256 is wrong; nothing was kept in the cache."
+        ) from None
     except DownloadError as exc:
         if local is not None:
             raise RecipeError(

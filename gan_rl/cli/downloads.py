@@ -8,6 +8,11 @@ URL (the first 16 hex digits of its SHA-256), holding the file under the URL's o
 suffix (which picks the parser) and the name a message shows stay the URL's. Delete a file there to
 fetch it again.
 
+A source may name the file's SHA-256 (``sha256:``, as the shipped TWON recipes do beside a URL pinned to a
+commit): a download whose bytes do not match is refused and not kept, and a cached copy that does not
+match (changed on disk, or the recipe now names another file) is fetched again, so a recipe with a
+checksum always reads the file it names.
+
 The standard library's ``urllib`` does the transfer (no new dependency; the ``datasets`` / ``huggingface_hub``
 download helpers would add their own cache layout, retries and progress bars for one plain GET). A download
 is written to a temporary file beside its target and renamed onto it only when complete (``os.replace`` is
@@ -52,6 +57,23 @@ class DownloadError(RuntimeError):
     ``connection refused``), for the caller to put into its own one-line error."""
 
 
+class ChecksumError(DownloadError):
+    """A download that completed with other bytes than the SHA-256 it was expected to have."""
+
+    def __init__(self, expected: str, got: str) -> None:
+        super().__init__(f"its SHA-256 is {got}, not the expected {expected}")
+        self.expected, self.got = expected, got
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, as ``sha256sum`` prints it (lowercase hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def is_url(text: str) -> bool:
     """Whether ``text`` is an http(s) URL (what a data source downloads) rather than a local path."""
     scheme = urlparse(text.strip()).scheme.lower()
@@ -82,13 +104,17 @@ def cached_path(url: str) -> Path:
     return cache_root() / "data" / key / url_file_name(url)
 
 
-def fetch(url: str, timeout: float = TIMEOUT_S) -> tuple[Path, bool]:
+def fetch(url: str, timeout: float = TIMEOUT_S, sha256: str | None = None) -> tuple[Path, bool]:
     """The local copy of ``url``: ``(path, downloaded)``, downloaded now (True) or found in the cache
-    (False). Raises :class:`DownloadError` with a short reason when the transfer fails; nothing is left
-    in the cache then."""
+    (False). Raises :class:`DownloadError` with a short reason when the transfer fails, and
+    :class:`ChecksumError` when ``sha256`` is given and the downloaded bytes have another; nothing is left
+    in the cache then. A cached copy with another SHA-256 than ``sha256`` is downloaded again."""
     target = cached_path(url)
+    expected = sha256.lower() if sha256 is not None else None
     if target.is_file():
-        return target, False
+        if expected is None or file_sha256(target) == expected:
+            return target, False
+        target.unlink()  # not the file the caller names: fetched again below
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
@@ -103,6 +129,8 @@ def fetch(url: str, timeout: float = TIMEOUT_S) -> tuple[Path, bool]:
             _copy(url, out, timeout)
             out.flush()
             os.fsync(out.fileno())
+        if expected is not None and (got := file_sha256(tmp)) != expected:
+            raise ChecksumError(expected, got)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

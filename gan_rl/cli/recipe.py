@@ -88,6 +88,7 @@ class DataSource(CheckedConfig):
     ``path`` is a local file (relative to the recipe) or an http(s) URL; ``url`` is where the file is
     published, downloaded once into gan-rl's cache (:mod:`gan_rl.cli.downloads`) when ``path`` is not given
     or names no file: a recipe can name both, so a local copy wins and a fresh machine still runs it.
+    ``sha256``: the published file's checksum; a download (or cached copy) with other bytes is refused.
     """
 
     path: str | None = None
@@ -98,6 +99,7 @@ class DataSource(CheckedConfig):
     synthetic: Literal["quickstart", "polarity-positive", "polarity-negative", "polarity-mixed"] | None = None
     rows: int = 512
     seed: int = 0
+    sha256: str | None = None
 
     @classmethod
     def from_file_value(cls, value: Any) -> Any:
@@ -108,6 +110,16 @@ class DataSource(CheckedConfig):
         super().validate()
         if self.url is not None and not is_url(self.url):
             raise ValueError(f"url: expected an http:// or https:// URL, got {self.url!r}.")
+        if self.sha256 is not None:
+            if re.fullmatch(r"[0-9a-fA-F]{64}", self.sha256) is None:
+                raise ValueError(
+                    f"sha256: expected 64 hexadecimal digits (sha256sum's output), got {self.sha256!r}."
+                )
+            if self.url is None and not (self.path is not None and is_url(self.path)):
+                raise ValueError(
+                    "sha256: the checksum of the file downloaded from 'url'; this source names no URL (a local "
+                    "file is read as it is)."
+                )
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -19,12 +20,12 @@ import pytest
 import yaml
 
 from gan_rl.cli.data import load_raw_splits
-from gan_rl.cli.downloads import cached_path, fetch
+from gan_rl.cli.downloads import cached_path, fetch, file_sha256
 from gan_rl.cli.evaluate import load_contrast
 from gan_rl.cli.recipe import load_recipe, parse_recipe
 from gan_rl.errors import RecipeError
 from tests.cli.test_user_errors import error_line
-from tests.conftest import ROOT, quickstart_texts
+from tests.conftest import ROOT, TWON_DIR, quickstart_texts
 
 
 class Server:
@@ -265,26 +266,91 @@ def test_bad_url_sources_are_refused_when_parsed(train, expected, tmp_path):
         recipe_for(train, tmp_path)
 
 
+# The original experiment's repository at the commit the shipped recipes pin (its files never change).
+PUBLISHED = (
+    "https://raw.githubusercontent.com/simon-muenker/LLM-Reinforcement-GAN/"
+    "6d9467c2199094b8a2c6b5b0c65ee70d133e6b73/experiments/twon/data/"
+)
+TWON_FILES = ("right.train", "right.test", "left.train", "left.test")
+
+
 def test_shipped_twon_recipes_fall_back_on_the_published_files(tmp_path, data_files, cache):
     # Copied away from ../../shared, the recipes have no local copy: each source reads its URL's cached
-    # copy, which this test puts there itself (so nothing is downloaded).
-    published = (
-        "https://raw.githubusercontent.com/simon-muenker/LLM-Reinforcement-GAN/main/experiments/twon/data/"
-    )
+    # copy, which this test puts there itself (so nothing is downloaded), with the recipe's checksums
+    # replaced by those stand-ins' (the real files' are checked below).
     import pandas as pd
 
     frame = pd.DataFrame([{"annotation": r["topic"], "full_text": r["post"]} for r in quickstart_texts(64)])
-    for name in ("right.train", "right.test", "left.train", "left.test"):
-        target = cached_path(f"{published}{name}.parquet")
+    for name in TWON_FILES:
+        target = cached_path(f"{PUBLISHED}{name}.parquet")
         target.parent.mkdir(parents=True, exist_ok=True)
         frame.to_parquet(target)
+    stand_in = file_sha256(cached_path(f"{PUBLISHED}right.train.parquet"))
     for recipe_name in ("twon.yaml", "smollm2-twon.yaml"):
         (tmp_path / "recipes").mkdir(exist_ok=True)
         copy = tmp_path / "recipes" / recipe_name
-        shutil.copy(ROOT / "recipes" / recipe_name, copy)
+        text = (ROOT / "recipes" / recipe_name).read_text()
+        copy.write_text(re.sub(r"sha256: [0-9a-f]{64}", f"sha256: {stand_in}", text))
         recipe = load_recipe(copy)
+        published = PUBLISHED
         for source in (recipe.data.train, recipe.data.test, *vars(recipe.evaluate.contrast).values()):
             assert source.path.startswith("../../shared/data/twon/") and source.url.startswith(published)
         splits = load_raw_splits(recipe)
         assert len(splits["train"]) == 64 and len(splits["test"]) == 64
         assert len(load_contrast(recipe, "test", recipe.evaluate.contrast.test)) == 64
+
+
+@pytest.mark.skipif(not TWON_DIR.is_dir(), reason=f"the TWON data is not in {TWON_DIR}")
+def test_shipped_twon_checksums_are_the_published_files():
+    """Each TWON source of the shipped recipes names the pinned commit and the SHA-256 of the file there
+    (the copy in ../shared/data/twon is that file)."""
+    for recipe_name in ("twon.yaml", "smollm2-twon.yaml"):
+        recipe = load_recipe(ROOT / "recipes" / recipe_name)
+        sources = (recipe.data.train, recipe.data.test, *vars(recipe.evaluate.contrast).values())
+        for source in sources:
+            name = Path(source.path).name
+            assert source.url == PUBLISHED + name
+            assert source.sha256 == file_sha256(TWON_DIR / name), (recipe_name, name)
+
+
+def test_checksum_accepts_the_right_bytes_and_refuses_others(server, cache, tmp_path, recipe_factory):
+    url = server.url("data.parquet")
+    right = file_sha256(server.root / "data.parquet")
+    assert len(load_raw_splits(recipe_for({"url": url, "sha256": right.upper()}, tmp_path))["train"]) == 64
+    shutil.rmtree(cache)
+    wrong = "0" * 64
+    line = error_line("check", str(recipe_factory(data={"train": {"url": url, "sha256": wrong}})))
+    assert line.startswith(
+        f"error: data.train.sha256: the file downloaded from {url} has SHA-256 {right}, "
+    ), line
+    assert f"not {wrong}" in line and "nothing was kept" in line
+    assert cache_files(cache) == []
+
+
+def test_a_cached_copy_with_other_bytes_is_downloaded_again(server, cache, tmp_path):
+    url = server.url("data.parquet")
+    right = file_sha256(server.root / "data.parquet")
+    recipe = recipe_for({"url": url, "sha256": right}, tmp_path)
+    load_raw_splits(recipe)
+    cached_path(url).write_bytes(b"PAR1 changed on disk")
+    assert len(load_raw_splits(recipe)["train"]) == 64  # fetched again, not the changed copy
+    assert server.requests == ["/data.parquet", "/data.parquet"]
+    assert file_sha256(cached_path(url)) == right
+    load_raw_splits(recipe)  # a matching copy is read as it is
+    assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize(
+    ("train", "expected"),
+    [
+        (
+            {"url": "https://example.org/d.parquet", "sha256": "abc"},
+            "data.train.sha256: expected 64 hexadecimal",
+        ),
+        ({"path": "d.parquet", "sha256": "0" * 64}, "data.train.sha256: the checksum of the file downloaded"),
+        ({"hub": "a/b", "sha256": "0" * 64}, "data.train.sha256: the checksum of the file downloaded"),
+    ],
+)
+def test_bad_checksums_are_refused_when_parsed(train, expected, tmp_path):
+    with pytest.raises(RecipeError, match=expected):
+        recipe_for(train, tmp_path)

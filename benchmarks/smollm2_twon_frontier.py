@@ -296,6 +296,7 @@ def main(argv: list[str] | None = None) -> None:
             "validation_losses": summary.get("validation_losses"),
             "dtype": summary.get("dtype"),
             "machine": machine,
+            "extra_overrides": args.extra,  # --set given to the script (e.g. a shortened spin)
         }
         runs_file.write_text(json.dumps(runs, indent=2))
 

@@ -12,8 +12,9 @@ The protocol:
 2. From ``sft-star``, each arm for each seed, each selected by samples the same way: ``spin`` and
    ``spin-snapshot`` (the recipe's iterations x steps), then ``sft-more`` and ``ppo`` (the shipped adversarial
    recipe) for the wall clock spin's first seed took (or ``--budget-minutes``), the time selection by
-   samples takes left out of every arm's clock; the later seeds of a time-budgeted arm train the steps its
-   first seed reached.
+   samples takes left out of every arm's clock, converted by the ratio of the SFT step on the two machines
+   when spin ran in another session on another CPU (:func:`budget_seconds`); the later seeds of a
+   time-budgeted arm train the steps its first seed reached.
 3. Every selected model answers all ``--test-prompts`` right.test prompts at each of ``--temperatures``
    (``gan-rl generate``, the sampling seed of its seed), an arm as soon as it is trained; the JSONL files
    are committed under ``benchmarks/results/smollm2-twon-frontier/generations/``, and an arm whose file is
@@ -297,6 +298,9 @@ def main(argv: list[str] | None = None) -> None:
             "dtype": summary.get("dtype"),
             "machine": machine,
             "extra_overrides": args.extra,  # --set given to the script (e.g. a shortened spin)
+            # This session's SFT step on this machine: what converts this run's wall clock into another
+            # machine's (budget_seconds).
+            "reference_sft_step_seconds": runs.get("sft-star", {}).get("sft_step_seconds"),
         }
         runs_file.write_text(json.dumps(runs, indent=2))
 
@@ -324,7 +328,11 @@ def main(argv: list[str] | None = None) -> None:
             )
         selection = select_from_checkpoints(out, star, select)
         runs["sft-star"].update(
-            selected_step=selection["best_step"], selected_score=selection["best_score"], selection=selection
+            selected_step=selection["best_step"],
+            selected_score=selection["best_score"],
+            selection=selection,
+            sft_step_seconds=sft_step_seconds(out),
+            machine=machine,
         )
         runs_file.write_text(json.dumps(runs, indent=2))
         print(json.dumps({k: v for k, v in runs["sft-star"].items() if k != "selection"}, indent=2))
@@ -354,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
         generations.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "gan_rl", "generate", str(RECIPE), "--model", str(model)]
         cmd += ["--output", str(target), "--temperature", args.temperatures]
-        # 64 prompts a generate call (the recipe's 8 leave a 2-core CPU's matrix units waiting on the python loop): the
+        # 64 prompts a generate call (the recipe's 8 leave the cores waiting on the python loop): the
         # same for every model of the comparison.
         cmd += sets([*common, f"evaluate.sampling_seed={seed}", "evaluate.batch_size=64"])
         runs[f"generate {name}"] = {"seconds": round(call(cmd, work / "logs" / f"generate-{name}.log"), 1)}
@@ -409,10 +417,27 @@ def main(argv: list[str] | None = None) -> None:
         evaluate(args, work, generations, common)
 
 
+def sft_step_seconds(out: Path) -> float:
+    """Seconds per optimizer step of the SFT run in ``out``: its training time less its evaluations (the
+    validation NLL), over its steps, from ``trainer_state.json``. Every session trains sft-star again, so
+    every session measures this on its own machine."""
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    runtime = next(h["train_runtime"] for h in history if "train_runtime" in h)
+    evaluations = sum(h.get("eval_runtime", 0.0) for h in history)
+    steps = max(h["step"] for h in history)
+    return round((runtime - evaluations) / steps, 3)
+
+
 def budget_seconds(args: argparse.Namespace, runs: dict) -> float:
     """The wall clock of a time-budgeted arm: ``--budget-minutes``, or the training time of spin's first seed
     (spin runs its recipe's steps) less what its selection by samples took, so that every arm trains as long
-    as self-play did (the arms' clock leaves their own selection out: :func:`training_clock_budget`)."""
+    as self-play did (the arms' clock leaves their own selection out: :func:`training_clock_budget`).
+
+    Sessions run on different CPUs and no model outlives one, so spin may have run on another machine: its
+    wall clock is then converted by the ratio of the two machines' SFT step (sft-star, which every session
+    trains: ``sft_step_seconds``), i.e. the budget is so many sft-star steps' worth of compute. That assumes
+    both kinds of work (sampling and DPO; SFT, or GRPO) scale alike between the two CPUs, all in float32;
+    the conversion is printed and recorded."""
     if args.budget_minutes is not None:
         return args.budget_minutes * 60
     spin = runs.get(f"spin-s{args.seeds[0]}")
@@ -422,13 +447,24 @@ def budget_seconds(args: argparse.Namespace, runs: dict) -> float:
         )
     from gan_rl.utils.hardware import describe_machine
 
-    if spin.get("machine") != describe_machine():  # a wall clock means nothing on another CPU
+    seconds = float(spin["training_seconds"]) - float(spin.get("selection_seconds") or 0.0)
+    if spin.get("machine") == describe_machine():
+        return seconds
+    here = runs.get("sft-star", {})
+    there_step, here_step = spin.get("reference_sft_step_seconds"), here.get("sft_step_seconds")
+    if not there_step or not here_step or here.get("machine") != describe_machine():
         sys.exit(
             f"spin-s{args.seeds[0]} ran on {spin.get('machine')}, this is {describe_machine()}: its wall clock "
-            "is no budget here; run the first seed's arms on one machine (delete its spin entry from runs.json "
-            "and its generations to run it again here), or pass --budget-minutes"
+            "converts only by the SFT step measured on both machines (run --stages sft-star in this session "
+            "first), or pass --budget-minutes"
         )
-    return float(spin["training_seconds"]) - float(spin.get("selection_seconds") or 0.0)
+    converted = seconds * float(here_step) / float(there_step)
+    print(
+        f"budget: spin's {seconds:.0f} s on {spin.get('machine')} (SFT step {there_step} s there) is "
+        f"{converted:.0f} s here (SFT step {here_step} s)",
+        flush=True,
+    )
+    return converted
 
 
 def evaluate(args: argparse.Namespace, work: Path, generations: Path, common: list[str]) -> None:

@@ -276,7 +276,7 @@ def sft_result(out: Path) -> Path:
     selection = summary.get("sample_selection") if isinstance(summary, dict) else None
     if not isinstance(selection, dict) or not isinstance(selection.get("model"), str):
         return out
-    selected = out / Path(selection["model"]).name  # written relative to where the run was started
+    selected = out / Path(selection["model"]).name  # the summary's path is relative to where that run started
     if not (selected / "config.json").is_file():
         logger.warning(
             "model.warm_start: %s names the model selected by samples in %s, which is not there; starting "

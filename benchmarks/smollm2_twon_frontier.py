@@ -29,8 +29,9 @@ sft-star resumes from its latest checkpoint (a step budget); an unfinished arm s
 wall-clock time, which a resume could not split fairly).
 
 Across sessions: no weights are committed, so a session's work folder is the only copy of sft-star's model;
-a later session runs ``--stages sft-star`` again before the arms (``model.dtype: float32`` for every stage,
-so that a CPU with AVX512-BF16 and one without train the same precision). An arm whose generations are
+a later session runs ``--stages sft-star`` again before the arms (training only to the selected step that
+``runs.json`` records, 40 of 120, unless ``--select-again``), in float32 (``model.dtype: float32`` for
+every stage, so that a CPU with AVX512-BF16 and one without train the same precision). An arm whose generations are
 committed is done and skipped.
 
     python benchmarks/smollm2_twon_frontier.py --stages sft-star           # the start of every arm
@@ -90,6 +91,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # AVX512 a step takes about 22 s, and every session trains sft-star again (no weights are committed).
     p.add_argument("--sft-star-steps", type=int, default=120)
     p.add_argument("--select-steps", type=int, default=40, help="sft-star's checkpoints, each selectable")
+    p.add_argument(
+        "--select-again",
+        action="store_true",
+        help="train and select sft-star in full even when runs.json records its selected step",
+    )
     p.add_argument(
         "--arm-select-steps", type=int, default=20, help="selection by samples in the arms: interval"
     )
@@ -300,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
             "extra_overrides": args.extra,  # --set given to the script (e.g. a shortened spin)
             # This session's SFT step on this machine: what converts this run's wall clock into another
             # machine's (budget_seconds).
-            "reference_sft_step_seconds": runs.get("sft-star", {}).get("sft_step_seconds"),
+            "reference_sft_step_seconds": runs.get("sft-star", {}).get("session", {}).get("sft_step_seconds"),
         }
         runs_file.write_text(json.dumps(runs, indent=2))
 
@@ -319,21 +325,41 @@ def main(argv: list[str] | None = None) -> None:
             *common,
         ]
         out = work / "sft-star"
-        if not (out / "run_summary.json").is_file():
-            # Selected from its checkpoints after training (select steps 0 in the run itself).
-            posthoc = json.dumps({**select, "steps": 0})
-            cmd = [sys.executable, __file__, "--run-one", "sft", str(out), "0", posthoc, *sets(star)]
-            record(
-                "sft-star", out, call(cmd, work / "logs" / "sft-star.log"), f"steps: {args.sft_star_steps}"
+        merged = out / "best-by-samples-merged"
+        step = recorded_step(runs, args, select)
+        if step is not None and not (out / "run_summary.json").is_file():
+            # Selected in an earlier session by this protocol: train to that step only (a constant learning
+            # rate and the same data order: the selected checkpoint again, up to the CPU's float rounding).
+            if not (merged / "run_summary.json").is_file():
+                cmd = [sys.executable, __file__, "--run-one", "sft", str(merged), "0", "{}"]
+                again = [*star, f"sft.max_steps={step}", "sft.eval_strategy=no", "sft.save_strategy=no"]
+                again += ["data.max_test_samples=64"]  # its closing test NLL, no part of the comparison
+                seconds = call([*cmd, *sets(again)], work / "logs" / "sft-star.log")
+                (merged / "selection.json").write_text(json.dumps(runs["sft-star"]["selection"], indent=2))
+                runs["sft-star"]["session"] = {
+                    "how": f"trained again to the recorded selected step {step}",
+                    "process_seconds": round(seconds, 1),
+                    "sft_step_seconds": sft_step_seconds(merged),
+                    "machine": machine,
+                }
+        else:
+            if not (out / "run_summary.json").is_file():
+                # Selected from its checkpoints after training (select steps 0 in the run itself).
+                posthoc = json.dumps({**select, "steps": 0})
+                cmd = [sys.executable, __file__, "--run-one", "sft", str(out), "0", posthoc, *sets(star)]
+                label, log = "sft-star", work / "logs" / "sft-star.log"
+                record(label, out, call(cmd, log), f"steps: {args.sft_star_steps}")
+            selection = select_from_checkpoints(out, star, select)
+            runs["sft-star"].update(
+                selected_step=selection["best_step"],
+                selected_score=selection["best_score"],
+                selection=selection,
             )
-        selection = select_from_checkpoints(out, star, select)
-        runs["sft-star"].update(
-            selected_step=selection["best_step"],
-            selected_score=selection["best_score"],
-            selection=selection,
-            sft_step_seconds=sft_step_seconds(out),
-            machine=machine,
-        )
+            runs["sft-star"]["session"] = {
+                "how": "trained and selected",
+                "sft_step_seconds": sft_step_seconds(out),
+                "machine": machine,
+            }
         runs_file.write_text(json.dumps(runs, indent=2))
         print(json.dumps({k: v for k, v in runs["sft-star"].items() if k != "selection"}, indent=2))
 
@@ -417,6 +443,22 @@ def main(argv: list[str] | None = None) -> None:
         evaluate(args, work, generations, common)
 
 
+def recorded_step(runs: dict, args: argparse.Namespace, select: dict[str, int]) -> int | None:
+    """sft-star's selected step as ``runs.json`` records it, when an earlier session selected it by this
+    protocol (the same steps, selection settings and float32) and ``--select-again`` is not given; None
+    otherwise (train and select in full). Step 0 (the starting model) is never trained again."""
+    record = runs.get("sft-star") or {}
+    selection = record.get("selection") or {}
+    if args.select_again or not record.get("selected_step"):
+        return None
+    same = (
+        record.get("budget") == f"steps: {args.sft_star_steps}"
+        and selection.get("settings") == select
+        and record.get("dtype") == "float32"
+    )
+    return int(record["selected_step"]) if same else None
+
+
 def sft_step_seconds(out: Path) -> float:
     """Seconds per optimizer step of the SFT run in ``out``: its training time less its evaluations (the
     validation NLL), over its steps, from ``trainer_state.json``. Every session trains sft-star again, so
@@ -450,7 +492,7 @@ def budget_seconds(args: argparse.Namespace, runs: dict) -> float:
     seconds = float(spin["training_seconds"]) - float(spin.get("selection_seconds") or 0.0)
     if spin.get("machine") == describe_machine():
         return seconds
-    here = runs.get("sft-star", {})
+    here = runs.get("sft-star", {}).get("session", {})
     there_step, here_step = spin.get("reference_sft_step_seconds"), here.get("sft_step_seconds")
     if not there_step or not here_step or here.get("machine") != describe_machine():
         sys.exit(

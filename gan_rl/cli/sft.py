@@ -317,6 +317,15 @@ def check_warm_start_data(recipe: Recipe) -> None:
     check_columns(ds, recipe.data, "model.warm_start_data")
 
 
+def _set_only(value: Any) -> Any:
+    """``value`` with every mapping entry whose value is None left out, at every depth."""
+    if isinstance(value, dict):
+        return {k: _set_only(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_set_only(v) for v in value]
+    return value
+
+
 def check_same_sft_recipe(out: Path, recipe: Recipe) -> None:
     """A finished SFT run is reused only if it was trained from the same model, data and settings."""
     try:
@@ -333,7 +342,11 @@ def check_same_sft_recipe(out: Path, recipe: Recipe) -> None:
                 for k, v in sections["model"].items()
                 if k not in ("warm_start", "warm_start_data", "dtype")
             }
-    changed = [name for name in ("model", "data", "sft") if saved.get(name) != current[name]]
+    # A field left at None is no setting: a recipe saved before a field existed (data sources' sha256)
+    # compares equal to today's with that field unset.
+    changed = [
+        name for name in ("model", "data", "sft") if _set_only(saved.get(name)) != _set_only(current[name])
+    ]
     if changed:
         raise RecipeError(
             f"model.warm_start: the finished SFT run in {out} was trained with other "

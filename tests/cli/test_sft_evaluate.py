@@ -66,6 +66,29 @@ def test_warm_start_runs_sft_once_then_trains_from_it(tmp_path, recipe_factory):
     assert (sft_dir / "run_summary.json").stat().st_mtime_ns == stamp  # reused, not run again
 
 
+def test_warm_start_reuse_ignores_fields_added_since_at_their_default(tmp_path, recipe_factory):
+    """A finished SFT run whose saved recipe predates a field (the data sources' ``sha256``) is reused when
+    that field is unset now; a real change (other training rows) is still refused, naming the section."""
+    import yaml
+
+    from gan_rl.cli.recipe import load_recipe
+    from gan_rl.cli.sft import check_same_sft_recipe
+    from gan_rl.errors import RecipeError
+
+    recipe = load_recipe(recipe_factory(model={"warm_start": "sft"}, sft=SFT))
+    saved = recipe.to_dict()
+    for split in ("train", "test"):
+        assert "sha256" in saved["data"][split] and saved["data"][split].pop("sha256") is None
+    out = tmp_path / "sft-run"
+    out.mkdir()
+    (out / "recipe.yaml").write_text(yaml.safe_dump(saved))
+    check_same_sft_recipe(out, recipe)  # no error: the same settings
+    saved["data"]["train"]["rows"] += 1
+    (out / "recipe.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(RecipeError, match="was trained with other data settings"):
+        check_same_sft_recipe(out, recipe)
+
+
 def test_sft_loss_term_and_kl_are_logged_and_curves_are_plotted(tmp_path, recipe_factory):
     path = recipe_factory(sft_loss={"coef": 0.5, "batch_size": 4}, trainer={"beta": 0.1})
     cli("ppo", str(path), "--samples", "0")

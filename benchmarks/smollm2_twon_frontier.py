@@ -64,6 +64,9 @@ STAGES = ("sft-star", "arms", "generate", "evaluate")
 ARMS: dict[str, tuple[str, list[str]]] = {
     "spin": ("spin", []),
     "spin-snapshot": ("spin", ["spin.snapshot=true"]),
+    # spin at the SFT's learning rate (the recipe's 5e-5 left the DPO loss at ln 2 in spin-s0): the same
+    # iterations x steps, so the same cost as spin and the same budget for the arms after it.
+    "spin-lr2e-4": ("spin", ["spin.learning_rate=2e-4"]),
     "sft-more": ("sft", []),
     "ppo": ("ppo", []),
 }

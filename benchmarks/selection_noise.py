@@ -30,29 +30,21 @@ import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gan_rl.eval.metrics import _balanced, _classifier, ngram_features  # noqa: E402
+from gan_rl.eval.metrics import TWO_SAMPLE_SCORINGS  # noqa: E402
+from gan_rl.eval.sample_selection import two_sample_ngram  # noqa: E402
 
 GENERATIONS = REPO / "benchmarks" / "results" / "smollm2-twon-frontier" / "generations" / "sft-star-s0.jsonl"
-SCORINGS = ("accuracy", "roc_auc", "neg_log_loss")
+SCORINGS = tuple(TWO_SAMPLE_SCORINGS)
 
 
 def score(real: list[str], generated: list[str], scoring: str) -> float:
     """The selection's two-sample test (:func:`gan_rl.eval.sample_selection.two_sample_ngram`: TF-IDF word
     1-2-grams, logistic regression, stratified 5-fold cross-validation, seed 0) under ``scoring``. With
     ``accuracy`` it is exactly the selection's score; lower is closer to real for every scoring."""
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-
-    real_x, generated_x = ngram_features(real, generated)
-    real_x, generated_x = _balanced(real_x, generated_x, np.random.default_rng(0))
-    features = np.concatenate([real_x, generated_x])
-    labels = np.concatenate([np.ones(len(real_x), dtype=int), np.zeros(len(generated_x), dtype=int)])
-    cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
-    return float(cross_val_score(_classifier(0), features, labels, cv=cv, scoring=scoring).mean())
+    return two_sample_ngram(real, generated, scoring=scoring)
 
 
 def main(argv: list[str] | None = None) -> None:

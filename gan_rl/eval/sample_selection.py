@@ -75,15 +75,18 @@ METRIC = PREFIX + "two_sample_ngram"  # the score of each evaluation (gan_rl/eva
 SCORE_FIELDS = ("prompts", "temperature", "top_p", "max_new_tokens", "batch_size", "folds", "seed")
 
 
-def two_sample_ngram(real: Sequence[str], generated: Sequence[str], folds: int = 5, seed: int = 0) -> float:
+def two_sample_ngram(
+    real: Sequence[str], generated: Sequence[str], folds: int = 5, seed: int = 0, scoring: str = "accuracy"
+) -> float:
     """The n-gram two-sample accuracy of ``generated`` against ``real``: exactly the statistic that
     ``gan-rl evaluate`` reports as ``two_sample_acc_ngram`` (TF-IDF word 1-2-grams fitted on both sets,
     a logistic regression under stratified ``folds``-fold cross-validation), so a selection score and an
-    evaluation score of the same texts are the same number. 0.5: indistinguishable; lower is better."""
+    evaluation score of the same texts are the same number. 0.5: indistinguishable; lower is better.
+    ``scoring``: as :func:`~gan_rl.eval.metrics.two_sample_accuracy` (the selection uses accuracy)."""
     from gan_rl.eval.metrics import ngram_features, two_sample_accuracy
 
     real_features, generated_features = ngram_features(list(real), list(generated))
-    return two_sample_accuracy(real_features, generated_features, folds=folds, seed=seed)
+    return two_sample_accuracy(real_features, generated_features, folds=folds, seed=seed, scoring=scoring)
 
 
 @contextlib.contextmanager

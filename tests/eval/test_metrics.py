@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from gan_rl.eval.metrics import (
+    TWO_SAMPLE_SCORINGS,
     TextEncoder,
     distinct_n,
     frechet_distance,
@@ -188,6 +189,22 @@ def test_two_sample_accuracy_same_vs_separated():
     far = rng.standard_normal((200, 8)) + np.array([4.0] + [0.0] * 7)  # Bayes accuracy Phi(2) = 0.977
     assert two_sample_accuracy(real, far) > 0.9
     assert two_sample_accuracy(real, far, seed=1) == two_sample_accuracy(real, far, seed=1)
+
+
+def test_two_sample_accuracy_scorings():
+    """roc_auc and neg_log_loss score the same held-out predictions: near their chance values for the same
+    distribution, far above them for separated ones; anything else is refused by name."""
+    rng = np.random.default_rng(0)
+    real, same = rng.standard_normal((200, 8)), rng.standard_normal((200, 8))
+    far = rng.standard_normal((200, 8)) + np.array([4.0] + [0.0] * 7)
+    assert two_sample_accuracy(real, far, scoring="accuracy") == two_sample_accuracy(real, far)
+    for scoring, chance in TWO_SAMPLE_SCORINGS.items():
+        at_chance = two_sample_accuracy(real, same, scoring=scoring)
+        separated = two_sample_accuracy(real, far, scoring=scoring)
+        assert abs(at_chance - chance) < 0.15, (scoring, at_chance)
+        assert separated > chance + 0.4, (scoring, separated)
+    with pytest.raises(ValueError, match="scoring must be one of .* got 'f1_macro'"):
+        two_sample_accuracy(real, far, scoring="f1_macro")
 
 
 def test_two_sample_accuracy_too_few_rows():

@@ -534,7 +534,7 @@ def evaluate(args: argparse.Namespace, work: Path, generations: Path, common: li
 
 def matched_table(report: dict) -> str:
     """Each model's two-sample accuracies at matched distinct-2 (:func:`gan_rl.eval.frontier.matched_diversity`),
-    mean ± sd over seeds, with the noise floor (two halves of the real posts)."""
+    mean ± sd over seeds (the mean alone for one seed), with the noise floor (two halves of the real posts)."""
     from gan_rl.eval.frontier import matched_diversity
 
     lines = ["## At matched diversity (distinct-2), over the range every run spans", ""]
@@ -549,7 +549,8 @@ def matched_table(report: dict) -> str:
         cells = []
         for table in tables.values():
             mean, sd = table.mean_sd(model) if model in table.values else (float("nan"), 0.0)
-            cells.append(f"{mean:.3f} ± {sd:.3f}")
+            seeds = len(table.values.get(model, []))
+            cells.append(f"{mean:.3f} ± {sd:.3f}" if seeds > 1 else f"{mean:.3f}")  # one seed: no spread
         lines.append(
             f"| {model} | {len(tables['two_sample_acc'].values[model])} | " + " | ".join(cells) + " |"
         )

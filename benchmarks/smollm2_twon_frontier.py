@@ -527,6 +527,10 @@ def evaluate(args: argparse.Namespace, work: Path, generations: Path, common: li
         if (out / name).is_file():
             shutil.copy(out / name, args.results / name)
     report = json.loads((out / "metrics.json").read_text())
+    from gan_rl.eval.plots import plot_frontier
+
+    # The same plot with both two-sample tests' noise floors at n = 750 and the matched range shaded.
+    plot_frontier(report["results"], args.results, floors=NOISE_FLOOR)
     text = matched_table(report) + "\n" + summary_tables(report)
     (args.results / "summary.md").write_text(text)
     print(text, flush=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from gan_rl.eval.frontier import SEED_SUFFIX, common_range, run_curves
 
 TRAINING_FILE = "training_curves.png"
 EVAL_METRICS_FILE = "evaluation_metrics.png"
@@ -284,6 +285,10 @@ FRONTIER_AXES = [
         ("two_sample_acc", "two-sample acc., emb. (lower = closer)"),
         ("distinct_2", "distinct-2 (higher = more diverse)"),
     ),
+    (
+        ("two_sample_acc_ngram", "two-sample acc., n-gram (lower = closer)"),
+        ("distinct_2", "distinct-2 (higher = more diverse)"),
+    ),
     (("mauve", "MAUVE (higher = closer)"), ("distinct_2", "distinct-2 (higher = more diverse)")),
     (
         ("two_sample_acc", "two-sample acc., emb. (lower = closer)"),
@@ -291,9 +296,6 @@ FRONTIER_AXES = [
     ),
     (("mauve", "MAUVE (higher = closer)"), ("self_bleu", "self-BLEU (lower = more diverse)")),
 ]
-
-
-SEED_SUFFIX = re.compile(r"-s\d+$")
 
 
 def frontier_curves(
@@ -319,18 +321,34 @@ def frontier_curves(
     return curves
 
 
-def plot_frontier(results: dict[str, dict], out_dir: str | Path) -> list[Path]:
+def plot_frontier(
+    results: dict[str, dict], out_dir: str | Path, floors: dict[str, float] | None = None
+) -> list[Path]:
     """The quality-diversity plot of an evaluation at several temperatures: for each model a curve through
     its temperatures (distance to the real responses against diversity), the real reference as a star.
 
     Rows carry ``model`` and ``temperature`` (``gan-rl evaluate`` with ``evaluate.temperatures``); a
     model is better than another where its curve passes closer to the star. The seeds of a model
     (``NAME-sSEED``) are one curve through their means, with bars of one sd (:func:`frontier_curves`).
+    ``floors``: a distance's noise floor (its value for two samples of the real responses), drawn as a
+    dotted line in its panels. Panels over distinct-2 shade the range every run spans, where
+    :func:`gan_rl.eval.frontier.matched_diversity` compares them.
     """
+    fig = frontier_figure(results, floors)
+    if fig is None:
+        return []
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / FRONTIER_FILE, dpi=100)
+    return [out / FRONTIER_FILE]
+
+
+def frontier_figure(results: dict[str, dict], floors: dict[str, float] | None = None) -> Figure | None:
+    """:func:`plot_frontier`'s figure, not saved (None: no panel has values)."""
     real = results.get(REAL) or {}
     panels = [(y, x) for y, x in FRONTIER_AXES if frontier_curves(results, x[0], y[0])]
     if not panels:
-        return []
+        return None
     fig, axes = _grid(len(panels), 4.8, 3.8)
     for ax, ((ykey, ylabel), (xkey, xlabel)) in zip(axes, panels, strict=True):
         for i, (name, points) in enumerate(frontier_curves(results, xkey, ykey).items()):
@@ -344,11 +362,13 @@ def plot_frontier(results: dict[str, dict], out_dir: str | Path) -> list[Path]:
                 ax.annotate(f"{t:g}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
         if _num(real.get(xkey)) is not None and _num(real.get(ykey)) is not None:
             ax.scatter([real[xkey]], [real[ykey]], marker="*", s=150, color="black", label="real", zorder=3)
+        if floors and _num(floors.get(ykey)) is not None:
+            ax.axhline(floors[ykey], ls=":", color="black", lw=1, label="noise floor (real vs real)")
+        span = common_range(run_curves(results, xkey, ykey)) if xkey == "distinct_2" else None
+        if span is not None:
+            ax.axvspan(*span, color="grey", alpha=0.12, lw=0, label="matched range")
         ax.set(xlabel=xlabel, ylabel=ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("quality against diversity, one point per sampling temperature", fontsize=10)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / FRONTIER_FILE, dpi=100)
-    return [out / FRONTIER_FILE]
+    return fig

@@ -174,3 +174,37 @@ def test_frontier_draws_the_seeds_of_a_model_as_one_curve(tmp_path):
     assert abs(y1 - 0.53) < 1e-9 and curves["sft"] == [(1.0, 0.75, 0.0, 0.55, 0.0, 1)]
     assert plot_frontier(results, tmp_path) == [tmp_path / FRONTIER_FILE]
     assert (tmp_path / FRONTIER_FILE).stat().st_size > 0
+
+
+def test_frontier_draws_the_noise_floor_and_the_matched_range():
+    """A distance's noise floor is a horizontal line in its panels only; panels over distinct-2 shade the
+    range every run spans (where matched_diversity compares), here 0.72-0.78."""
+    from gan_rl.eval.plots import frontier_figure
+
+    def row(model, t, acc, ngram, d2):
+        return {"model": model, "temperature": t, "two_sample_acc": acc, "two_sample_acc_ngram": ngram,
+                "distinct_2": d2}  # fmt: skip
+
+    results = {
+        "a-s0@0.7": row("a-s0", 0.7, 0.70, 0.71, 0.70),
+        "a-s0@1": row("a-s0", 1.0, 0.60, 0.66, 0.78),
+        "b-s0@0.7": row("b-s0", 0.7, 0.65, 0.69, 0.72),
+        "b-s0@1": row("b-s0", 1.0, 0.58, 0.64, 0.85),
+    }
+    fig = frontier_figure(results, floors={"two_sample_acc": 0.492, "two_sample_acc_ngram": 0.498})
+    panels = {ax.get_ylabel(): ax for ax in fig.axes if ax.get_ylabel()}
+    assert set(panels) == {
+        "two-sample acc., emb. (lower = closer)",
+        "two-sample acc., n-gram (lower = closer)",
+    }
+
+    def floor(ax):
+        return [ln.get_ydata()[0] for ln in ax.get_lines() if ln.get_linestyle() == ":"]
+
+    assert floor(panels["two-sample acc., emb. (lower = closer)"]) == [0.492]
+    assert floor(panels["two-sample acc., n-gram (lower = closer)"]) == [0.498]
+    for ax in panels.values():
+        (span,) = [p for p in ax.patches if p.get_label() == "matched range"]
+        x0, x1 = span.get_x(), span.get_x() + span.get_width()  # a Rectangle in data x
+        assert abs(x0 - 0.72) < 1e-9 and abs(x1 - 0.78) < 1e-9
+    assert frontier_figure({"real": {"distinct_2": 0.8}}) is None

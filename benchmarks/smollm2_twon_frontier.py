@@ -67,6 +67,9 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     # spin at the SFT's learning rate (the recipe's 5e-5 left the DPO loss at ln 2 in spin-s0): the same
     # iterations x steps, so the same cost as spin and the same budget for the arms after it.
     "spin-lr2e-4": ("spin", ["spin.learning_rate=2e-4"]),
+    # ... plus the NLL of the chosen (real) response (TRL's loss_type "sft" beside "sigmoid", RPO's anchor):
+    # spin-lr2e-4-s0's policy drifted to longer posts with both sides' log-probabilities pushed down.
+    "spin-sft": ("spin", ["spin.learning_rate=2e-4", "spin.loss_type=[sigmoid, sft]"]),
     "sft-more": ("sft", []),
     "ppo": ("ppo", []),
 }

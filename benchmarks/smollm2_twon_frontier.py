@@ -539,14 +539,42 @@ def evaluate(args: argparse.Namespace, work: Path, generations: Path, common: li
     print(text, flush=True)
 
 
+def overlapping_models(results: dict) -> tuple[list[str], dict[str, tuple[float, float]]]:
+    """The models whose every run's distinct-2 range overlaps some other model's run, and the others with
+    their range (min, max over their runs): a model sampled far more (or less) diversely than all the rest
+    at every temperature would leave no range in common, and the matched comparison of the rest with it."""
+    from gan_rl.eval.frontier import SEED_SUFFIX, run_curves
+
+    curves = run_curves(results, "distinct_2", "two_sample_acc_ngram")
+    ranges = {run: (points[0][0], points[-1][0]) for run, points in curves.items()}
+    model = {run: SEED_SUFFIX.sub("", run) for run in ranges}
+
+    def overlaps(run: str) -> bool:
+        low, high = ranges[run]
+        return any(model[o] != model[run] and lo <= high and low <= hi for o, (lo, hi) in ranges.items())
+
+    apart: dict[str, tuple[float, float]] = {}
+    for run in ranges:
+        if not overlaps(run):
+            low, high = apart.get(model[run], ranges[run])
+            apart[model[run]] = (min(low, ranges[run][0]), max(high, ranges[run][1]))
+    return sorted({m for m in model.values() if m not in apart}), apart
+
+
 def matched_table(report: dict) -> str:
     """Each model's two-sample accuracies at matched distinct-2 (:func:`gan_rl.eval.frontier.matched_diversity`),
     mean ± sd over seeds (the mean alone for one seed), with the noise floor (two halves of the real posts)."""
     from gan_rl.eval.frontier import matched_diversity
 
     lines = ["## At matched diversity (distinct-2), over the range every run spans", ""]
-    tables = {key: matched_diversity(report["results"], key) for key in NOISE_FLOOR}
+    models, apart = overlapping_models(report["results"])
+    tables = {key: matched_diversity(report["results"], key, models=models) for key in NOISE_FLOOR}
     span = next(iter(tables.values())).x_range
+    for model, (low, high) in apart.items():
+        lines += [
+            f"Left out: {model} (distinct-2 {low:.3f} to {high:.3f} overlaps no other model's range).",
+            "",
+        ]
     if span is None:
         return "\n".join([*lines, "The runs' distinct-2 ranges do not overlap: no matched comparison.", ""])
     lines += [f"distinct-2 from {span[0]:.3f} to {span[1]:.3f}.", ""]

@@ -526,7 +526,7 @@ def evaluate(args: argparse.Namespace, work: Path, generations: Path, common: li
     out = evaluate_generations(generations, work, args.results, common, ("--temperature", args.temperatures))
     if out is None:
         return
-    for name in ("report.md", "metrics.json", "quality_diversity.png"):
+    for name in ("report.md", "metrics.json"):  # quality_diversity.png: drawn below, with the floors
         if (out / name).is_file():
             shutil.copy(out / name, args.results / name)
     report = json.loads((out / "metrics.json").read_text())

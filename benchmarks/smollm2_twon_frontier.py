@@ -524,55 +524,38 @@ def evaluate(args: argparse.Namespace, work: Path, generations: Path, common: li
     from benchmarks.smollm2_twon_converged import summary_tables
 
     out = evaluate_generations(generations, work, args.results, common, ("--temperature", args.temperatures))
-    if out is None:
+    if out is not None:
+        for name in ("report.md", "metrics.json"):  # quality_diversity.png: drawn below, with the floors
+            if (out / name).is_file():
+                shutil.copy(out / name, args.results / name)
+    elif not (args.results / "metrics.json").is_file():
         return
-    for name in ("report.md", "metrics.json"):  # quality_diversity.png: drawn below, with the floors
-        if (out / name).is_file():
-            shutil.copy(out / name, args.results / name)
-    report = json.loads((out / "metrics.json").read_text())
+    # Every generation scored already: the tables and the plot drawn again from the committed metrics.
+    report = json.loads((args.results / "metrics.json").read_text())
+    from gan_rl.eval.frontier import comparable_models
     from gan_rl.eval.plots import plot_frontier
 
-    # The same plot with both two-sample tests' noise floors at n = 750 and the matched range shaded.
-    plot_frontier(report["results"], args.results, floors=NOISE_FLOOR)
+    # The same plot with both two-sample tests' noise floors at n = 750 and the compared models' matched
+    # range shaded.
+    models, _ = comparable_models(report["results"])
+    plot_frontier(report["results"], args.results, floors=NOISE_FLOOR, models=models)
     text = matched_table(report) + "\n" + summary_tables(report)
     (args.results / "summary.md").write_text(text)
     print(text, flush=True)
 
 
-def overlapping_models(results: dict) -> tuple[list[str], dict[str, tuple[float, float]]]:
-    """The models whose every run's distinct-2 range overlaps some other model's run, and the others with
-    their range (min, max over their runs): a model sampled far more (or less) diversely than all the rest
-    at every temperature would leave no range in common, and the matched comparison of the rest with it."""
-    from gan_rl.eval.frontier import SEED_SUFFIX, run_curves
-
-    curves = run_curves(results, "distinct_2", "two_sample_acc_ngram")
-    ranges = {run: (points[0][0], points[-1][0]) for run, points in curves.items()}
-    model = {run: SEED_SUFFIX.sub("", run) for run in ranges}
-
-    def overlaps(run: str) -> bool:
-        low, high = ranges[run]
-        return any(model[o] != model[run] and lo <= high and low <= hi for o, (lo, hi) in ranges.items())
-
-    apart: dict[str, tuple[float, float]] = {}
-    for run in ranges:
-        if not overlaps(run):
-            low, high = apart.get(model[run], ranges[run])
-            apart[model[run]] = (min(low, ranges[run][0]), max(high, ranges[run][1]))
-    return sorted({m for m in model.values() if m not in apart}), apart
-
-
 def matched_table(report: dict) -> str:
     """Each model's two-sample accuracies at matched distinct-2 (:func:`gan_rl.eval.frontier.matched_diversity`),
     mean ± sd over seeds (the mean alone for one seed), with the noise floor (two halves of the real posts)."""
-    from gan_rl.eval.frontier import matched_diversity
+    from gan_rl.eval.frontier import comparable_models, matched_diversity
 
     lines = ["## At matched diversity (distinct-2), over the range every run spans", ""]
-    models, apart = overlapping_models(report["results"])
+    models, apart = comparable_models(report["results"])
     tables = {key: matched_diversity(report["results"], key, models=models) for key in NOISE_FLOOR}
     span = next(iter(tables.values())).x_range
     for model, (low, high) in apart.items():
         lines += [
-            f"Left out: {model} (distinct-2 {low:.3f} to {high:.3f} overlaps no other model's range).",
+            f"Left out: {model} (distinct-2 {low:.3f} to {high:.3f}: with it the runs share no range).",
             "",
         ]
     if span is None:

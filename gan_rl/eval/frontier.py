@@ -56,14 +56,17 @@ class MatchedDiversity:
 
 
 def run_curves(
-    results: dict[str, dict[str, Any]], xkey: str, ykey: str
+    results: dict[str, dict[str, Any]], xkey: str, ykey: str, models: list[str] | None = None
 ) -> dict[str, list[tuple[float, float]]]:
     """Each run's (x, y) points over its temperatures, sorted by x: from ``gan-rl evaluate``'s rows, which
-    carry ``model`` and ``temperature`` (rows without them, such as the real reference, are left out)."""
+    carry ``model`` and ``temperature`` (rows without them, such as the real reference, are left out).
+    ``models``: only the runs of these models (names without the ``-sSEED`` suffix)."""
     curves: dict[str, list[tuple[float, float]]] = {}
     for row in results.values():
         model, x, y = row.get("model"), row.get(xkey), row.get(ykey)
         if model is None or row.get("temperature") is None or x is None or y is None:
+            continue
+        if models is not None and SEED_SUFFIX.sub("", str(model)) not in models:
             continue
         curves.setdefault(str(model), []).append((float(x), float(y)))
     return {m: sorted(points) for m, points in curves.items()}
@@ -78,6 +81,46 @@ def common_range(curves: dict[str, list[tuple[float, float]]]) -> tuple[float, f
     return (low, high) if low < high else None
 
 
+def comparable_models(
+    results: dict[str, dict[str, Any]], xkey: str = "distinct_2", ykey: str = "two_sample_acc"
+) -> tuple[list[str], dict[str, tuple[float, float]]]:
+    """The models whose runs share a range of ``xkey`` (what :func:`matched_diversity` compares), and
+    those left out with their range (min, max over their runs).
+
+    One model sampled far more (or less) diversely than the rest at every temperature would leave the
+    others no range in common, and no comparison at all. So while the runs share no range, the model whose
+    runs overlap the fewest other models' is left out (ties: the one whose leaving widens the common range
+    most, then the name): a model is left out only where it stands apart, never because of the order
+    the runs came in.
+    """
+    curves = run_curves(results, xkey, ykey)
+    ranges = {run: (points[0][0], points[-1][0]) for run, points in curves.items()}
+    model_of = {run: SEED_SUFFIX.sub("", run) for run in ranges}
+    kept = set(model_of.values())
+
+    def runs_of(models: set[str]) -> list[tuple[float, float]]:
+        return [r for run, r in ranges.items() if model_of[run] in models]
+
+    def width(models: set[str]) -> float:
+        spans = runs_of(models)
+        return min(hi for _, hi in spans) - max(lo for lo, _ in spans) if spans else 0.0
+
+    def overlapped(model: str) -> int:
+        mine = runs_of({model})
+        return sum(
+            any(lo <= high and low <= hi for lo, hi in mine for low, high in runs_of({other}))
+            for other in kept - {model}
+        )
+
+    apart: dict[str, tuple[float, float]] = {}
+    while len(kept) > 1 and width(kept) <= 0:
+        out = min(sorted(kept), key=lambda m: (overlapped(m), -width(kept - {m})))
+        spans = runs_of({out})
+        apart[out] = (min(lo for lo, _ in spans), max(hi for _, hi in spans))
+        kept.remove(out)
+    return sorted(kept), apart
+
+
 def matched_diversity(
     results: dict[str, dict[str, Any]],
     ykey: str,
@@ -90,9 +133,7 @@ def matched_diversity(
     ``models``: compare only the runs of these models (names without the ``-sSEED`` suffix); the common
     range is that of the runs compared, so adding a model can narrow it.
     """
-    curves = run_curves(results, xkey, ykey)
-    if models is not None:
-        curves = {run: pts for run, pts in curves.items() if SEED_SUFFIX.sub("", run) in models}
+    curves = run_curves(results, xkey, ykey, models)
     skipped = sorted(run for run, pts in curves.items() if len({x for x, _ in pts}) < 2)
     curves = {run: pts for run, pts in curves.items() if run not in skipped}
     span = common_range(curves)

@@ -322,7 +322,10 @@ def frontier_curves(
 
 
 def plot_frontier(
-    results: dict[str, dict], out_dir: str | Path, floors: dict[str, float] | None = None
+    results: dict[str, dict],
+    out_dir: str | Path,
+    floors: dict[str, float] | None = None,
+    models: list[str] | None = None,
 ) -> list[Path]:
     """The quality-diversity plot of an evaluation at several temperatures: for each model a curve through
     its temperatures (distance to the real responses against diversity), the real reference as a star.
@@ -332,9 +335,10 @@ def plot_frontier(
     (``NAME-sSEED``) are one curve through their means, with bars of one sd (:func:`frontier_curves`).
     ``floors``: a distance's noise floor (its value for two samples of the real responses), drawn as a
     dotted line in its panels. Panels over distinct-2 shade the range every run spans, where
-    :func:`gan_rl.eval.frontier.matched_diversity` compares them.
+    :func:`gan_rl.eval.frontier.matched_diversity` compares them; ``models``: the range of these models'
+    runs only (those ``matched_diversity`` is given, e.g. :func:`gan_rl.eval.frontier.comparable_models`).
     """
-    fig = frontier_figure(results, floors)
+    fig = frontier_figure(results, floors, models)
     if fig is None:
         return []
     out = Path(out_dir)
@@ -343,7 +347,9 @@ def plot_frontier(
     return [out / FRONTIER_FILE]
 
 
-def frontier_figure(results: dict[str, dict], floors: dict[str, float] | None = None) -> Figure | None:
+def frontier_figure(
+    results: dict[str, dict], floors: dict[str, float] | None = None, models: list[str] | None = None
+) -> Figure | None:
     """:func:`plot_frontier`'s figure, not saved (None: no panel has values)."""
     real = results.get(REAL) or {}
     panels = [(y, x) for y, x in FRONTIER_AXES if frontier_curves(results, x[0], y[0])]
@@ -364,7 +370,7 @@ def frontier_figure(results: dict[str, dict], floors: dict[str, float] | None = 
             ax.scatter([real[xkey]], [real[ykey]], marker="*", s=150, color="black", label="real", zorder=3)
         if floors and _num(floors.get(ykey)) is not None:
             ax.axhline(floors[ykey], ls=":", color="black", lw=1, label="noise floor (real vs real)")
-        span = common_range(run_curves(results, xkey, ykey)) if xkey == "distinct_2" else None
+        span = common_range(run_curves(results, xkey, ykey, models)) if xkey == "distinct_2" else None
         if span is not None:
             ax.axvspan(*span, color="grey", alpha=0.12, lw=0, label="matched range")
         ax.set(xlabel=xlabel, ylabel=ylabel)

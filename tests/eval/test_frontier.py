@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gan_rl.eval.frontier import common_range, matched_diversity
+from gan_rl.eval.frontier import common_range, comparable_models, matched_diversity
 
 
 def rows(model: str, points: list[tuple[float, float, float]]) -> dict[str, dict]:
@@ -50,3 +50,25 @@ def test_no_overlap_gives_no_range_and_single_points_are_named():
     matched = matched_diversity(results, "two_sample_acc", models=["a", "c"])
     assert matched.skipped == ["c"] and list(matched.values) == ["a"]
     assert common_range({}) is None
+
+
+def test_a_model_apart_is_left_out_and_the_rest_compared():
+    """This benchmark's seed-0 ranges (distinct-2 over T 0.7-1.3): spin-lr overlaps spin-sft only, so each
+    model overlaps some other yet all six share no range; spin-lr, overlapping the fewest, is left out."""
+    spans = {"ppo": (0.548, 0.684), "sft-more": (0.582, 0.694), "sft-star": (0.560, 0.686),
+             "spin-lr": (0.699, 0.784), "spin": (0.541, 0.668), "spin-sft": (0.604, 0.724)}  # fmt: skip
+    results = {}
+    for model, (low, high) in spans.items():
+        results.update(rows(f"{model}-s0", [(0.7, low, 0.7), (1.3, high, 0.6)]))
+    assert matched_diversity(results, "two_sample_acc").x_range is None
+    models, apart = comparable_models(results)
+    assert models == ["ppo", "sft-more", "sft-star", "spin", "spin-sft"]
+    assert apart == {"spin-lr": (0.699, 0.784)}
+    assert matched_diversity(results, "two_sample_acc", models=models).x_range == (0.604, 0.668)
+    # Seeds are one model: with a second seed of spin-lr spanning [0.55, 0.79] every model overlaps every
+    # other, yet its first seed still shares nothing with spin's run: one model goes, the one whose leaving
+    # opens the widest common range (spin-lr; leaving spin out would open none).
+    results.update(rows("spin-lr-s1", [(0.7, 0.55, 0.7), (1.3, 0.79, 0.6)]))
+    assert comparable_models(results)[1] == {"spin-lr": (0.55, 0.79)}
+    # Runs that share a range already: nothing left out.
+    assert comparable_models(rows("a-s0", [(0.7, 0.5, 0.5), (1.0, 0.7, 0.5)])) == (["a"], {})

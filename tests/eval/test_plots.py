@@ -207,4 +207,14 @@ def test_frontier_draws_the_noise_floor_and_the_matched_range():
         (span,) = [p for p in ax.patches if p.get_label() == "matched range"]
         x0, x1 = span.get_x(), span.get_x() + span.get_width()  # a Rectangle in data x
         assert abs(x0 - 0.72) < 1e-9 and abs(x1 - 0.78) < 1e-9
+    # Only the models compared: with c (apart from a and b) the runs share no range, and none is shaded
+    # unless c is left out as matched_diversity leaves it out.
+    results["c-s0@0.7"] = row("c-s0", 0.7, 0.70, 0.70, 0.90)
+    results["c-s0@1"] = row("c-s0", 1.0, 0.70, 0.70, 0.95)
+
+    def shaded(fig):
+        return [p for ax in fig.axes for p in ax.patches if p.get_label() == "matched range"]
+
+    assert shaded(frontier_figure(results)) == []
+    assert len(shaded(frontier_figure(results, models=["a", "b"]))) == 2
     assert frontier_figure({"real": {"distinct_2": 0.8}}) is None

@@ -70,6 +70,18 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     # ... plus the NLL of the chosen (real) response (TRL's loss_type "sft" beside "sigmoid", RPO's anchor):
     # spin-lr2e-4-s0's policy drifted to longer posts with both sides' log-probabilities pushed down.
     "spin-sft": ("spin", ["spin.learning_rate=2e-4", "spin.loss_type=[sigmoid, sft]"]),
+    # ... with the explicit discriminator (the recipe's, as ppo trains it) picking each prompt's rejected
+    # side among 4 own samples: the one it scores least real (issue 27's last variant). It samples 4x as
+    # much as spin-sft: the same steps, more wall clock (reported beside it).
+    "spin-disc": (
+        "spin",
+        [
+            "spin.learning_rate=2e-4",
+            "spin.loss_type=[sigmoid, sft]",
+            "spin.samples_per_prompt=4",
+            "spin.rejected_by=discriminator",
+        ],
+    ),
     "sft-more": ("sft", []),
     "ppo": ("ppo", []),
 }

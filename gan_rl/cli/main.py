@@ -544,7 +544,10 @@ def check(recipe: str, overrides: tuple[str, ...], algorithm: str) -> None:
         if algorithm == "sft":
             generator_checkpoint(parsed.model, parsed.resolve_path, Path(sft_output_dir(parsed)))
         elif algorithm == "spin":
+            from gan_rl.cli.spin import spin_discriminator
+
             check_spin_model(parsed)
+            spin_discriminator(parsed)
             generator_checkpoint(parsed.model, parsed.resolve_path, Path(spin_output_dir(parsed)))
         else:
             args = build_trainer_config(parsed, algorithm, remove_unused_columns=False)

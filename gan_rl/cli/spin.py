@@ -89,6 +89,7 @@ def run_spin(
 
     check_spin_model(recipe)
     args = build_spin_config(recipe)
+    discriminator = spin_discriminator(recipe)  # rejected_by: discriminator, checked before loading
     setup_distributed(args, "spin")  # FSDP that accelerate would drop here: an error before loading
     out = Path(args.output_dir)
     resume_from, raw = open_spin_run(recipe, out, resume, overwrite)
@@ -114,6 +115,7 @@ def run_spin(
         processing_class=tokenizer,
         peft_config=lora_config(recipe.model.lora, "CAUSAL_LM"),
         callbacks=[stop, *(callbacks or [])],
+        discriminator=discriminator,
     )
     # Between iterations (before the next one samples) as well as within one: every process agrees.
     spin.stop_requested = lambda: stop_agreed(stop)
@@ -141,6 +143,33 @@ def run_spin(
     summary = spin_summary(out, output, seconds, log_history, args.snapshot, recipe, selected, precision)
     write_summary(out, summary, log_history)
     return summary
+
+
+def spin_discriminator(recipe: Recipe) -> Any:
+    """The recipe's ``discriminator:`` when ``spin.rejected_by`` is ``discriminator`` (it picks each
+    prompt's rejected sample), its own checkpoints resolved as ``gan-rl ppo`` resolves them; else None.
+    Kind ``adapter`` is refused naming the field (it needs the policy TRL wraps, after sampling)."""
+    import dataclasses
+
+    from gan_rl.cli.models import check_gguf_file, resolve_checkpoint
+
+    if recipe.spin.get("rejected_by") != "discriminator":
+        return None
+    cfg = recipe.discriminator
+    if cfg.kind == "adapter":
+        raise RecipeError(
+            "discriminator.kind: spin.rejected_by: discriminator ranks the samples before the iteration's "
+            "DPO run wraps the policy, which kind 'adapter' trains on; use kind 'head' or 'classifier'."
+        )
+    if cfg.kind == "head" and cfg.encoder != "generator":
+        encoder = resolve_checkpoint(cfg.encoder, recipe.resolve_path, "discriminator.encoder")
+        check_gguf_file(encoder, cfg.gguf_file, "discriminator.gguf_file")
+        return dataclasses.replace(cfg, encoder=encoder)
+    if cfg.kind == "classifier" and cfg.model not in (None, "generator"):
+        model = resolve_checkpoint(cfg.model, recipe.resolve_path, "discriminator.model")
+        check_gguf_file(model, cfg.gguf_file, "discriminator.gguf_file")
+        return dataclasses.replace(cfg, model=model)
+    return cfg
 
 
 def spin_summary(

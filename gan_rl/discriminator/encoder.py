@@ -80,7 +80,9 @@ class FrozenEncoder:
 
     def _backbone(self) -> nn.Module:
         model = self.model
-        if self.disable_adapters:
+        if hasattr(model, "get_base_model") and hasattr(model, "peft_config"):
+            # A PeftModel: its LM, whose LoRA layers sit in place (switched off by disable_adapters, else
+            # active: SPIN's ranking encodes with the policy as it sampled).
             model = model.get_base_model()
         return getattr(model, "base_model", model)  # skip the LM head: only hidden states are needed
 

@@ -121,6 +121,8 @@ def test_check_passes_a_spin_recipe_and_refuses_a_bad_field_in_one_line(recipe_f
         "spin.itrations=3": "error: spin: unknown key 'itrations'. Did you mean 'iterations'?",
         "spin.loss_type=nope": "error: spin.loss_type: ['nope'] is not valid; valid: sigmoid,",
         "spin.max_completion_length=500": "error: spin.max_completion_length: 500 tokens do not fit",
+        "spin.rejected_by=best": "error: spin.rejected_by: expected 'sample' or 'discriminator', got 'best'.",
+        "spin.rejected_by=discriminator": "error: spin.samples_per_prompt: rejected_by 'discriminator' picks",
     }
     for setting, message in cases.items():
         result = invoke("check", recipe, "--algorithm", "spin", "--set", setting)
@@ -130,5 +132,27 @@ def test_check_passes_a_spin_recipe_and_refuses_a_bad_field_in_one_line(recipe_f
     quantize = ["--set", "model.lora.r=4", "--set", "model.quantization.bits=4"]
     quantized = invoke("check", recipe, "--algorithm", "spin", *quantize)
     assert quantized.exit_code == 2 and quantized.output.startswith("error: model.quantization: gan-rl spin")
+    adapter = recipe_factory(
+        "adapter.yaml",
+        spin={**SPIN, "rejected_by": "discriminator", "samples_per_prompt": 2},
+        model={"lora": {"r": 4}},
+        discriminator={"kind": "adapter"},
+    )
+    refused = invoke("check", adapter, "--algorithm", "spin")
+    assert refused.exit_code == 2 and refused.output.startswith("error: discriminator.kind: spin.rejected_by")
     # The section is checked for the other commands too, as ppo: and sft: are.
     assert invoke("check", recipe, "--set", "spin.iterations=0").output.startswith("error: spin.iterations")
+
+
+@pytest.mark.slow
+def test_spin_with_the_discriminator_picking_the_rejected_samples(tmp_path, recipe_factory):
+    """``spin.rejected_by: discriminator`` takes the recipe's ``discriminator:``: each iteration trains on
+    one pair per prompt out of its samples, and the run summary says how the discriminator ranked them."""
+    spin = {**SPIN, "iterations": 1, "samples_per_prompt": 2, "rejected_by": "discriminator"}
+    result = invoke("spin", recipe_factory(spin=spin))
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "out-spin" / "run_summary.json").read_text())
+    (iteration,) = summary["iterations"]
+    assert iteration["pairs"] == 8 and iteration["rows"] == 8
+    assert 0.0 <= iteration["rejection"]["heldout_accuracy"] <= 1.0
+    assert iteration["rejection"]["mean_kept_score"] <= iteration["rejection"]["mean_score"]

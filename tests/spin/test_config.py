@@ -45,6 +45,7 @@ def test_spin_config_is_a_dpo_config_with_help_on_every_own_field(tmp_path):
         ("iterations", 0),
         ("iterations", 1.5),
         ("samples_per_prompt", 0),
+        ("rejected_by", "best"),
         ("prompts_per_iteration", 0),
         ("max_completion_length", 0),
         ("temperature", 0.0),
@@ -67,6 +68,13 @@ def test_a_bad_value_is_refused_naming_its_field(tmp_path, name, value):
         config(tmp_path, **{name: value})
     assert str(raised.value).startswith(f"SpinConfig.{name}: "), str(raised.value)
     assert raised.value.detail.startswith(f"{name}: ")
+
+
+def test_ranking_by_discriminator_needs_several_samples_per_prompt(tmp_path):
+    with pytest.raises(ConfigError) as raised:
+        config(tmp_path, rejected_by="discriminator", samples_per_prompt=1)
+    assert str(raised.value).startswith("SpinConfig.samples_per_prompt: "), str(raised.value)
+    assert config(tmp_path, rejected_by="discriminator", samples_per_prompt=4).rejected_by == "discriminator"
 
 
 def test_good_values_pass(tmp_path):

@@ -17,6 +17,8 @@ from trl import DPOConfig
 from gan_rl.errors import ConfigError
 from gan_rl.trainer.trl_internals import dict_fields
 
+# How the rejected side is chosen among an iteration's own samples (SpinConfig.rejected_by).
+REJECTED_BY = ("sample", "discriminator")
 # TRL 1.16's DPO loss types (DPOConfig.loss_type's help). Checked at construction: TRL itself only rejects
 # an unknown one at the first training step, which for SPIN comes after a whole round of sampling.
 DPO_LOSS_TYPES = (
@@ -65,6 +67,15 @@ class SpinConfig(DPOConfig):
             "help": "Own samples drawn per train row (prompt and real response). Each sample makes its own "
             "preference pair with the row's real response as chosen, so an iteration trains on "
             "rows x samples_per_prompt pairs (SPIN uses 1)."
+        },
+    )
+    rejected_by: str = field(
+        default="sample",
+        metadata={
+            "help": "Which own samples are the rejected side: 'sample', each of the samples_per_prompt "
+            "samples makes a pair (SPIN); 'discriminator', one per prompt, the sample the recipe's "
+            "discriminator (trained on this iteration's samples against the real responses, "
+            "cross-fitted) scores least real. 'discriminator' needs samples_per_prompt >= 2."
         },
     )
     snapshot: bool = field(
@@ -142,6 +153,11 @@ class SpinConfig(DPOConfig):
                 "an integer >= 1",
             ),
             (
+                "rejected_by",
+                self.rejected_by in REJECTED_BY,
+                " or ".join(repr(v) for v in REJECTED_BY),
+            ),
+            (
                 "prompts_per_iteration",
                 self.prompts_per_iteration is None
                 or (_is_int(self.prompts_per_iteration) and self.prompts_per_iteration >= 1),
@@ -165,6 +181,11 @@ class SpinConfig(DPOConfig):
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"{name}: expected {expected}, got {getattr(self, name)!r}.")
+        if self.rejected_by == "discriminator" and self.samples_per_prompt < 2:
+            raise ValueError(
+                "samples_per_prompt: rejected_by 'discriminator' picks one of several samples per prompt; "
+                f"expected an integer >= 2, got {self.samples_per_prompt!r}."
+            )
         loss_types = [self.loss_type] if isinstance(self.loss_type, str) else list(self.loss_type)
         unknown = [t for t in loss_types if t not in DPO_LOSS_TYPES]
         if not loss_types or unknown:

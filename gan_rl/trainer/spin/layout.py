@@ -3,6 +3,8 @@
 ``output_dir/iteration-k/`` holds everything iteration k needs and leaves:
 
 * ``pairs.jsonl``: its preference pairs (written before training, read back by every run);
+* with ``rejected_by: discriminator``, ``samples.jsonl``: every own sample as a pair, before the
+  explicit discriminator kept one per prompt, and ``rejection.json``: how it ranked them;
 * ``reference_logps.safetensors``: the reference log-probabilities of those pairs, scored by the policy
   at the start of the iteration (the reference is needed once, so a resume never needs it again);
 * ``checkpoint-N/``: TRL's checkpoints within the iteration (``save_steps``);
@@ -28,6 +30,8 @@ from transformers.trainer_utils import get_last_checkpoint
 
 ITERATION_PREFIX = "iteration-"
 PAIRS_FILE = "pairs.jsonl"
+SAMPLES_FILE = "samples.jsonl"
+REJECTION_FILE = "rejection.json"
 REFERENCE_FILE = "reference_logps.safetensors"
 MODEL_DIR = "model"
 SUMMARY_FILE = "iteration.json"
@@ -53,6 +57,9 @@ class IterationSummary:
     saving_seconds: float = 0.0
     # The checkpoint this run resumed the iteration from (None: trained from its start in one go).
     resumed_from: str | None = None
+    # spin.rejected_by: discriminator: how the explicit discriminator ranked the samples
+    # (gan_rl.trainer.spin.rejection.RejectionStats); None otherwise.
+    rejection: dict[str, Any] | None = None
 
 
 class RunLayout:
@@ -66,6 +73,12 @@ class RunLayout:
 
     def pairs_file(self, k: int) -> Path:
         return self.iteration_dir(k) / PAIRS_FILE
+
+    def samples_file(self, k: int) -> Path:
+        return self.iteration_dir(k) / SAMPLES_FILE
+
+    def rejection_file(self, k: int) -> Path:
+        return self.iteration_dir(k) / REJECTION_FILE
 
     def reference_file(self, k: int) -> Path:
         return self.iteration_dir(k) / REFERENCE_FILE

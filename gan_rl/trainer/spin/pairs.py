@@ -37,6 +37,9 @@ class PreferencePair:
     rejected: Any
     # Whether the own sample ended with an end token (False: cut at max_completion_length).
     ended: bool = True
+    # spin.rejected_by: discriminator: the explicit discriminator's held-out logit of the rejected sample
+    # (positive: "real"), the lowest of its prompt's samples; None otherwise.
+    score: float | None = None
 
 
 def check_prompt_completion(dataset: Dataset) -> bool:

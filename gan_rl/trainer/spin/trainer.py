@@ -12,7 +12,8 @@ The loop (:meth:`SpinTrainer.train`), for each iteration k:
 1. the starting policy: the initial model (k = 1), or iteration k - 1's final policy loaded from disk;
 2. the pairs: the starting policy sampled on the train prompts (or, with ``snapshot``, iteration 1's
    samples reused), every real response (chosen) against its own prompt's samples (rejected), written to
-   ``iteration-k/pairs.jsonl`` and read back;
+   ``iteration-k/pairs.jsonl`` and read back; with ``rejected_by: discriminator`` only the sample an
+   explicit discriminator scores least real (:mod:`gan_rl.trainer.spin.rejection`);
 3. DPO: TRL's ``DPOTrainer`` with ``ref_model=None`` and ``precompute_ref_log_probs=True``, which scores
    the pairs with its reference *before any step* (in ``DPOTrainer.__init__``) and keeps no second model.
    Full fine-tuning: the reference is the model it is given, the starting policy. LoRA: the starting
@@ -38,10 +39,11 @@ stopped. The layout on disk is :mod:`gan_rl.trainer.spin.layout`'s.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, PreTrainedModel, TrainerCallback, set_seed
 from trl import DPOTrainer
 
+from gan_rl.discriminator.config import DiscriminatorConfig
 from gan_rl.trainer.spin.config import SpinConfig
 from gan_rl.trainer.spin.layout import IterationSummary, RunLayout
 from gan_rl.trainer.spin.pairs import (
@@ -64,6 +67,7 @@ from gan_rl.trainer.spin.pairs import (
     sample_rejected,
     write_pairs,
 )
+from gan_rl.trainer.spin.rejection import check_rejection_discriminator, pick_rejected
 from gan_rl.trainer.trl_internals import ReferenceLogpsHookMixin
 from gan_rl.utils.library_internals import attn_implementation
 from gan_rl.utils.modeling import free_memory, load_model_as_trl
@@ -151,7 +155,9 @@ class SpinTrainer:
     iteration not done. A callback of one iteration only (selection by samples, which writes into
     ``iteration-k/``) is added by :attr:`prepare_iteration`, called with (k, that iteration's
     ``DPOTrainer``) before it trains. With full fine-tuning a model object is trained in place in iteration
-    1, as TRL does; with LoRA its modules get the adapter layers, merged at the end.
+    1, as TRL does; with LoRA its modules get the adapter layers, merged at the end. ``discriminator``: a
+    :class:`~gan_rl.discriminator.config.DiscriminatorConfig`, required by ``args.rejected_by
+    == "discriminator"`` (it picks each prompt's rejected sample; kinds ``head`` and ``classifier``).
     """
 
     def __init__(
@@ -162,6 +168,7 @@ class SpinTrainer:
         processing_class: Any = None,
         peft_config: Any = None,
         callbacks: list[TrainerCallback] | None = None,
+        discriminator: DiscriminatorConfig | None = None,
     ) -> None:
         model_id = model if isinstance(model, str) else model.config.name_or_path
         if args is None:
@@ -184,7 +191,15 @@ class SpinTrainer:
                 "SpinTrainer: a quantized model is not supported (the final policy merges the adapter into "
                 "its weights)."
             )
+        if args.rejected_by == "discriminator":
+            if discriminator is None:
+                raise ValueError(
+                    "SpinTrainer: args.rejected_by 'discriminator' needs discriminator= (a "
+                    "DiscriminatorConfig: the explicit discriminator that picks the rejected samples)."
+                )
+            check_rejection_discriminator(discriminator)
         self.args = args
+        self.discriminator = discriminator
         self.train_dataset = train_dataset
         self.peft_config = peft_config
         self.callbacks = list(callbacks or [])
@@ -248,6 +263,8 @@ class SpinTrainer:
                 k, trainer, rows, len(pairs), reused, (start, sampled, trained, time.time()),
                 checkpoint if k == first else None,
             )  # fmt: skip
+            if layout.rejection_file(k).is_file():
+                summary.rejection = json.loads(layout.rejection_file(k).read_text())
             if args.should_save:
                 layout.write_summary(summary)
             PartialState().wait_for_everyone()
@@ -317,17 +334,48 @@ class SpinTrainer:
 
     def _pairs(self, k: int, model: PreTrainedModel) -> tuple[list[PreferencePair], int, bool]:
         """Iteration k's pairs (read back from ``pairs.jsonl``, written first unless a stopped run had
-        written it), the number of train rows they cover, and whether the samples were iteration 1's."""
-        args, path = self.args, self.layout.pairs_file(k)
+        written it), the number of train rows they cover, and whether the samples were iteration 1's.
+
+        With ``rejected_by: discriminator`` the samples go to ``samples.jsonl`` first, and every process
+        then ranks them (:func:`gan_rl.trainer.spin.rejection.pick_rejected`, a collective) before the main
+        process writes the kept ones: whether to rank is decided before anyone can write ``pairs.jsonl``."""
+        args, layout, path = self.args, self.layout, self.layout.pairs_file(k)
         reused = args.snapshot and k > 1
+        ranked = args.rejected_by == "discriminator" and not reused and not path.is_file()
         with args.main_process_first(local=False, desc=f"SPIN iteration {k}: sampling"):
             if not path.is_file():  # the main process writes it; the others then find it
                 if reused:
-                    write_pairs(path, read_pairs(self.layout.pairs_file(1)))
-                else:
+                    write_pairs(path, read_pairs(layout.pairs_file(1)))
+                elif not ranked:
                     write_pairs(path, self._sample_pairs(k, model))
+                elif not layout.samples_file(k).is_file():  # a resumed run ranks the saved samples again
+                    write_pairs(layout.samples_file(k), self._sample_pairs(k, model))
+        if ranked:
+            self._rank_samples(k, model)
         pairs = read_pairs(path)
         return pairs, len({p.row for p in pairs}), reused
+
+    def _rank_samples(self, k: int, model: PreTrainedModel) -> None:
+        """``pairs.jsonl`` from ``samples.jsonl``: per prompt the sample the explicit discriminator, trained
+        afresh on this iteration's samples (cross-fitted, seeded by the run's seed and k), scores least
+        real; how it ranked them in ``rejection.json``. Every process ranks; the main process writes."""
+        layout = self.layout
+        candidates = read_pairs(layout.samples_file(k))
+        kept, stats = pick_rejected(
+            candidates, self.args.samples_per_prompt, self.discriminator, model, self.processing_class,
+            sampling_seed(self.args.seed, k),
+        )  # fmt: skip
+        if self.args.should_save:
+            tmp = layout.rejection_file(k).with_suffix(".tmp")
+            tmp.write_text(json.dumps(asdict(stats), indent=2))
+            tmp.replace(layout.rejection_file(k))
+            write_pairs(layout.pairs_file(k), kept)
+        PartialState().wait_for_everyone()
+        logger.info(
+            "SPIN iteration %d: the discriminator kept 1 of %d samples per prompt (held-out accuracy %.3f; "
+            "%.1f words kept, %.1f on average)", k, self.args.samples_per_prompt, stats.heldout_accuracy,
+            stats.mean_kept_words, stats.mean_words,
+        )  # fmt: skip
 
     def _sample_pairs(self, k: int, model: PreTrainedModel) -> list[PreferencePair]:
         args = self.args

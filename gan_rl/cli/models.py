@@ -433,17 +433,23 @@ def preflight_checkpoints(recipe: Any, output_dir: str | Path) -> Checkpoints:
         generator = generator_checkpoint(model, recipe.resolve_path, Path(output_dir))
     if model.tokenizer is not None:
         resolve_checkpoint(model.tokenizer, recipe.resolve_path, "model.tokenizer")
+    encoder, classifier = discriminator_checkpoints(cfg, recipe.resolve_path)
+    if cfg.kind == "classifier" and classifier is None:  # model: generator
+        classifier = generator
+    return Checkpoints(generator=generator, encoder=encoder, classifier=classifier)
+
+
+def discriminator_checkpoints(cfg: Any, recipe_resolve) -> tuple[str | None, str | None]:
+    """(kind ``head``'s own encoder, kind ``classifier``'s model) as the run reads them: a local path must
+    exist, with the GGUF file it names; None where the discriminator reads the generator."""
     encoder = classifier = None
     if cfg.kind == "head" and cfg.encoder != "generator":
-        encoder = resolve_checkpoint(cfg.encoder, recipe.resolve_path, "discriminator.encoder")
+        encoder = resolve_checkpoint(cfg.encoder, recipe_resolve, "discriminator.encoder")
         check_gguf_file(encoder, cfg.gguf_file, "discriminator.gguf_file")
-    if cfg.kind == "classifier":
-        if cfg.model == "generator":
-            classifier = generator
-        else:
-            classifier = resolve_checkpoint(cfg.model, recipe.resolve_path, "discriminator.model")
-            check_gguf_file(classifier, cfg.gguf_file, "discriminator.gguf_file")
-    return Checkpoints(generator=generator, encoder=encoder, classifier=classifier)
+    if cfg.kind == "classifier" and cfg.model not in (None, "generator"):
+        classifier = resolve_checkpoint(cfg.model, recipe_resolve, "discriminator.model")
+        check_gguf_file(classifier, cfg.gguf_file, "discriminator.gguf_file")
+    return encoder, classifier
 
 
 def materialize_gguf(settings: ModelSettings, recipe_resolve, out_dir: Path) -> str:

@@ -151,7 +151,7 @@ def spin_discriminator(recipe: Recipe) -> Any:
     Kind ``adapter`` is refused naming the field (it needs the policy TRL wraps, after sampling)."""
     import dataclasses
 
-    from gan_rl.cli.models import check_gguf_file, resolve_checkpoint
+    from gan_rl.cli.models import discriminator_checkpoints
 
     if recipe.spin.get("rejected_by") != "discriminator":
         return None
@@ -161,14 +161,11 @@ def spin_discriminator(recipe: Recipe) -> Any:
             "discriminator.kind: spin.rejected_by: discriminator ranks the samples before the iteration's "
             "DPO run wraps the policy, which kind 'adapter' trains on; use kind 'head' or 'classifier'."
         )
-    if cfg.kind == "head" and cfg.encoder != "generator":
-        encoder = resolve_checkpoint(cfg.encoder, recipe.resolve_path, "discriminator.encoder")
-        check_gguf_file(encoder, cfg.gguf_file, "discriminator.gguf_file")
+    encoder, classifier = discriminator_checkpoints(cfg, recipe.resolve_path)
+    if encoder is not None:
         return dataclasses.replace(cfg, encoder=encoder)
-    if cfg.kind == "classifier" and cfg.model not in (None, "generator"):
-        model = resolve_checkpoint(cfg.model, recipe.resolve_path, "discriminator.model")
-        check_gguf_file(model, cfg.gguf_file, "discriminator.gguf_file")
-        return dataclasses.replace(cfg, model=model)
+    if classifier is not None:
+        return dataclasses.replace(cfg, model=classifier)
     return cfg
 
 

@@ -115,14 +115,14 @@ def pick_rejected(
             encoder.bind(model)  # the policy that sampled (with its adapter, under LoRA)
         return DiscriminatorTrainer(disc, config)
 
-    trainers = [fresh(0)]
-    disc = trainers[0].discriminator
-    real_features = disc.featurize(real)
-    generated_features = disc.featurize(generated)
+    trainer = fresh(0)
+    real_features = trainer.discriminator.featurize(real)
+    generated_features = trainer.discriminator.featurize(generated)
     scores = [0.0] * len(candidates)
     real_scores = [0.0] * len(rows)
     for fold in range(FOLDS):
-        trainer = trainers[0] if fold == 0 else fresh(fold)
+        if fold > 0:
+            trainer = fresh(fold)
         train_rows = [r for r in range(len(rows)) if r % FOLDS != fold]
         held_out = [r for r in range(len(rows)) if r % FOLDS == fold]
         _train(trainer, real_features, generated_features, train_rows, k, _fold_seed(seed, fold))
@@ -133,7 +133,6 @@ def pick_rejected(
         fold_real = trainer.discriminator.score([real_features[r] for r in held_out])
         for r, value in zip(held_out, fold_real.tolist(), strict=True):
             real_scores[r] = value
-        del trainer
     kept_index = least_real(scores, k)
     kept = [
         replace(group[j], score=round(scores[r * k + j], 6))

@@ -11,6 +11,13 @@ points (diversity ``x``, distance ``y``; one per temperature) are joined into a 
 order of ``x``; the range of ``x`` that every run's curve spans is the common range; each curve is
 interpolated on an even grid of that range and averaged, giving one number per run (its mean distance over
 the common diversities); runs named ``NAME-sSEED`` are seeds of one model, reported as mean ± sd.
+
+The matched reading compares models only where all their curves overlap: a model sampled far more diversely
+than the rest is read at its least diverse point, or not at all. :func:`frontier_at_diversity` reads the
+frontier instead: at each diversity ``x``, a run's closest point among those at least ``x`` diverse (the
+temperature a user wanting that much diversity would pick), averaged over ``x`` from the least diverse point
+of any run to the most diverse one every run reaches. No model is left out, and nothing is extrapolated past
+a curve's most diverse point; a model whose frontier is lower is ahead in both of the senses above.
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ SEED_SUFFIX = re.compile(r"-s\d+$")
 
 @dataclass
 class MatchedDiversity:
-    """Each model's mean ``ykey`` over the diversity range all runs share (``None`` when they share none)."""
+    """Each model's mean ``ykey`` over a diversity range (:func:`matched_diversity`: the range all runs share,
+    ``None`` when they share none; :func:`frontier_at_diversity`: its frontier's range)."""
 
     xkey: str
     ykey: str
@@ -133,19 +141,53 @@ def matched_diversity(
     ``models``: compare only the runs of these models (names without the ``-sSEED`` suffix); the common
     range is that of the runs compared, so adding a model can narrow it.
     """
-    curves = run_curves(results, xkey, ykey, models)
-    skipped = sorted(run for run, pts in curves.items() if len({x for x, _ in pts}) < 2)
-    curves = {run: pts for run, pts in curves.items() if run not in skipped}
+    curves, skipped = _curves(results, xkey, ykey, models)
     span = common_range(curves)
     matched = MatchedDiversity(xkey, ykey, span, skipped=skipped)
     if span is None:
         return matched
     xs = np.linspace(span[0], span[1], grid)
     for run, points in sorted(curves.items()):
-        px, py = zip(*_unique_x(points), strict=True)
+        px, py = zip(*points, strict=True)
         value = float(np.mean(np.interp(xs, px, py)))
         matched.values.setdefault(SEED_SUFFIX.sub("", run), []).append(value)
     return matched
+
+
+def frontier_at_diversity(
+    results: dict[str, dict[str, Any]],
+    ykey: str,
+    xkey: str = "distinct_2",
+    grid: int = 21,
+    models: list[str] | None = None,
+) -> MatchedDiversity:
+    """Each model's mean frontier: at each ``x`` of an even grid, the least ``ykey`` on its run's curve
+    where ``xkey`` is at least ``x`` (see the module), averaged over ``x`` from the lowest ``xkey`` of any
+    run to the highest that every run reaches. Seeds as in :func:`matched_diversity`."""
+    curves, skipped = _curves(results, xkey, ykey, models)
+    frontier = MatchedDiversity(xkey, ykey, None, skipped=skipped)
+    if not curves:
+        return frontier
+    span = (min(pts[0][0] for pts in curves.values()), min(pts[-1][0] for pts in curves.values()))
+    frontier.x_range = span
+    for run, points in sorted(curves.items()):
+        px, py = (np.array(v) for v in zip(*points, strict=True))
+        # A piecewise-linear curve's least value over [x, its end] lies at x itself or at a point past it.
+        best = [
+            min([*py[px >= x], *([np.interp(x, px, py)] if x >= px[0] else [])])
+            for x in np.linspace(span[0], span[1], grid)
+        ]
+        frontier.values.setdefault(SEED_SUFFIX.sub("", run), []).append(float(np.mean(best)))
+    return frontier
+
+
+def _curves(
+    results: dict[str, dict[str, Any]], xkey: str, ykey: str, models: list[str] | None
+) -> tuple[dict[str, list[tuple[float, float]]], list[str]]:
+    """The runs' curves with equal x merged, and the runs left out for having fewer than two x (no curve)."""
+    curves = {run: _unique_x(pts) for run, pts in run_curves(results, xkey, ykey, models).items()}
+    skipped = sorted(run for run, pts in curves.items() if len(pts) < 2)
+    return {run: pts for run, pts in curves.items() if run not in skipped}, skipped
 
 
 def _unique_x(points: list[tuple[float, float]]) -> list[tuple[float, float]]:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from gan_rl.eval.frontier import common_range, comparable_models, matched_diversity
+from gan_rl.eval.frontier import (
+    common_range,
+    comparable_models,
+    frontier_at_diversity,
+    matched_diversity,
+)
 
 
 def rows(model: str, points: list[tuple[float, float, float]]) -> dict[str, dict]:
@@ -72,3 +77,26 @@ def test_a_model_apart_is_left_out_and_the_rest_compared():
     assert comparable_models(results)[1] == {"spin-lr": (0.55, 0.79)}
     # Runs that share a range already: nothing left out.
     assert comparable_models(rows("a-s0", [(0.7, 0.5, 0.5), (1.0, 0.7, 0.5)])) == (["a"], {})
+
+
+def test_the_frontier_reads_every_model_at_its_closest_point_at_least_as_diverse():
+    """a is U-shaped (closest at x = 0.6, further both sides); b is more diverse at every temperature and as
+    close as a's best: the curves share no range (no matched reading), but b's frontier is lower than a's."""
+    results = {
+        **rows("a-s0", [(0.7, 0.5, 0.8), (1.0, 0.6, 0.6), (1.3, 0.7, 0.7)]),
+        **rows("b-s0", [(0.7, 0.8, 0.65), (1.3, 0.9, 0.6)]),
+    }
+    assert matched_diversity(results, "two_sample_acc").x_range is None
+    frontier = frontier_at_diversity(results, "two_sample_acc")
+    # From a's least diverse point to the most diverse one both reach: 0.5 to 0.7.
+    assert frontier.x_range == pytest.approx((0.5, 0.7))
+    # b: 0.6 everywhere (its 0.9 point is at least any x). a: 0.6 up to x = 0.6, then its rising right arm,
+    # 0.6 + (x - 0.6), never a point it was not sampled past: the grid's mean is 0.6 + 0.55 / 21.
+    assert frontier.values["b"] == [pytest.approx(0.6)]
+    assert frontier.values["a"] == [pytest.approx(0.6 + 0.55 / 21)]
+    # A model sampled less diversely ends the range at its most diverse point; a single point is no curve.
+    results.update(rows("c-s0", [(0.7, 0.45, 0.9), (1.3, 0.65, 0.5)]))
+    results.update(rows("d-s0", [(1.0, 0.6, 0.5)]))
+    frontier = frontier_at_diversity(results, "two_sample_acc")
+    assert frontier.x_range == pytest.approx((0.45, 0.65)) and frontier.skipped == ["d-s0"]
+    assert frontier.values["c"] == [pytest.approx(0.5)] and "d" not in frontier.values

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,44 +142,47 @@ def matched_diversity(
     ``models``: compare only the runs of these models (names without the ``-sSEED`` suffix); the common
     range is that of the runs compared, so adding a model can narrow it.
     """
-    curves, skipped = _curves(results, xkey, ykey, models)
-    span = common_range(curves)
-    matched = MatchedDiversity(xkey, ykey, span, skipped=skipped)
-    if span is None:
-        return matched
-    xs = np.linspace(span[0], span[1], grid)
-    for run, points in sorted(curves.items()):
-        px, py = zip(*points, strict=True)
-        value = float(np.mean(np.interp(xs, px, py)))
-        matched.values.setdefault(SEED_SUFFIX.sub("", run), []).append(value)
-    return matched
+    return _mean_over_grid(results, xkey, ykey, grid, models, common_range, np.interp)
 
 
 def frontier_at_diversity(
-    results: dict[str, dict[str, Any]],
-    ykey: str,
-    xkey: str = "distinct_2",
-    grid: int = 21,
-    models: list[str] | None = None,
+    results: dict[str, dict[str, Any]], ykey: str, xkey: str = "distinct_2"
 ) -> MatchedDiversity:
     """Each model's mean frontier: at each ``x`` of an even grid, the least ``ykey`` on its run's curve
     where ``xkey`` is at least ``x`` (see the module), averaged over ``x`` from the lowest ``xkey`` of any
-    run to the highest that every run reaches. Seeds as in :func:`matched_diversity`."""
+    run to the highest that every run reaches. Every run is read; seeds as in :func:`matched_diversity`."""
+
+    def span(curves: dict[str, list[tuple[float, float]]]) -> tuple[float, float]:
+        return min(pts[0][0] for pts in curves.values()), min(pts[-1][0] for pts in curves.values())
+
+    def least_beyond(xs: np.ndarray, px: np.ndarray, py: np.ndarray) -> list[float]:
+        # A piecewise-linear curve's least value over [x, its end] lies at x itself or at a point past it.
+        return [min([*py[px >= x], *([np.interp(x, px, py)] if x >= px[0] else [])]) for x in xs]
+
+    return _mean_over_grid(results, xkey, ykey, 21, None, span, least_beyond)
+
+
+def _mean_over_grid(
+    results: dict[str, dict[str, Any]],
+    xkey: str,
+    ykey: str,
+    grid: int,
+    models: list[str] | None,
+    span_of: Callable[[dict[str, list[tuple[float, float]]]], tuple[float, float] | None],
+    read: Callable[[np.ndarray, np.ndarray, np.ndarray], Any],
+) -> MatchedDiversity:
+    """Each run's curve ``read`` at an even grid of ``span_of(curves)`` (x, then the curve's x and y) and
+    averaged; one value per run, grouped by model."""
     curves, skipped = _curves(results, xkey, ykey, models)
-    frontier = MatchedDiversity(xkey, ykey, None, skipped=skipped)
-    if not curves:
-        return frontier
-    span = (min(pts[0][0] for pts in curves.values()), min(pts[-1][0] for pts in curves.values()))
-    frontier.x_range = span
+    span = span_of(curves) if curves else None
+    means = MatchedDiversity(xkey, ykey, span, skipped=skipped)
+    if span is None:
+        return means
+    xs = np.linspace(span[0], span[1], grid)
     for run, points in sorted(curves.items()):
         px, py = (np.array(v) for v in zip(*points, strict=True))
-        # A piecewise-linear curve's least value over [x, its end] lies at x itself or at a point past it.
-        best = [
-            min([*py[px >= x], *([np.interp(x, px, py)] if x >= px[0] else [])])
-            for x in np.linspace(span[0], span[1], grid)
-        ]
-        frontier.values.setdefault(SEED_SUFFIX.sub("", run), []).append(float(np.mean(best)))
-    return frontier
+        means.values.setdefault(SEED_SUFFIX.sub("", run), []).append(float(np.mean(read(xs, px, py))))
+    return means
 
 
 def _curves(

@@ -551,7 +551,10 @@ def evaluate(args: argparse.Namespace, work: Path, generations: Path, common: li
     # range shaded.
     models, _ = comparable_models(report["results"])
     plot_frontier(report["results"], args.results, floors=NOISE_FLOOR, models=models)
-    text = matched_table(report) + "\n" + summary_tables(report)
+    runs = (
+        json.loads((args.results / "runs.json").read_text()) if (args.results / "runs.json").is_file() else {}
+    )
+    text = matched_table(report) + "\n" + summary_tables(report) + "\n" + cost_table(runs)
     (args.results / "summary.md").write_text(text)
     print(text, flush=True)
 
@@ -587,6 +590,32 @@ def matched_table(report: dict) -> str:
         "",
         *model_rows(frontier),
     ]
+    return "\n".join(lines) + "\n"
+
+
+def cost_table(runs: dict) -> str:
+    """Each trained run's wall clock, steps and seconds a step (its selection by samples left out), and
+    each model's sampling of the test prompts, on the machine ``runs.json`` names."""
+    lines = [
+        "## Cost of each run",
+        "",
+        "Wall clocks as measured; where two runs shared the two cores (most of them), upper bounds. A spin",
+        "run's seconds a step include its sampling of the train prompts at each iteration.",
+        "",
+        "| run | machine | steps | training s | selection s | s / step | test sampling s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for label, run in runs.items():
+        if not isinstance(run, dict) or not run.get("steps") or not run.get("training_seconds"):
+            continue
+        selection = float(run.get("selection_seconds") or 0.0)
+        per_step = (float(run["training_seconds"]) - selection) / int(run["steps"])
+        sampling = (runs.get(f"generate {label}") or {}).get("seconds", "-")
+        machine = str(run.get("machine", "?")).split(", torch")[0]
+        lines.append(
+            f"| {label} | {machine} | {run['steps']} | {run['training_seconds']:.0f} | {selection:.0f} | "
+            f"{per_step:.1f} | {sampling} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -20,9 +20,10 @@ The protocol:
    are committed under ``benchmarks/results/smollm2-twon-frontier/generations/``, and an arm whose file is
    there is done (skipped by later sessions).
 4. One ``gan-rl evaluate`` scores them all; ``summary.md`` gives the two-sample accuracies (embedding and
-   n-gram) at matched distinct-2 (:func:`gan_rl.eval.frontier.matched_diversity`), mean ± sd over seeds,
-   beside the best-temperature table; ``runs.json`` holds each run's wall time, steps, selection and
-   machine.
+   n-gram) at matched distinct-2 (:func:`gan_rl.eval.frontier.matched_diversity`) and on each model's
+   frontier (:func:`gan_rl.eval.frontier.frontier_at_diversity`), mean ± sd over seeds, beside the
+   best-temperature table and each run's cost; ``runs.json`` holds each run's wall time, steps, selection
+   and machine.
 
 Resumable: a finished run (``run_summary.json``) or an existing generations file is skipped; an unfinished
 sft-star resumes from its latest checkpoint (a step budget); an unfinished arm starts again (its budget is

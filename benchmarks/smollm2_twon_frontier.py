@@ -550,24 +550,25 @@ def evaluate(args: argparse.Namespace, work: Path, generations: Path, common: li
 
     # The same plot with both two-sample tests' noise floors at n = 750 and the compared models' matched
     # range shaded.
-    models, _ = comparable_models(report["results"])
+    models, apart = comparable_models(report["results"])
     plot_frontier(report["results"], args.results, floors=NOISE_FLOOR, models=models)
     runs = (
         json.loads((args.results / "runs.json").read_text()) if (args.results / "runs.json").is_file() else {}
     )
-    text = matched_table(report) + "\n" + summary_tables(report) + "\n" + cost_table(runs)
+    text = matched_table(report, models, apart) + "\n" + summary_tables(report) + "\n" + cost_table(runs)
     (args.results / "summary.md").write_text(text)
     print(text, flush=True)
 
 
-def matched_table(report: dict) -> str:
+def matched_table(report: dict, models: list[str], apart: dict[str, tuple[float, float]]) -> str:
     """Each model's two-sample accuracies at matched distinct-2 (:func:`gan_rl.eval.frontier.matched_diversity`),
     then on its frontier (:func:`gan_rl.eval.frontier.frontier_at_diversity`), mean ± sd over seeds (the mean
-    alone for one seed), with the noise floor (two halves of the real posts)."""
-    from gan_rl.eval.frontier import comparable_models, frontier_at_diversity, matched_diversity
+    alone for one seed), with the noise floor (two halves of the real posts). ``models``, ``apart``: the
+    models compared at matched diversity and those left out (:func:`gan_rl.eval.frontier.comparable_models`,
+    as the plot shades them)."""
+    from gan_rl.eval.frontier import frontier_at_diversity, matched_diversity
 
     lines = ["## At matched diversity (distinct-2), over the range every run spans", ""]
-    models, apart = comparable_models(report["results"])
     tables = {key: matched_diversity(report["results"], key, models=models) for key in NOISE_FLOOR}
     span = next(iter(tables.values())).x_range
     for model, (low, high) in apart.items():
